@@ -1,0 +1,152 @@
+"""The ``foldkit`` command: argument parsing only; every command calls the Python API.
+
+Exit codes: 0 success, 1 a parity check failed, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from foldkit.errors import FoldkitError
+
+
+def _batch(text: str) -> int | str:
+    if text == "dynamic":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch must be a positive integer or 'dynamic', not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"batch must be at least 1, not {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="foldkit", description=__doc__.splitlines()[0])
+    from foldkit import __version__
+
+    parser.add_argument("--version", action="version", version=f"foldkit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    export = commands.add_parser("export", help="export a Darknet network to ONNX, BN folded by foldkit")
+    export.add_argument("model", help="built-in name (darknet53, yolov3, yolov3-tiny) or a .cfg path")
+    export.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    export.add_argument("--img-size", type=_positive, help="input height and width (default: the cfg's [net])")
+    export.add_argument("--batch", type=_batch, default=1, help="batch size, or 'dynamic' (default 1)")
+    export.add_argument("--opset", type=_positive, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--no-fold", action="store_true", help="keep BatchNormalization nodes")
+    export.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
+    export.add_argument("--random-weights", type=int, metavar="SEED",
+                        help="seeded random weights with realistic BN statistics (for networks without trained weights)")
+
+    check = commands.add_parser("check", help="parity of two ONNX models on the same seeded inputs")
+    check.add_argument("candidate")
+    check.add_argument("reference")
+    check.add_argument("--atol", type=float, default=1e-6)
+    check.add_argument("--rtol", type=float, default=1e-4, help="relative to each reference output's max |value|")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--batch", type=_positive, default=1, help="batch size for dynamic batch dimensions")
+    check.add_argument("--providers", default="auto", help="auto, cpu, cuda, … (default auto)")
+
+    inspect = commands.add_parser("inspect", help="layers, norms, and which norms fold (and why not)")
+    inspect.add_argument("target", help="built-in name, .cfg or .onnx path")
+
+    fold = commands.add_parser("fold", help="fold BatchNorm (and per-channel Mul/Add) in an ONNX model")
+    fold.add_argument("input")
+    fold.add_argument("-o", "--output", required=True)
+    fold.add_argument("--report", help="write the per-node report as JSON here")
+    fold.add_argument("--check", action="store_true", help="verify parity against the original (ConvBNFusion off)")
+    fold.add_argument("--allow-initializer-inputs", action="store_true",
+                      help="treat initializers that are also graph inputs as constants")
+    fold.add_argument("--atol", type=float, default=1e-6)
+    fold.add_argument("--rtol", type=float, default=1e-4)
+
+    demo = commands.add_parser("demo", help="export a built-in network folded and unfolded, prove parity, time both")
+    demo.add_argument("model", nargs="?", default="yolov3-tiny")
+    demo.add_argument("--img-size", type=_positive, default=416)
+    demo.add_argument("--out", default="foldkit-demo", help="folder for the ONNX files (default ./foldkit-demo)")
+    demo.add_argument("--rounds", type=_positive, default=20, help="timed rounds per variant")
+    demo.add_argument("--threads", type=_positive, help="ORT intra-op threads (default: ORT's choice)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FoldkitError as exc:
+        print(f"foldkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _export(args) -> int:
+    from foldkit.darknet.build import build_model
+    from foldkit.export import describe_network, export_onnx
+    from foldkit.nn import randomize_batchnorm
+
+    model = build_model(args.model, args.img_size, seed=args.random_weights)
+    shape = (1 if args.batch == "dynamic" else args.batch, model.info.channels, model.info.height, model.info.width)
+    if args.random_weights is not None:
+        randomize_batchnorm(model, (2, *shape[1:]), seed=args.random_weights)
+    result = export_onnx(
+        model, args.output, input_shape=shape, fold=not args.no_fold, opset=args.opset,
+        dynamic_batch=args.batch == "dynamic", exporter=args.exporter, metadata=describe_network(model, shape),
+    )
+    print(f"wrote {result.path} (opset {result.opset}, input {'x'.join(map(str, shape))}"
+          f"{', dynamic batch' if args.batch == 'dynamic' else ''})")
+    print(result.fold_report.format() if result.fold_report else "fold: off (--no-fold): BatchNormalization nodes kept")
+    return 0
+
+
+def _check(args) -> int:
+    from foldkit.parity import compare_onnx_models
+
+    report = compare_onnx_models(
+        args.candidate, args.reference, atol=args.atol, rtol=args.rtol, seed=args.seed, batch=args.batch,
+        providers=args.providers,
+    )
+    print(report.format())
+    return 0 if report.passed else 1
+
+
+def _inspect(args) -> int:
+    from foldkit.inspect import inspect_target
+
+    print(inspect_target(args.target))
+    return 0
+
+
+def _fold(args) -> int:
+    from foldkit.pipeline import fold_file
+
+    result = fold_file(
+        args.input, args.output, report_path=args.report, check=args.check,
+        allow_initializer_inputs=args.allow_initializer_inputs, atol=args.atol, rtol=args.rtol,
+    )
+    print(result.format())
+    return 0 if result.parity is None or result.parity.passed else 1
+
+
+def _demo(args) -> int:
+    from foldkit.demo import run_demo
+
+    return run_demo(args.model, img_size=args.img_size, out=Path(args.out), rounds=args.rounds, threads=args.threads)
+
+
+COMMANDS = {"export": _export, "check": _check, "inspect": _inspect, "fold": _fold, "demo": _demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

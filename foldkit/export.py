@@ -1,0 +1,159 @@
+"""PyTorch → ONNX, with BatchNorm folded by foldkit (or deliberately kept), verified on write.
+
+Both of torch's exporters fold BatchNorm on their own in eval mode (TorchScript through constant
+folding, dynamo through its optimizer), which would make a "kept BN" export silently folded and
+a folded one folded twice over. foldkit therefore exports with those folds off, folds (or not)
+itself, evaluates the constant leftovers, and then checks that the written model has the opset
+that was asked for, passes ``onnx.checker`` with full checks, and infers shapes strictly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from foldkit.errors import FoldkitError
+from foldkit.fileio import save_onnx
+from foldkit.fold.constants import fold_constants
+from foldkit.fold.report import FoldReport
+from foldkit.fold.torch import fold_module
+
+DEFAULT_OPSET = 17
+EXPORTERS = ("torchscript", "dynamo")
+INPUT_NAME = "images"
+
+
+@dataclass
+class ExportResult:
+    """What was written, and what folding did on the way."""
+
+    path: Path | None
+    model: onnx.ModelProto
+    fold_report: FoldReport | None
+    opset: int
+    input_shape: tuple
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike | None,
+    *,
+    input_shape: tuple[int, int, int, int],
+    fold: bool = True,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = False,
+    exporter: str = "torchscript",
+    metadata: dict[str, str] | None = None,
+) -> ExportResult:
+    """Export ``model`` (NCHW float32 input of ``input_shape``) to ONNX at ``path``.
+
+    With ``fold`` the model is folded by :func:`foldkit.fold_module` first and the report is
+    returned; without, every BatchNorm stays a ``BatchNormalization`` node. ``path=None`` only
+    builds and validates the model. The file is written atomically.
+    """
+    if exporter not in EXPORTERS:
+        raise FoldkitError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    if opset < 11:
+        raise FoldkitError(f"opset {opset} is too old; foldkit exports opset 11 or newer")
+    model = model.eval()
+    report = None
+    if fold:
+        model, report = fold_module(model)
+    output_names = list(model.output_names()) if hasattr(model, "output_names") else None
+    example = torch.rand(*input_shape, generator=torch.Generator().manual_seed(0))
+    onnx_model = (_export_torchscript if exporter == "torchscript" else _export_dynamo)(
+        model, example, opset, dynamic_batch, output_names
+    )
+    fold_constants(onnx_model)
+    props = {"foldkit.folded": str(bool(fold)).lower()}
+    if report is not None:
+        props["foldkit.fold_summary"] = report.summary()
+    props.update(metadata or {})
+    onnx.helper.set_model_props(onnx_model, props)
+    onnx_model.producer_name, onnx_model.producer_version = "foldkit", _version()
+    validate_model(onnx_model, opset=opset, where=str(path or "<export>"))
+    if path is not None:
+        save_onnx(onnx_model, path)
+    return ExportResult(Path(path) if path else None, onnx_model, report, opset, tuple(input_shape))
+
+
+def _export_torchscript(model, example, opset, dynamic_batch, output_names) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    names = output_names or [f"output{i}" for i in range(_count_outputs(model, example))]
+    dynamic_axes = {name: {0: "batch"} for name in [INPUT_NAME, *names]} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notices, not ours to show
+        torch.onnx.export(
+            model, (example,), buffer, dynamo=False, opset_version=opset, do_constant_folding=False,
+            input_names=[INPUT_NAME], output_names=names, dynamic_axes=dynamic_axes,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _export_dynamo(model, example, opset, dynamic_batch, output_names) -> onnx.ModelProto:
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, optimize=False, opset_version=opset, verbose=False,
+            input_names=[INPUT_NAME], output_names=output_names, dynamic_shapes=dynamic_shapes,
+        )
+    return program.model_proto
+
+
+def _count_outputs(model: nn.Module, example: torch.Tensor) -> int:
+    with torch.no_grad():
+        out = model(example)
+    return len(out) if isinstance(out, (tuple, list)) else 1
+
+
+def default_opset_version(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def validate_model(model: onnx.ModelProto, *, opset: int | None = None, where: str = "<model>") -> None:
+    """Fail with a clear message unless ``model`` has ``opset`` and passes full checks."""
+    written = default_opset_version(model)
+    if opset is not None and written != opset:
+        raise FoldkitError(
+            f"{where}: the exporter wrote opset {written}, not the requested {opset} "
+            f"(ask for opset {written}, or use the torchscript exporter)"
+        )
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FoldkitError(f"{where}: model fails ONNX validation: {first}") from None
+
+
+def _version() -> str:
+    from foldkit import __version__
+
+    return __version__
+
+
+def describe_network(model: nn.Module, input_shape: tuple) -> dict[str, str]:
+    """Deployment metadata for a Darknet model: kind, input, classes, anchors, strides."""
+    info = getattr(model, "info", None)
+    props = {"foldkit.input_shape": json.dumps(list(input_shape)), "foldkit.input_layout": "NCHW RGB [0,1]"}
+    if info is None:
+        return props
+    props["foldkit.network"] = "detector" if info.heads else "classifier"
+    if info.heads:
+        props["foldkit.yolo_heads"] = json.dumps(
+            [
+                {"classes": h.classes, "anchors": h.anchors, "mask": h.mask, "stride": h.stride,
+                 "scale_x_y": h.scale_x_y, "new_coords": h.new_coords}
+                for h in info.heads
+            ]
+        )
+    return props

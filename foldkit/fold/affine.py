@@ -1,0 +1,152 @@
+"""The one fold arithmetic, shared by the PyTorch pass and every ONNX pattern.
+
+A linear op (Conv, ConvTranspose, Gemm, MatMul, Linear) followed by a per-channel affine map
+``y ↦ y·s + t`` is the same op with weight ``W·s`` (scaled along its output-channel axis) and
+bias ``b·s + t``. BatchNorm at inference is such a map with ``s = γ/√(σ²+ε)`` and ``t = β − μ·s``.
+Everything is computed in float64 and cast exactly once to the target dtype, so a folded fp16
+weight is the correctly rounded fold, not the product of rounded steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class AffineFold:
+    """A folded weight and bias, with what the fold did to the numbers."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    max_amplification: float  # max |s|: how much the fold magnified any filter
+    warnings: list[str] = field(default_factory=list)
+
+
+def batchnorm_scale_shift(
+    gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float,
+    *, eps_outside_sqrt: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """BatchNorm's inference map as ``(s, t)`` in float64: ``y = x·s + t``.
+
+    ``eps_outside_sqrt`` gives pjreddie Darknet's CPU variant, ``γ/(√σ² + ε)``.
+    """
+    gamma, beta, mean, var = (np.asarray(a, dtype=np.float64) for a in (gamma, beta, mean, var))
+    denominator = np.sqrt(var) + eps if eps_outside_sqrt else np.sqrt(var + eps)
+    scale = gamma / denominator
+    return scale, beta - mean * scale
+
+
+def channel_scale(scale: np.ndarray, weight_shape: tuple[int, ...], axis: int, groups: int = 1) -> np.ndarray:
+    """Broadcast a per-output-channel ``scale`` onto a weight of ``weight_shape``.
+
+    ``axis=0``: the weight's first axis is the output channel (Conv ``[C_out, C_in/g, k…]``,
+    Linear ``[C_out, C_in]``, Gemm ``B`` with transB=1).
+    ``axis=1``: the second axis holds output channels *within a group* (ConvTranspose
+    ``[C_in, C_out/g, k…]``, Gemm/MatMul ``B`` of shape ``[K, N]``); with ``groups`` g, input row i
+    belongs to group ``i // (C_in/g)`` and column j is output channel ``group·(C_out/g) + j``.
+    """
+    scale = np.asarray(scale, dtype=np.float64).reshape(-1)
+    trailing = (1,) * (len(weight_shape) - axis - 1)
+    if axis == 0:
+        return scale.reshape((-1,) + trailing)
+    if axis != 1:
+        raise ValueError(f"axis must be 0 or 1, got {axis}")
+    rows, per_group = weight_shape[0], weight_shape[1]
+    group_of_row = np.arange(rows) // (rows // groups)
+    table = scale.reshape(groups, per_group)[group_of_row]  # [rows, C_out/g]
+    return table.reshape((rows, per_group) + trailing)
+
+
+def output_channels(weight_shape: tuple[int, ...], axis: int, groups: int = 1) -> int:
+    """How many output channels a weight of this shape has, for ``channel_scale``'s layouts."""
+    return weight_shape[0] if axis == 0 else weight_shape[1] * groups
+
+
+def cast_once(values: np.ndarray, dtype: np.dtype, what: str) -> tuple[np.ndarray, list[str]]:
+    """Cast float64 ``values`` to ``dtype`` and say what the cast lost: overflow, total underflow."""
+    with np.errstate(over="ignore"):  # overflow is reported below, per tensor
+        cast = values.astype(dtype)
+    warnings: list[str] = []
+    if np.dtype(dtype).kind != "f" and np.dtype(dtype).name != "bfloat16":
+        return cast, warnings
+    as64 = cast.astype(np.float64)
+    overflow = int(np.count_nonzero(np.isinf(as64) & np.isfinite(values)))
+    if overflow:
+        warnings.append(f"{what}: {overflow} value(s) overflow {np.dtype(dtype).name} and became ±inf")
+    underflow = int(np.count_nonzero((as64 == 0) & (values != 0)))
+    if underflow:
+        warnings.append(f"{what}: {underflow} non-zero value(s) underflow {np.dtype(dtype).name} to 0")
+    return cast, warnings
+
+
+def fold_affine(
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    *,
+    axis: int = 0,
+    groups: int = 1,
+    dtype: np.dtype | None = None,
+) -> AffineFold:
+    """Fold ``y ↦ y·scale + shift`` (per output channel) into ``weight`` and ``bias``.
+
+    Returns ``W·s`` and ``b·s + t`` computed in float64 and cast once to ``dtype`` (default: the
+    weight's dtype); a missing bias counts as zero.
+    """
+    dtype = np.dtype(dtype if dtype is not None else weight.dtype)
+    scale = np.asarray(scale, dtype=np.float64).reshape(-1)
+    shift = np.asarray(shift, dtype=np.float64).reshape(-1)
+    channels = output_channels(weight.shape, axis, groups)
+    if scale.size != channels or shift.size != channels:
+        raise ValueError(f"scale/shift have {scale.size}/{shift.size} values for {channels} output channels")
+    weight64 = weight.astype(np.float64) * channel_scale(scale, weight.shape, axis, groups)
+    # A bias broadcasts with channels on its last axis: Conv's [C], Gemm's C of shape [N], [1, N], [M, N]…
+    bias64 = shift if bias is None else np.asarray(bias, dtype=np.float64) * scale + shift
+    return _finish(weight64, bias64, scale, dtype)
+
+
+def fold_affine_input(
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    *,
+    groups: int = 1,
+    dtype: np.dtype | None = None,
+) -> AffineFold:
+    """Fold ``x ↦ x·scale + shift`` on a conv's *input* channels (BatchNorm before a conv).
+
+    ``conv(x·s + t) = conv_{W·s}(x) + Σ W·t``: the weight is scaled along its input-channel axis
+    and each output's bias gains the sum of its filter times the shift. This is exact only when
+    the conv does not pad, since padded zeros are not shifted; the caller checks that.
+    """
+    dtype = np.dtype(dtype if dtype is not None else weight.dtype)
+    shape = weight.shape
+    weight64 = weight.astype(np.float64)
+    if np.asarray(scale).size != shape[1] * groups:
+        raise ValueError(f"scale has {np.asarray(scale).size} values for {shape[1] * groups} input channels")
+    per_input = channel_scale(scale, shape, axis=1, groups=groups)
+    bias64 = (weight64 * channel_scale(shift, shape, axis=1, groups=groups)).reshape(shape[0], -1).sum(axis=1)
+    if bias is not None:
+        bias64 = bias64 + np.asarray(bias, dtype=np.float64).reshape(-1)
+    return _finish(weight64 * per_input, bias64, np.asarray(scale, dtype=np.float64), dtype)
+
+
+# Above this, a fold into a 16-bit weight can lose more than conv+norm would have.
+AMPLIFICATION_WARNING = 100.0
+
+
+def _finish(weight64: np.ndarray, bias64: np.ndarray, scale: np.ndarray, dtype: np.dtype) -> AffineFold:
+    new_weight, weight_warnings = cast_once(weight64, dtype, "weight")
+    new_bias, bias_warnings = cast_once(bias64, dtype, "bias")
+    amplification = float(np.max(np.abs(scale))) if scale.size else 0.0
+    warnings = weight_warnings + bias_warnings
+    if dtype.itemsize <= 2 and amplification > AMPLIFICATION_WARNING:
+        warnings.append(
+            f"the fold multiplies some filters by up to {amplification:.0f} (tiny BN variance); in "
+            f"{dtype.name} the folded weights can be less accurate than conv + norm were"
+        )
+    return AffineFold(new_weight, new_bias, amplification, warnings)

@@ -1,0 +1,114 @@
+"""Evaluate constant subexpressions of an ONNX graph into initializers.
+
+Exporters leave parameters behind little computations over constants: TorchScript's exporter
+writes ``Identity`` aliases for deduplicated tensors; the dynamo exporter without its optimizer
+feeds each BatchNorm parameter through ``Expand``/``Shape``/``CastLike``. A fold pattern needs
+the values, so every node whose inputs are all constant is evaluated (with ONNX's reference
+evaluator, in one run) and replaced by an initializer. Graph inputs are never constants, even
+when an initializer of the same name gives them a default, unless the caller says so.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+# Nodes that must not be evaluated at fold time even with constant inputs.
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def constant_names(graph: onnx.GraphProto, *, initializer_inputs_are_constant: bool = False) -> set[str]:
+    """Names of initializers that hold fixed values (not overridable graph inputs)."""
+    names = {init.name for init in graph.initializer}
+    if not initializer_inputs_are_constant:
+        names -= {inp.name for inp in graph.input}
+    return names
+
+
+def fold_constants(model: onnx.ModelProto, *, initializer_inputs_are_constant: bool = False) -> int:
+    """Replace every all-constant node of the main graph by initializers, in place.
+
+    Returns the number of nodes removed. Subgraphs (If/Loop bodies) are left alone.
+    """
+    graph = model.graph
+    known = constant_names(graph, initializer_inputs_are_constant=initializer_inputs_are_constant)
+    _cast_like_to_cast(graph, known)
+    constant_nodes = []
+    for node in graph.node:  # ONNX requires topological order
+        if node.op_type in _NONDETERMINISTIC or any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+            continue
+        if all(name == "" or name in known for name in node.input):
+            constant_nodes.append(node)
+            known.update(o for o in node.output if o)
+    if not constant_nodes:
+        return 0
+
+    produced = {o for node in constant_nodes for o in node.output if o}
+    removed = {id(node) for node in constant_nodes}
+    needed = {name for node in graph.node if id(node) not in removed for name in node.input} | {
+        o.name for o in graph.output
+    }
+    wanted = sorted(produced & needed)
+    if wanted:
+        initializers = {init.name: init for init in graph.initializer}
+        used = {name for node in constant_nodes for name in node.input if name in initializers}
+        sub = helper.make_model(
+            helper.make_graph(
+                list(constant_nodes), "constants", [], [helper.make_tensor_value_info(n, 0, None) for n in wanted],
+                initializer=[initializers[n] for n in sorted(used)],
+            ),
+            opset_imports=list(model.opset_import), ir_version=model.ir_version,
+        )
+        values = ReferenceEvaluator(sub).run(None, {})
+        graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in zip(wanted, values))
+
+    kept = [node for node in graph.node if id(node) not in removed]
+    del graph.node[:]
+    graph.node.extend(kept)
+    # Graph outputs produced by folded nodes now come from initializers, which ONNX allows.
+    remove_unused_initializers(model)
+    return len(constant_nodes)
+
+
+def _cast_like_to_cast(graph: onnx.GraphProto, constants: set[str]) -> None:
+    """``CastLike(constant, x)`` reads only x's element type: rewrite it as ``Cast`` when that is known.
+
+    The dynamo exporter writes a zero conv bias as ``Expand(CastLike(0, images), shape)``.
+    """
+    elem_types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info, *graph.output]}
+    elem_types.update({init.name: init.data_type for init in graph.initializer})
+    for node in graph.node:
+        if node.op_type == "CastLike" and node.input[0] in constants and elem_types.get(node.input[1]):
+            target = elem_types[node.input[1]]
+            data = node.input[0]
+            node.op_type = "Cast"
+            del node.input[:]
+            node.input.append(data)
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("to", target))
+        elif node.op_type in ("Constant",):
+            constants.update(node.output)
+
+
+def remove_unused_initializers(model: onnx.ModelProto) -> int:
+    """Drop initializers no node, subgraph or graph output reads; returns how many."""
+    graph = model.graph
+    used = {name for node in graph.node for name in _all_inputs(node)} | {o.name for o in graph.output}
+    graph_inputs = {i.name for i in graph.input}
+    kept = [init for init in graph.initializer if init.name in used or init.name in graph_inputs]
+    dropped = len(graph.initializer) - len(kept)
+    if dropped:
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return dropped
+
+
+def _all_inputs(node: onnx.NodeProto):
+    """A node's inputs and every name its subgraphs read from outside."""
+    yield from node.input
+    for attr in node.attribute:
+        subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for sub in subgraphs:
+            for inner in sub.node:
+                yield from _all_inputs(inner)

@@ -1,0 +1,169 @@
+"""The Darknet conv block and its parts: convolution, normalization, activation.
+
+:class:`ConvNormAct` is the PyTorch counterpart of keras-yolo3's ``DarknetConv2D_BN_Leaky``: a
+convolution without bias, a BatchNorm, and LeakyReLU(0.1). Activation and normalization are
+selectable so that users can build the variants and see which of them fold: BatchNorm (and
+InstanceNorm with running statistics) is a fixed per-channel affine map at inference and folds
+into the convolution; GroupNorm, LayerNorm and InstanceNorm without running statistics normalize
+with statistics of each sample and cannot fold.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from foldkit.errors import FoldkitError
+
+LEAKY_SLOPE = 0.1  # Darknet's leaky slope (activations.h), also keras-yolo3's LeakyReLU(alpha=0.1)
+BN_EPS = 1e-5  # Darknet adds 1e-5 inside the square root; PyTorch's default too
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "leaky": lambda: nn.LeakyReLU(LEAKY_SLOPE),
+    "relu": nn.ReLU,
+    "logistic": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    # nn.Mish uses softplus with threshold 20, as Darknet's CPU mish does.
+    "mish": nn.Mish,
+    # Darknet's swish is x·σ(x) without a β parameter: exactly SiLU.
+    "swish": nn.SiLU,
+    "linear": nn.Identity,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Return the activation module for a Darknet activation name."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise FoldkitError(
+            f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}"
+        ) from None
+
+
+def _group_count(channels: int, preferred: int = 32) -> int:
+    """The largest divisor of ``channels`` not above ``preferred`` (GroupNorm needs a divisor)."""
+    return max(g for g in range(1, min(preferred, channels) + 1) if channels % g == 0)
+
+
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "batch": lambda c: nn.BatchNorm2d(c, eps=BN_EPS),
+    "group": lambda c: nn.GroupNorm(_group_count(c), c),
+    # LayerNorm over (C, H, W) with a per-channel affine, independent of the spatial size.
+    "layer": lambda c: nn.GroupNorm(1, c),
+    "instance": lambda c: nn.InstanceNorm2d(c, affine=True),
+    "none": lambda c: nn.Identity(),
+}
+
+
+def make_norm(name: str, channels: int) -> nn.Module:
+    """Return the normalization module ``name`` for ``channels`` channels."""
+    try:
+        return NORMS[name](channels)
+    except KeyError:
+        raise FoldkitError(f"unknown normalization {name!r}; known: {', '.join(NORMS)}") from None
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d → normalization → activation; Darknet's ``[convolutional]`` layer.
+
+    With a normalization the convolution has no bias (the norm's shift replaces it), as in
+    Darknet with ``batch_normalize=1``; with ``norm="none"`` the convolution has a bias.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int | tuple[int, int] = 1,
+        padding: int | None = None,
+        groups: int = 1,
+        dilation: int = 1,
+        norm: str = "batch",
+        activation: str = "leaky",
+    ) -> None:
+        if padding is None:
+            padding = (kernel_size // 2) * dilation
+        conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding,
+            dilation=dilation, groups=groups, bias=(norm == "none"),
+        )
+        super().__init__()
+        self.conv = conv
+        self.norm = make_norm(norm, out_channels)
+        self.act = make_activation(activation)
+
+
+def DarknetConv2D_BN_Leaky(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> ConvNormAct:  # noqa: N802 - keras-yolo3's name
+    """keras-yolo3's block by its own name: conv without bias, BatchNorm, LeakyReLU(0.1).
+
+    keras-yolo3 pads stride-2 convs on the top-left only ('valid' after ZeroPadding2D(((1,0),(1,0))));
+    this uses Darknet's symmetric padding, which is what the Darknet weights were trained with.
+    """
+    return ConvNormAct(in_channels, out_channels, kernel_size, stride, norm="batch", activation="leaky")
+
+
+@torch.no_grad()
+def randomize_batchnorm(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    seed: int = 0,
+    tiny_variance_fraction: float = 0.05,
+    calibration_batches: int = 2,
+) -> nn.Module:
+    """Give every BatchNorm realistic, non-trivial statistics, in place, and return ``model``.
+
+    Freshly built BatchNorms have γ=1, β=0, μ=0, σ²=1, so folding them changes nothing and proves
+    nothing. This draws γ and β at random, makes a fraction of each conv's filters nearly dead
+    (weights scaled by 1e-2, so their output variance lands near 1e-4, as in trained networks),
+    then measures the running mean and variance on seeded random inputs, layer by layer, so the
+    network stays well scaled at any depth. The model is left in eval mode.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    conv_before_bn = _convs_before_batchnorms(model)
+    for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        channels = bn.num_features
+        bn.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+        bn.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
+        conv = conv_before_bn.get(bn)
+        if conv is not None:
+            tiny = torch.rand(channels, generator=generator) < tiny_variance_fraction
+            tiny[torch.randint(channels, (1,), generator=generator)] = True  # at least one per layer
+            conv.weight[tiny] *= 1e-2
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for _ in range(calibration_batches):
+        model(torch.rand(*input_shape, generator=generator))
+    for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        bn.momentum = 0.1
+    return model.eval()
+
+
+def _convs_before_batchnorms(model: nn.Module) -> dict[nn.Module, nn.Module]:
+    """Map each BatchNorm to the conv registered right before it (the block structure)."""
+    pairs: dict[nn.Module, nn.Module] = {}
+    previous: nn.Module | None = None
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and isinstance(
+            previous, nn.modules.conv._ConvNd
+        ) and previous.out_channels == module.num_features:
+            pairs[module] = previous
+        if not isinstance(module, (nn.Sequential, nn.ModuleList)):
+            previous = module
+    return pairs
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Learnable parameters (weights, biases, γ, β); running statistics are buffers, not counted."""
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "ACTIVATIONS", "NORMS", "ConvNormAct", "DarknetConv2D_BN_Leaky", "make_activation",
+    "make_norm", "randomize_batchnorm", "count_parameters", "BN_EPS", "LEAKY_SLOPE",
+]

@@ -1,0 +1,177 @@
+"""Compare two sets of outputs, per output, in the spirit of Polygraphy's comparator.
+
+For each output: the largest absolute error, the largest element-wise relative error, the mean
+absolute error, the smallest tolerances that would pass, and PASSED/FAILED. An output passes when
+``max|a − b| ≤ atol + rtol · max|b|``: the relative tolerance is taken against the reference
+output's largest magnitude, which keeps near-zero elements (where element-wise relative errors
+explode without meaning) from deciding the verdict.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+from foldkit.errors import FoldkitError
+
+
+@dataclass
+class OutputComparison:
+    name: str
+    shape: tuple
+    max_abs: float
+    max_rel: float  # element-wise |a−b| / |b|, over elements where |b| > 0
+    mean_abs: float
+    ref_max: float  # max |b|
+    atol: float
+    rtol: float
+    passed: bool
+
+    @property
+    def min_rtol(self) -> float:
+        """The smallest rtol (with atol 0) that passes: max|a−b| / max|b|."""
+        return self.max_abs / self.ref_max if self.ref_max > 0 else (0.0 if self.max_abs == 0 else float("inf"))
+
+    @property
+    def min_atol(self) -> float:
+        """The smallest atol (with rtol 0) that passes."""
+        return self.max_abs
+
+
+@dataclass
+class ParityReport:
+    """All outputs of one comparison, with names for what was compared."""
+
+    candidate: str
+    reference: str
+    outputs: list[OutputComparison] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outputs) and all(o.passed for o in self.outputs)
+
+    def to_dict(self) -> dict:
+        return {
+            "candidate": self.candidate, "reference": self.reference, "passed": self.passed,
+            "outputs": [asdict(o) | {"min_rtol": o.min_rtol, "min_atol": o.min_atol} for o in self.outputs],
+        }
+
+    def format(self) -> str:
+        header = f"parity: {self.candidate}  vs  {self.reference} (reference)"
+        columns = f"  {'output':<14} {'shape':<20} {'max abs':>10} {'max rel':>10} {'mean abs':>10} {'min rtol':>10}  result"
+        rows = [
+            f"  {o.name:<14} {'x'.join(map(str, o.shape)):<20} {o.max_abs:>10.3e} {o.max_rel:>10.3e} "
+            f"{o.mean_abs:>10.3e} {o.min_rtol:>10.3e}  {'PASSED' if o.passed else 'FAILED'}"
+            f" (atol={o.atol:g}, rtol={o.rtol:g})"
+            for o in self.outputs
+        ]
+        verdict = f"  {'PASSED' if self.passed else 'FAILED'}: {sum(o.passed for o in self.outputs)}/{len(self.outputs)} outputs within tolerance"
+        return "\n".join([header, columns, *rows, verdict])
+
+
+def compare_outputs(
+    candidate: dict[str, np.ndarray] | list[np.ndarray],
+    reference: dict[str, np.ndarray] | list[np.ndarray],
+    *,
+    atol: float = 1e-6,
+    rtol: float = 1e-4,
+    candidate_name: str = "candidate",
+    reference_name: str = "reference",
+) -> ParityReport:
+    """Compare outputs matched by name (dicts) or by position (lists)."""
+    if isinstance(candidate, dict) != isinstance(reference, dict):
+        raise TypeError("pass both outputs as dicts or both as lists")
+    if isinstance(candidate, dict):
+        if set(candidate) != set(reference):
+            raise FoldkitError(
+                f"{candidate_name} and {reference_name} have different outputs: "
+                f"{sorted(candidate)} vs {sorted(reference)}"
+            )
+        pairs = [(name, candidate[name], reference[name]) for name in reference]
+    else:
+        if len(candidate) != len(reference):
+            raise FoldkitError(f"{candidate_name} has {len(candidate)} outputs, {reference_name} {len(reference)}")
+        pairs = [(f"output{i}", a, b) for i, (a, b) in enumerate(zip(candidate, reference))]
+    report = ParityReport(candidate_name, reference_name)
+    for name, a, b in pairs:
+        report.outputs.append(_compare(name, np.asarray(a), np.asarray(b), atol, rtol, candidate_name, reference_name))
+    return report
+
+
+def _compare(name, a, b, atol, rtol, candidate_name, reference_name) -> OutputComparison:
+    if a.shape != b.shape:
+        raise FoldkitError(f"output '{name}': {candidate_name} has shape {a.shape}, {reference_name} {b.shape}")
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    diff = np.abs(a64 - b64)
+    finite = np.isfinite(a64) & np.isfinite(b64)
+    if not finite.all():
+        # matching non-finite values (both inf of the same sign, or both nan) are equal
+        same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+        diff = np.where(finite, diff, np.where(same, 0.0, np.inf))
+    magnitude = np.abs(np.where(np.isfinite(b64), b64, 0.0))
+    nonzero = magnitude > 0
+    max_abs = float(diff.max()) if diff.size else 0.0
+    ref_max = float(magnitude.max()) if magnitude.size else 0.0
+    return OutputComparison(
+        name=name, shape=tuple(a.shape), max_abs=max_abs,
+        max_rel=float((diff[nonzero] / magnitude[nonzero]).max()) if nonzero.any() else 0.0,
+        mean_abs=float(diff.mean()) if diff.size else 0.0, ref_max=ref_max, atol=atol, rtol=rtol,
+        passed=bool(max_abs <= atol + rtol * ref_max),
+    )
+
+
+def compare_onnx_models(
+    candidate: onnx.ModelProto | os.PathLike | str,
+    reference: onnx.ModelProto | os.PathLike | str,
+    *,
+    atol: float = 1e-6,
+    rtol: float = 1e-4,
+    seed: int = 0,
+    batch: int = 1,
+    providers: str = "auto",
+    opt_level: str = "disable",
+    disabled_optimizers: tuple[str, ...] = (),
+    names: tuple[str, str] | None = None,
+) -> ParityReport:
+    """Run two ONNX models (files or ModelProtos) on the same seeded inputs; compare every output.
+
+    Both run at ``opt_level`` (default: every ORT graph optimization off, so each model runs as
+    written and ORT's own Conv+BN fusion cannot hide a difference).
+    """
+    from foldkit.fileio import load_onnx
+    from foldkit.runtime import create_session, random_inputs, run
+
+    labels = names or (str(candidate), str(reference))
+    sessions = []
+    for model, label in zip((candidate, reference), labels):
+        proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+        try:
+            sessions.append(create_session(
+                proto, providers=providers, opt_level=opt_level, disabled_optimizers=disabled_optimizers
+            ))
+        except FoldkitError as exc:
+            raise FoldkitError(f"{label}: {str(exc).split(': ', 1)[-1]}") from None
+    feeds = random_inputs(sessions[1], seed=seed, batch=batch)
+    expected = sorted(i.name for i in sessions[1].get_inputs())
+    found = sorted(i.name for i in sessions[0].get_inputs())
+    if expected != found:
+        raise FoldkitError(f"{labels[0]}: inputs {found} do not match {labels[1]}'s {expected}")
+    outputs = [run(s, feeds) for s in sessions]
+    return compare_outputs(
+        outputs[0], outputs[1], atol=atol, rtol=rtol, candidate_name=labels[0], reference_name=labels[1]
+    )
+
+
+def torch_outputs(model: "torch.nn.Module", images: np.ndarray, *, float64: bool = False) -> list[np.ndarray]:
+    """Run a PyTorch model on NCHW ``images``; ``float64`` runs a float64 copy as ground truth."""
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(model).double() if float64 else model
+    with torch.no_grad():
+        out = net.eval()(torch.from_numpy(images).to(torch.float64 if float64 else torch.float32))
+    return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]

@@ -1,0 +1,1 @@
+"""The built-in networks as Darknet .cfg files (this folder ships as the package foldkit.models)."""
