@@ -12,18 +12,6 @@ from pathlib import Path
 from foldkit.errors import FoldkitError
 
 
-def _batch(text: str) -> int | str:
-    if text == "dynamic":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"batch must be a positive integer or 'dynamic', not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"batch must be at least 1, not {value}")
-    return value
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -32,6 +20,15 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
     return value
+
+
+def _batch(text: str) -> int | str:
+    if text == "dynamic":
+        return text
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"batch must be at least 1 or 'dynamic', not {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

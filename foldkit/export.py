@@ -99,6 +99,10 @@ def _export_torchscript(model, example, opset, dynamic_batch, output_names) -> o
 
 
 def _export_dynamo(model, example, opset, dynamic_batch, output_names) -> onnx.ModelProto:
+    try:
+        import onnxscript  # noqa: F401 - torch's dynamo exporter needs it
+    except ImportError:
+        raise FoldkitError("the dynamo exporter needs onnxscript: pip install 'foldkit[dynamo]'") from None
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
