@@ -1,15 +1,35 @@
-"""foldkit: fold BatchNorm into convolutions, export lean ONNX graphs, prove nothing changed."""
+"""foldkit: fold BatchNorm into convolutions, export lean ONNX graphs, prove nothing changed.
+
+The public API is imported lazily, so that commands working on ONNX files alone (``foldkit fold``,
+``foldkit check``) start without loading PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from foldkit.darknet import DarknetModel, build_model  # noqa: E402
-from foldkit.errors import FoldkitError  # noqa: E402
-from foldkit.export import export_onnx  # noqa: E402
-from foldkit.fold.report import FoldEntry, FoldReport  # noqa: E402
-from foldkit.fold.torch import fold_module  # noqa: E402
-from foldkit.nn import ConvNormAct, DarknetConv2D_BN_Leaky, randomize_batchnorm  # noqa: E402
+_EXPORTS = {
+    "DarknetModel": "foldkit.darknet.build",
+    "build_model": "foldkit.darknet.build",
+    "FoldkitError": "foldkit.errors",
+    "export_onnx": "foldkit.export",
+    "FoldEntry": "foldkit.fold.report",
+    "FoldReport": "foldkit.fold.report",
+    "fold_module": "foldkit.fold.torch",
+    "fold_onnx": "foldkit.fold.onnx",
+    "compare_outputs": "foldkit.parity",
+    "compare_onnx_models": "foldkit.parity",
+    "ConvNormAct": "foldkit.nn",
+    "DarknetConv2D_BN_Leaky": "foldkit.nn",
+    "randomize_batchnorm": "foldkit.nn",
+}
 
-__all__ = [
-    "__version__", "DarknetModel", "build_model", "FoldkitError", "export_onnx", "FoldEntry",
-    "FoldReport", "fold_module", "ConvNormAct", "DarknetConv2D_BN_Leaky", "randomize_batchnorm",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'foldkit' has no attribute {name!r}")

@@ -25,6 +25,7 @@ from foldkit.fileio import save_onnx
 from foldkit.fold.constants import fold_constants
 from foldkit.fold.report import FoldReport
 from foldkit.fold.torch import fold_module
+from foldkit.validate import validate_model
 
 DEFAULT_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
@@ -117,26 +118,6 @@ def _count_outputs(model: nn.Module, example: torch.Tensor) -> int:
     with torch.no_grad():
         out = model(example)
     return len(out) if isinstance(out, (tuple, list)) else 1
-
-
-def default_opset_version(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def validate_model(model: onnx.ModelProto, *, opset: int | None = None, where: str = "<model>") -> None:
-    """Fail with a clear message unless ``model`` has ``opset`` and passes full checks."""
-    written = default_opset_version(model)
-    if opset is not None and written != opset:
-        raise FoldkitError(
-            f"{where}: the exporter wrote opset {written}, not the requested {opset} "
-            f"(ask for opset {written}, or use the torchscript exporter)"
-        )
-    try:
-        onnx.checker.check_model(model, full_check=True)
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FoldkitError(f"{where}: model fails ONNX validation: {first}") from None
 
 
 def _version() -> str:

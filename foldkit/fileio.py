@@ -87,7 +87,10 @@ def save_onnx(model: onnx.ModelProto, target: str | os.PathLike) -> None:
             )
             # onnx wrote the data file beside tmp under its final name; nothing else to move.
         else:
-            onnx.save_model(model, str(tmp))
+            # One serialization, written as is (onnx.save_model holds a second copy meanwhile).
+            data = model.SerializeToString()
+            with open(tmp, "wb") as handle:
+                handle.write(data)
 
     write_atomic(target, writer)
 

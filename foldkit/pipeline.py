@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foldkit.errors import FoldkitError
-from foldkit.export import validate_model
 from foldkit.fileio import load_onnx, save_onnx, write_text_atomic
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FoldReport
 from foldkit.parity import ParityReport, compare_onnx_models
 from foldkit.runtime import CONV_BN_FUSION
+from foldkit.validate import validate_model
 
 
 @dataclass
@@ -75,7 +75,7 @@ def fold_file(
     start = time.perf_counter()
     folded, report = fold_onnx(model, allow_initializer_inputs=allow_initializer_inputs, inplace=True)
     seconds["fold"] = time.perf_counter() - start
-    validate_model(folded, where=str(output_path))
+    validate_model(folded, where=str(output_path), weights=False)
     result = FoldFileResult(input_path, output_path, report, ops_before, node_counts(folded), bytes_before, 0, seconds)
 
     if check:

@@ -65,19 +65,26 @@ def output_channels(weight_shape: tuple[int, ...], axis: int, groups: int = 1) -
 
 
 def cast_once(values: np.ndarray, dtype: np.dtype, what: str) -> tuple[np.ndarray, list[str]]:
-    """Cast float64 ``values`` to ``dtype`` and say what the cast lost: overflow, total underflow."""
+    """Cast float64 ``values`` to ``dtype`` and say what the cast lost: overflow, total underflow.
+
+    Only 16-bit floats get the element-wise underflow count; for wider types one pass over the
+    result shows whether anything overflowed.
+    """
+    dtype = np.dtype(dtype)
     with np.errstate(over="ignore"):  # overflow is reported below, per tensor
         cast = values.astype(dtype)
+    if (dtype.kind != "f" and dtype.name != "bfloat16") or values.size == 0:
+        return cast, []
+    if dtype.itemsize > 2 and np.isfinite(cast).all():
+        return cast, []
     warnings: list[str] = []
-    if np.dtype(dtype).kind != "f" and np.dtype(dtype).name != "bfloat16":
-        return cast, warnings
     as64 = cast.astype(np.float64)
     overflow = int(np.count_nonzero(np.isinf(as64) & np.isfinite(values)))
     if overflow:
-        warnings.append(f"{what}: {overflow} value(s) overflow {np.dtype(dtype).name} and became ±inf")
+        warnings.append(f"{what}: {overflow} value(s) overflow {dtype.name} and became ±inf")
     underflow = int(np.count_nonzero((as64 == 0) & (values != 0)))
     if underflow:
-        warnings.append(f"{what}: {underflow} non-zero value(s) underflow {np.dtype(dtype).name} to 0")
+        warnings.append(f"{what}: {underflow} non-zero value(s) underflow {dtype.name} to 0")
     return cast, warnings
 
 
@@ -102,7 +109,8 @@ def fold_affine(
     channels = output_channels(weight.shape, axis, groups)
     if scale.size != channels or shift.size != channels:
         raise ValueError(f"scale/shift have {scale.size}/{shift.size} values for {channels} output channels")
-    weight64 = weight.astype(np.float64) * channel_scale(scale, weight.shape, axis, groups)
+    weight64 = weight.astype(np.float64)
+    weight64 *= channel_scale(scale, weight.shape, axis, groups)
     # A bias broadcasts with channels on its last axis: Conv's [C], Gemm's C of shape [N], [1, N], [M, N]…
     bias64 = shift if bias is None else np.asarray(bias, dtype=np.float64) * scale + shift
     return _finish(weight64, bias64, scale, dtype)

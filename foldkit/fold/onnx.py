@@ -30,6 +30,7 @@ from foldkit.fileio import load_onnx
 from foldkit.fold.affine import AffineFold, batchnorm_scale_shift, fold_affine, fold_affine_input
 from foldkit.fold.constants import constant_names, fold_constants, remove_unused_initializers
 from foldkit.fold.report import FOLDED, NOT_FOLDABLE, SKIPPED, FoldEntry, FoldReport
+from foldkit.validate import skeleton
 
 PER_SAMPLE_NORMS = {
     "InstanceNormalization": "InstanceNormalization normalizes each sample and channel with its own statistics "
@@ -417,32 +418,15 @@ def _set_float_attribute(node: onnx.NodeProto, name: str, value: float) -> None:
 
 
 def _known_ranks(model: onnx.ModelProto) -> dict[str, int]:
-    """Ranks of values, from shape inference where it succeeds (unknown ranks are left out).
-
-    Inference runs on a skeleton of the graph in which initializers are declared inputs of their
-    type and shape, so a large model's weights are never copied for it.
-    """
-    graph = model.graph
-    declared = {i.name for i in graph.input}
-    skeleton_inputs = list(graph.input) + [
-        helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
-        for init in graph.initializer if init.name not in declared
-    ]
-    skeleton = helper.make_model(
-        helper.make_graph(list(graph.node), graph.name or "g", skeleton_inputs, list(graph.output),
-                          value_info=list(graph.value_info)),
-        opset_imports=list(model.opset_import), ir_version=model.ir_version,
-    )
+    """Ranks of values, from shape inference on the graph's skeleton (unknown ranks are left out)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=False)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model), data_prop=False)
     except Exception:  # noqa: BLE001 - a model shape inference cannot read just gives no ranks
         return {}
     ranks = {}
     for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
             ranks[value.name] = len(value.type.tensor_type.shape.dim)
-    for init in model.graph.initializer:
-        ranks[init.name] = len(init.dims)
     return ranks
 
 
