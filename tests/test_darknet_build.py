@@ -128,3 +128,15 @@ def test_every_shared_cfg_builds_or_is_refused_clearly(shared_darknet):
             continue
         assert count_parameters(model) > 0
         assert parse_cfg(cfg)[0].type == "net"
+
+
+# FORMAT.md §4, "learnable (PyTorch-style)": the real cfgs' parameter counts.
+SHARED_COUNTS = {
+    "yolov4.cfg": 64_363_101, "yolov4-tiny.cfg": 6_056_606, "yolov3-spp.cfg": 62_998_749,
+    "csdarknet53-omega.cfg": 27_642_184, "darknet19.cfg": 20_842_376, "yolov3.alexeyab.cfg": 61_949_149,
+}
+
+
+@pytest.mark.parametrize("cfg,params", SHARED_COUNTS.items())
+def test_shared_cfg_parameter_counts(cfg, params, shared_darknet):
+    assert count_parameters(build_model(shared_darknet / cfg, 128)) == params
