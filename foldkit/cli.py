@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=_positive, default=17, help="ONNX opset (default 17)")
     export.add_argument("--no-fold", action="store_true", help="keep BatchNormalization nodes")
     export.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
+    export.add_argument("--weights", help="a Darknet .weights file for the cfg")
+    export.add_argument("--bn-variant", choices=("alexeyab", "pjreddie"), default="alexeyab",
+                        help="BatchNorm ε: alexeyab √(σ²+1e-5) (default; also pjreddie on GPU) or pjreddie CPU √σ²+1e-6")
+    export.add_argument("--decode", action="store_true",
+                        help="decode YOLO heads in the graph: one (N, boxes, 4+1+classes) output, boxes in input pixels")
     export.add_argument("--random-weights", type=int, metavar="SEED",
                         help="seeded random weights with realistic BN statistics (for networks without trained weights)")
 
@@ -94,13 +99,25 @@ def _export(args) -> int:
     from foldkit.export import describe_network, export_onnx
     from foldkit.nn import randomize_batchnorm
 
+    from foldkit.darknet.decode import YoloDecoder
+    from foldkit.darknet.weights import load_weights
+
+    if args.weights and args.random_weights is not None:
+        raise FoldkitError("--weights and --random-weights exclude each other")
     model = build_model(args.model, args.img_size, seed=args.random_weights)
     shape = (1 if args.batch == "dynamic" else args.batch, model.info.channels, model.info.height, model.info.width)
-    if args.random_weights is not None:
+    if args.weights:
+        load_weights(model, args.weights, bn_variant=args.bn_variant)
+    elif args.random_weights is not None:
         randomize_batchnorm(model, (2, *shape[1:]), seed=args.random_weights)
+    if args.decode:
+        if not model.is_detector:
+            raise FoldkitError(f"{args.model}: --decode needs a detector with [yolo] sections")
+        model = YoloDecoder(model)
+    metadata = describe_network(model, shape) | {"foldkit.decoded": str(args.decode).lower()}
     result = export_onnx(
         model, args.output, input_shape=shape, fold=not args.no_fold, opset=args.opset,
-        dynamic_batch=args.batch == "dynamic", exporter=args.exporter, metadata=describe_network(model, shape),
+        dynamic_batch=args.batch == "dynamic", exporter=args.exporter, metadata=metadata,
     )
     print(f"wrote {result.path} (opset {result.opset}, input {'x'.join(map(str, shape))}"
           f"{', dynamic batch' if args.batch == 'dynamic' else ''})")

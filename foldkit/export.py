@@ -80,7 +80,7 @@ def export_onnx(
     props.update(metadata or {})
     onnx.helper.set_model_props(onnx_model, props)
     onnx_model.producer_name, onnx_model.producer_version = "foldkit", _version()
-    validate_model(onnx_model, opset=opset, where=str(path or "<export>"))
+    validate_model(onnx_model, opset=opset, where=str(path or "<export>"), weights=False)
     if path is not None:
         save_onnx(onnx_model, path)
     return ExportResult(Path(path) if path else None, onnx_model, report, opset, tuple(input_shape))

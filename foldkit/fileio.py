@@ -14,13 +14,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 
 from foldkit.errors import FoldkitError
-
-# Protobuf cannot serialize a single message over 2 GiB; larger models keep tensors outside.
-PROTOBUF_LIMIT = 2**31 - 1
-
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
@@ -74,31 +70,24 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True) -> on
 
 
 def save_onnx(model: onnx.ModelProto, target: str | os.PathLike) -> None:
-    """Save ``model`` atomically; models over 2 GiB keep their tensors in an external data file."""
+    """Save ``model`` atomically; a model over protobuf's 2 GiB keeps its tensors in ``TARGET.data``.
+
+    The model is serialized once; only when that fails for size are tensors moved to external data.
+    """
     target = Path(target)
-    large = model.ByteSize() > PROTOBUF_LIMIT if _fits_bytesize(model) else True
+    try:
+        data = model.SerializeToString()
+    except (ValueError, EncodeError):  # over 2 GiB: protobuf refuses to serialize one message
+        data = None
 
     def writer(tmp: Path) -> None:
-        if large:
-            data_name = f"{target.name}.data"
-            onnx.save_model(
-                model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                location=data_name, size_threshold=1024,
-            )
-            # onnx wrote the data file beside tmp under its final name; nothing else to move.
-        else:
-            # One serialization, written as is (onnx.save_model holds a second copy meanwhile).
-            data = model.SerializeToString()
+        if data is not None:
             with open(tmp, "wb") as handle:
                 handle.write(data)
+        else:
+            onnx.save_model(
+                model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                location=f"{target.name}.data", size_threshold=1024,
+            )
 
     write_atomic(target, writer)
-
-
-def _fits_bytesize(model: onnx.ModelProto) -> bool:
-    """ByteSize() itself fails on messages over 2 GiB in some protobuf builds."""
-    try:
-        model.ByteSize()
-        return True
-    except Exception:  # noqa: BLE001 - protobuf raises different types by backend
-        return False
