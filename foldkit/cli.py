@@ -76,6 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument("--atol", type=float, default=1e-6)
     fold.add_argument("--rtol", type=float, default=1e-4)
 
+    bench = commands.add_parser("bench", help="benchmark folded vs unfolded inference, saying exactly what ran")
+    bench.add_argument("model", help="built-in name, .cfg (with --weights) or .onnx (foldkit folds it for the folded side)")
+    bench.add_argument("--weights", help="Darknet .weights for a .cfg model (default: seeded random weights)")
+    bench.add_argument("--img-size", type=_positive)
+    bench.add_argument("--variants", default="all", help="comma-separated variant names, or 'all'")
+    bench.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
+    bench.add_argument("--providers", default="cpu", help="comma-separated: cpu, cuda, tensorrt, auto (default cpu)")
+    bench.add_argument("--threads", type=_positive, help="intra-op threads for ORT and torch (default: their own)")
+    bench.add_argument("--warmup", type=_positive, default=3)
+    bench.add_argument("--rounds", type=_positive, default=20, help="timed interleaved rounds")
+    bench.add_argument("--baseline", help="variant the ratios are taken against (default: the first)")
+    bench.add_argument("--opset", type=_positive, default=17)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--no-memory", action="store_true", help="skip the per-variant peak memory processes")
+    bench.add_argument("--json", help="write every setting and raw sample as JSON")
+    bench.add_argument("--csv", help="write one line per timed sample")
+    bench.add_argument("--plot", help="write a PNG chart of latencies and ratios")
+
     demo = commands.add_parser("demo", help="export a built-in network folded and unfolded, prove parity, time both")
     demo.add_argument("model", nargs="?", default="yolov3-tiny")
     demo.add_argument("--img-size", type=_positive, default=416)
@@ -154,13 +172,48 @@ def _fold(args) -> int:
     return 0 if result.parity is None or result.parity.passed else 1
 
 
+def _bench(args) -> int:
+    from foldkit import bench
+
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        raise FoldkitError(f"--batch must be comma-separated integers, not {args.batch!r}") from None
+    if min(batches) < 1:
+        raise FoldkitError(f"--batch sizes must be at least 1, got {args.batch}")
+    if Path(args.model).suffix.lower() in (".onnx", ".cfg") and not Path(args.model).is_file():
+        raise FoldkitError(f"{args.model}: no such file")
+    config = bench.BenchConfig(
+        model=args.model, variants=bench.parse_variants(args.variants), batches=batches,
+        providers=[p.strip() for p in args.providers.split(",")], img_size=args.img_size, weights=args.weights,
+        threads=args.threads, warmup=args.warmup, rounds=args.rounds, seed=args.seed, opset=args.opset,
+        baseline=args.baseline, measure_memory=not args.no_memory,
+    )
+    result = bench.run_benchmark(config, progress=_progress_bar if sys.stderr.isatty() else None)
+    print(bench.format_table(result))
+    for path, write in ((args.json, bench.write_json), (args.csv, bench.write_csv), (args.plot, bench.write_plot)):
+        if path:
+            write(result, path)
+            print(f"wrote {path}")
+    return 0
+
+
+def _progress_bar(done: int, total: int, label: str) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<40}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
 def _demo(args) -> int:
     from foldkit.demo import run_demo
 
     return run_demo(args.model, img_size=args.img_size, out=Path(args.out), rounds=args.rounds, threads=args.threads)
 
 
-COMMANDS = {"export": _export, "check": _check, "inspect": _inspect, "fold": _fold, "demo": _demo}
+COMMANDS = {"export": _export, "check": _check, "inspect": _inspect, "fold": _fold, "bench": _bench, "demo": _demo}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from foldkit.bench import format_timings, time_variants
+from foldkit.bench import BenchConfig, format_table, run_benchmark
 from foldkit.darknet.build import build_model
 from foldkit.export import describe_network, export_onnx
 from foldkit.nn import randomize_batchnorm
@@ -54,9 +54,12 @@ def run_demo(
     for report in checks:
         print(report.format())
 
-    print(f"latency, batch 1, {rounds} interleaved rounds after warm-up ({providers[0]}):")
-    timings = time_variants(str(paths[True]), str(paths[False]), feeds, providers=providers, threads=threads, rounds=rounds)
-    print(format_timings(timings, baseline="unfolded/ort-disable-all"))
-    print("ORT at 'all' fuses Conv+BN itself (ConvBNFusion), so the unfolded default row is secretly folded;"
-          " the rows with fusion off show what folding saves.")
+    print(f"latency, batch 1, {rounds} interleaved rounds after warm-up:")
+    variants = ["ort-unfolded-noopt", "ort-unfolded-nofusion", "ort-unfolded-default", "ort-folded-disable",
+                "ort-folded-all"]
+    config = BenchConfig(model=model_name, variants=variants, batches=[1], providers=[providers[0]], img_size=img_size,
+                         threads=threads, rounds=rounds, seed=seed, measure_memory=False)
+    print(format_table(run_benchmark(config)))
+    print("ORT at 'all' fuses Conv+BN itself (ConvBNFusion), so the unfolded default row is secretly folded"
+          " (its 'BN ran' is 0); the rows with fusion off show what folding saves.")
     return 0 if all(r.passed for r in checks) else 1

@@ -53,11 +53,14 @@ def create_session(
     disabled_optimizers: Sequence[str] = (),
     threads: int | None = None,
     optimized_model_path: str | os.PathLike | None = None,
+    spinning: bool = True,
 ) -> ort.InferenceSession:
     """An ``InferenceSession`` with exactly the settings asked for.
 
     ``disabled_optimizers`` names ORT rewrite rules to switch off, e.g. ``["ConvBNFusion"]``.
     ``optimized_model_path`` saves the graph ORT actually runs, to see what it rewrote.
+    ``spinning=False`` stops ORT's idle threads from busy-waiting after a run, which would steal
+    the cores from whatever runs next (an interleaved benchmark's next variant).
     """
     if opt_level not in OPT_LEVELS:
         raise FoldkitError(f"unknown optimization level {opt_level!r}; choose one of {', '.join(OPT_LEVELS)}")
@@ -67,6 +70,9 @@ def create_session(
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if optimized_model_path:
         options.optimized_model_filepath = str(optimized_model_path)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
