@@ -15,13 +15,16 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
-from foldkit.darknet.build import DarknetModel
+import numpy as np
+
+from foldkit.darknet.layers import Conv, NetworkPlan
 from foldkit.errors import FoldkitError
 from foldkit.fileio import write_atomic
+
+if TYPE_CHECKING:
+    from foldkit.darknet.build import DarknetModel
 
 BN_VARIANTS = ("alexeyab", "pjreddie")
 PJREDDIE_CPU_EPS = 1e-6  # pjreddie's CPU path divides by √σ² + 1e-6 (ε outside the root)
@@ -49,16 +52,27 @@ class WeightsHeader:
         )
 
 
-def _records(model: DarknetModel):
-    """(conv, bn or None) per weighted layer, in file order."""
-    for kind, layer in zip(model.kinds, model.layers):
-        if kind == "convolutional":
-            yield layer.conv, layer.norm if isinstance(layer.norm, nn.BatchNorm2d) else None
+def _convs(plan: NetworkPlan) -> list[Conv]:
+    return [layer.params for layer in plan.layers if isinstance(layer.params, Conv)]
 
 
-def expected_floats(model: DarknetModel) -> int:
-    """How many float32 values the body of this network's ``.weights`` file holds."""
-    return sum(conv.out_channels * (4 if bn is not None else 1) + conv.weight.numel() for conv, bn in _records(model))
+def expected_floats(network: NetworkPlan | object) -> int:
+    """How many float32 values the body of this network's ``.weights`` file holds (a plan or a model)."""
+    plan = getattr(network, "plan", network)
+    return sum(c.filters * (4 if c.batch_normalize else 1) + c.filters * (c.in_channels // c.groups) * c.size ** 2
+               for c in _convs(plan))
+
+
+@dataclass
+class ConvRecord:
+    """One ``[convolutional]`` layer's arrays, as read (float32, views into the file's bytes)."""
+
+    bias: np.ndarray  # BN's β with batch_normalize, else the conv bias
+    weight: np.ndarray  # [filters, c/groups, size, size]
+    gamma: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    var: np.ndarray | None = None
+    eps: float = 1e-5
 
 
 def read_header(data: bytes, path: str) -> WeightsHeader:
@@ -73,11 +87,12 @@ def read_header(data: bytes, path: str) -> WeightsHeader:
     return header
 
 
-def load_weights(model: DarknetModel, path: str | os.PathLike, *, bn_variant: str = "alexeyab") -> WeightsHeader:
-    """Fill ``model`` from a ``.weights`` file after checking its exact size; returns the header.
+def read_weights(plan: NetworkPlan, path: str | os.PathLike, *, bn_variant: str = "alexeyab"
+                 ) -> tuple[WeightsHeader, list[ConvRecord]]:
+    """Read a ``.weights`` file for ``plan`` after checking its exact size: the header and one record per conv.
 
     ``bn_variant="pjreddie"`` reproduces pjreddie Darknet's CPU BatchNorm, ``γ(x − μ)/(√σ² + 1e-6) + β``,
-    exactly: the variance is stored as ``(√σ² + 1e-6)²`` with ε = 0 (computed in float64).
+    exactly: the variance becomes ``(√σ² + 1e-6)²`` with ε = 0 (computed in float64).
     """
     if bn_variant not in BN_VARIANTS:
         raise FoldkitError(f"unknown BatchNorm variant {bn_variant!r}; choose one of {', '.join(BN_VARIANTS)}")
@@ -90,55 +105,76 @@ def load_weights(model: DarknetModel, path: str | os.PathLike, *, bn_variant: st
         raise FoldkitError(f"{path}: cannot read: {exc.strerror}") from None
     header = read_header(data, str(path))
     body = len(data) - header.size
-    expected = expected_floats(model)
+    expected = expected_floats(plan)
     if body != 4 * expected:
         found = f"{body // 4} floats" + (f" and {body % 4} stray bytes" if body % 4 else "")
         verdict = "truncated" if body < 4 * expected else "too long"
         raise FoldkitError(
-            f"{path}: {verdict} for {Path(model.info.source).name}: expected {expected} floats "
+            f"{path}: {verdict} for {Path(plan.info.source).name}: expected {expected} floats "
             f"({header.size + 4 * expected} bytes with the {header.size}-byte header), found {found} "
             f"({len(data)} bytes); is it the weights of this cfg?"
         )
     values = np.frombuffer(data, dtype="<f4", offset=header.size)
     position = 0
 
-    def take(count: int) -> torch.Tensor:
+    def take(count: int) -> np.ndarray:
         nonlocal position
-        chunk = values[position:position + count]
         position += count
-        return torch.from_numpy(chunk.astype(np.float32))
+        return values[position - count:position]
 
+    records = []
+    for conv in _convs(plan):
+        n = conv.filters
+        record = ConvRecord(bias=take(n), weight=np.empty(0, np.float32))
+        if conv.batch_normalize:
+            record.gamma, record.mean, record.var = take(n), take(n), take(n)
+            if bn_variant == "pjreddie":
+                record.var = ((np.sqrt(record.var.astype(np.float64)) + PJREDDIE_CPU_EPS) ** 2).astype(np.float32)
+                record.eps = 0.0
+        record.weight = take(n * (conv.in_channels // conv.groups) * conv.size ** 2).reshape(
+            n, conv.in_channels // conv.groups, conv.size, conv.size)
+        records.append(record)
+    return header, records
+
+
+def load_weights(model: "DarknetModel", path: str | os.PathLike, *, bn_variant: str = "alexeyab") -> WeightsHeader:
+    """Fill a PyTorch Darknet model from a ``.weights`` file (see :func:`read_weights`); returns the header."""
+    import torch
+
+    header, records = read_weights(model.plan, path, bn_variant=bn_variant)
+    blocks = [layer for kind, layer in zip(model.kinds, model.layers) if kind == "convolutional"]
     with torch.no_grad():
-        for conv, bn in _records(model):
-            n = conv.out_channels
-            (bn.bias if bn is not None else conv.bias).copy_(take(n))
-            if bn is not None:
-                bn.weight.copy_(take(n))
-                bn.running_mean.copy_(take(n))
-                variance = take(n)
-                if bn_variant == "pjreddie":
-                    variance = torch.from_numpy(
-                        ((np.sqrt(variance.numpy().astype(np.float64)) + PJREDDIE_CPU_EPS) ** 2).astype(np.float32)
-                    )
-                    bn.eps = 0.0
-                bn.running_var.copy_(variance)
-            conv.weight.copy_(take(conv.weight.numel()).view_as(conv.weight))
+        for block, record in zip(blocks, records):
+            conv, bn = block.conv, block.norm
+            if record.gamma is None:
+                conv.bias.copy_(torch.from_numpy(record.bias.copy()))
+            else:
+                for tensor, values in ((bn.bias, record.bias), (bn.weight, record.gamma),
+                                       (bn.running_mean, record.mean), (bn.running_var, record.var)):
+                    tensor.copy_(torch.from_numpy(np.array(values, dtype=np.float32)))
+                bn.eps = record.eps
+            conv.weight.copy_(torch.from_numpy(record.weight.copy()))
     return header
 
 
-def save_weights(model: DarknetModel, path: str | os.PathLike, header: WeightsHeader | None = None) -> None:
-    """Write ``model``'s parameters as a Darknet ``.weights`` file (atomically)."""
+def save_weights(model: "DarknetModel", path: str | os.PathLike, header: WeightsHeader | None = None) -> None:
+    """Write a PyTorch Darknet model's parameters as a ``.weights`` file (atomically)."""
+    import torch
+
     header = header or WeightsHeader()
-    parts = [np.frombuffer(header.pack(), dtype=np.uint8)]
+    parts = [header.pack()]
     with torch.no_grad():
-        for conv, bn in _records(model):
-            arrays = [bn.bias, bn.weight, bn.running_mean, bn.running_var] if bn is not None else [conv.bias]
+        for kind, block in zip(model.kinds, model.layers):
+            if kind != "convolutional":
+                continue
+            conv, bn = block.conv, block.norm
+            arrays = [bn.bias, bn.weight, bn.running_mean, bn.running_var] if conv.bias is None else [conv.bias]
             for tensor in [*arrays, conv.weight]:
-                parts.append(tensor.detach().to("cpu", torch.float32).numpy().astype("<f4").reshape(-1).view(np.uint8))
+                parts.append(tensor.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes())
 
     def writer(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             for part in parts:
-                handle.write(part.tobytes())
+                handle.write(part)
 
     write_atomic(path, writer)
