@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--batch", type=_batch, default=1, help="batch size, or 'dynamic' (default 1)")
     export.add_argument("--opset", type=_positive, default=17, help="ONNX opset (default 17)")
     export.add_argument("--no-fold", action="store_true", help="keep BatchNormalization nodes")
-    export.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
+    export.add_argument("--exporter", choices=("auto", "direct", "torchscript", "dynamo"), default="auto",
+                        help="direct: cfg + weights → ONNX without PyTorch (fast); torchscript/dynamo: through torch. "
+                             "auto: direct when --weights is given without --decode, else torchscript")
     export.add_argument("--weights", help="a Darknet .weights file for the cfg")
     export.add_argument("--bn-variant", choices=("alexeyab", "pjreddie"), default="alexeyab",
                         help="BatchNorm ε: alexeyab √(σ²+1e-5) (default; also pjreddie on GPU) or pjreddie CPU √σ²+1e-6")
@@ -113,12 +115,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args) -> int:
+    exporter = args.exporter
+    if exporter == "auto":
+        exporter = "direct" if args.weights and not args.decode and args.opset >= 13 else "torchscript"
+    if exporter == "direct":
+        return _export_direct(args)
     from foldkit.darknet.build import build_model
-    from foldkit.export import describe_network, export_onnx
-    from foldkit.nn import randomize_batchnorm
-
     from foldkit.darknet.decode import YoloDecoder
     from foldkit.darknet.weights import load_weights
+    from foldkit.export import export_onnx
+    from foldkit.metadata import network_metadata
+    from foldkit.nn import randomize_batchnorm
 
     if args.weights and args.random_weights is not None:
         raise FoldkitError("--weights and --random-weights exclude each other")
@@ -132,15 +139,39 @@ def _export(args) -> int:
         if not model.is_detector:
             raise FoldkitError(f"{args.model}: --decode needs a detector with [yolo] sections")
         model = YoloDecoder(model)
-    metadata = describe_network(model, shape) | {"foldkit.decoded": str(args.decode).lower()}
+    metadata = network_metadata(model.info, shape) | {"foldkit.decoded": str(args.decode).lower()}
     result = export_onnx(
         model, args.output, input_shape=shape, fold=not args.no_fold, opset=args.opset,
-        dynamic_batch=args.batch == "dynamic", exporter=args.exporter, metadata=metadata,
+        dynamic_batch=args.batch == "dynamic", exporter=exporter, metadata=metadata,
     )
-    print(f"wrote {result.path} (opset {result.opset}, input {'x'.join(map(str, shape))}"
-          f"{', dynamic batch' if args.batch == 'dynamic' else ''})")
-    print(result.fold_report.format() if result.fold_report else "fold: off (--no-fold): BatchNormalization nodes kept")
+    _print_export(result.path, result.opset, shape, args.batch == "dynamic", exporter, result.fold_report)
     return 0
+
+
+def _export_direct(args) -> int:
+    from foldkit.darknet.to_onnx import darknet_to_onnx
+    from foldkit.metadata import add_metadata, network_metadata
+
+    if not args.weights:
+        raise FoldkitError("the direct exporter converts a cfg with its --weights")
+    if args.decode:
+        raise FoldkitError("--decode goes through PyTorch: use --exporter torchscript (or auto)")
+    converted = darknet_to_onnx(
+        args.model, args.weights, img_size=args.img_size, batch=None if args.batch == "dynamic" else args.batch,
+        opset=args.opset, fold=not args.no_fold, bn_variant=args.bn_variant,
+    )
+    info = converted.plan.info
+    shape = (1 if args.batch == "dynamic" else args.batch, info.channels, info.height, info.width)
+    add_metadata(converted.graph_model, network_metadata(info, shape) | {"foldkit.decoded": "false"})
+    converted.save(args.output)
+    _print_export(args.output, args.opset, shape, args.batch == "dynamic", "direct", converted.fold_report)
+    return 0
+
+
+def _print_export(path, opset, shape, dynamic, exporter, report) -> None:
+    print(f"wrote {path} (opset {opset}, input {'x'.join(map(str, shape))}{', dynamic batch' if dynamic else ''},"
+          f" {exporter} exporter)")
+    print(report.format() if report else "fold: off (--no-fold): BatchNormalization nodes kept")
 
 
 def _check(args) -> int:

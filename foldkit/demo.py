@@ -12,7 +12,8 @@ from pathlib import Path
 
 from foldkit.bench import BenchConfig, format_table, run_benchmark
 from foldkit.darknet.build import build_model
-from foldkit.export import describe_network, export_onnx
+from foldkit.export import export_onnx
+from foldkit.metadata import network_metadata
 from foldkit.nn import randomize_batchnorm
 from foldkit.parity import compare_outputs, torch_outputs
 from foldkit.runtime import create_session, random_inputs, resolve_providers, run
@@ -33,7 +34,7 @@ def run_demo(
     paths = {}
     for folded in (True, False):
         path = out / f"{model_name}-{'folded' if folded else 'unfolded'}.onnx"
-        result = export_onnx(model, path, input_shape=shape, fold=folded, metadata=describe_network(model, shape))
+        result = export_onnx(model, path, input_shape=shape, fold=folded, metadata=network_metadata(model.info, shape))
         paths[folded] = path
         print(f"exported {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
         if result.fold_report:

@@ -10,7 +10,6 @@ that was asked for, passes ``onnx.checker`` with full checks, and infers shapes 
 from __future__ import annotations
 
 import io
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from foldkit.fileio import save_onnx
 from foldkit.fold.constants import fold_constants
 from foldkit.fold.report import FoldReport
 from foldkit.fold.torch import fold_module
+from foldkit.metadata import add_metadata
 from foldkit.validate import validate_model
 
 DEFAULT_OPSET = 17
@@ -78,7 +78,7 @@ def export_onnx(
     if report is not None:
         props["foldkit.fold_summary"] = report.summary()
     props.update(metadata or {})
-    onnx.helper.set_model_props(onnx_model, props)
+    add_metadata(onnx_model, props)
     onnx_model.producer_name, onnx_model.producer_version = "foldkit", _version()
     validate_model(onnx_model, opset=opset, where=str(path or "<export>"), weights=False)
     if path is not None:
@@ -124,21 +124,3 @@ def _version() -> str:
     from foldkit import __version__
 
     return __version__
-
-
-def describe_network(model: nn.Module, input_shape: tuple) -> dict[str, str]:
-    """Deployment metadata for a Darknet model: kind, input, classes, anchors, strides."""
-    info = getattr(model, "info", None)
-    props = {"foldkit.input_shape": json.dumps(list(input_shape)), "foldkit.input_layout": "NCHW RGB [0,1]"}
-    if info is None:
-        return props
-    props["foldkit.network"] = "detector" if info.heads else "classifier"
-    if info.heads:
-        props["foldkit.yolo_heads"] = json.dumps(
-            [
-                {"classes": h.classes, "anchors": h.anchors, "mask": h.mask, "stride": h.stride,
-                 "scale_x_y": h.scale_x_y, "new_coords": h.new_coords}
-                for h in info.heads
-            ]
-        )
-    return props

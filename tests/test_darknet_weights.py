@@ -10,6 +10,7 @@ import torch
 from foldkit import build_model, export_onnx, randomize_batchnorm
 from foldkit.cli import main
 from foldkit.darknet.decode import YoloDecoder
+from foldkit.darknet.to_onnx import darknet_to_onnx
 from foldkit.darknet.weights import WeightsHeader, expected_floats, load_weights, save_weights
 from foldkit.parity import compare_outputs, torch_outputs
 from foldkit.runtime import create_session, random_inputs, run
@@ -81,33 +82,45 @@ PARITY = [("yolov3-tiny", None, 416), ("darknet53", None, 256), ("yolov3", None,
           ("yolov4-tiny.cfg", "shared", 416), ("yolov4.cfg", "shared", 320)]
 
 
+def _onnx_errors(path, reference) -> list[float]:
+    """Worst per-output min rtol of an ONNX file against the fp32 and the float64 PyTorch model."""
+    session = create_session(path, providers="cpu", opt_level="disable")
+    feeds = random_inputs(session, seed=1)
+    got = list(run(session, feeds).values())
+    return [max(o.min_rtol for o in compare_outputs(got, truth).outputs) for truth in
+            (torch_outputs(reference, feeds["images"]), torch_outputs(reference, feeds["images"], float64=True))]
+
+
 @pytest.mark.parametrize("cfg,where,size", PARITY)
 def test_folded_onnx_from_weights_matches_pytorch(cfg, where, size, tmp_path, request):
-    """Folded ONNX vs the unfolded PyTorch model and the float64 truth: within rtol 1e-4.
+    """Folded ONNX — through PyTorch and from the direct converter — vs the unfolded PyTorch model
+    and the float64 truth: within rtol 1e-4.
 
     yolov4 (162 layers) at 320 with random weights is the exception the numbers force: there the
     *unfolded* float32 ONNX model already differs from float64 by ~3e-4, so no float32 model can
-    meet 1e-4; the folded one must then be no worse than 1.5× the unfolded model's own error.
+    meet 1e-4; the folded ones must then be no worse than 1.5× the unfolded model's own error.
     """
     if where == "shared":
         cfg = request.getfixturevalue("shared_darknet") / cfg
-    reference = _seeded_weights(cfg, size, tmp_path / "w.weights", seed=5)
+    weights = tmp_path / "w.weights"
+    reference = _seeded_weights(cfg, size, weights, seed=5)
     errors = {}
     for fold in (True, False):
         model = build_model(cfg, size)
-        load_weights(model, tmp_path / "w.weights")
+        load_weights(model, weights)
         result = export_onnx(model, tmp_path / f"{fold}.onnx", input_shape=(1, 3, size, size), fold=fold,
                              dynamic_batch=True)
         assert any(n.op_type == "BatchNormalization" for n in result.model.graph.node) is not fold
-        session = create_session(result.path, providers="cpu", opt_level="disable")
-        feeds = random_inputs(session, seed=1)
-        got = list(run(session, feeds).values())
-        errors[fold] = [max(o.min_rtol for o in compare_outputs(got, truth).outputs) for truth in
-                        (torch_outputs(reference, feeds["images"]), torch_outputs(reference, feeds["images"], float64=True))]
-    for folded_error, unfolded_error in zip(errors[True], errors[False]):
-        assert folded_error <= max(1e-4, 1.5 * unfolded_error), errors
-    if "yolov4.cfg" not in str(cfg):
-        assert max(errors[True]) <= 1e-4, errors
+        errors["torch", fold] = _onnx_errors(result.path, reference)
+        direct = darknet_to_onnx(cfg, weights, img_size=size, batch=None, fold=fold)
+        direct.save(tmp_path / f"direct-{fold}.onnx")
+        assert any(n.op_type == "BatchNormalization" for n in direct.graph_model.graph.node) is not fold
+        errors["direct", fold] = _onnx_errors(tmp_path / f"direct-{fold}.onnx", reference)
+    for path in ("torch", "direct"):
+        for folded_error, unfolded_error in zip(errors[path, True], errors["torch", False]):
+            assert folded_error <= max(1e-4, 1.5 * unfolded_error), errors
+        if "yolov4.cfg" not in str(cfg):
+            assert max(errors[path, True]) <= 1e-4, errors
 
 
 def _numpy_decode(raw: np.ndarray, head, input_size: int) -> np.ndarray:
@@ -184,3 +197,34 @@ def test_header_layouts_are_read_by_version():
     assert WeightsHeader(1000, 2, 0).size == 16  # pjreddie's guard: major < 1000 for the wide seen
     packed = WeightsHeader(0, 2, 0, 2**40).pack()
     assert struct.unpack("<3iQ", packed) == (0, 2, 0, 2**40)
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18])
+def test_direct_converter_activations_and_opsets(opset, tmp_path, shared_darknet):
+    """csdarknet53-omega has mish (written as Mish from opset 18, Softplus·Tanh before) and leaky."""
+    cfg = shared_darknet / "csdarknet53-omega.cfg"
+    reference = _seeded_weights(cfg, 64, tmp_path / "w.weights", seed=6)
+    direct = darknet_to_onnx(cfg, tmp_path / "w.weights", img_size=64, opset=opset)
+    direct.save(tmp_path / "m.onnx")
+    ops = {n.op_type for n in direct.graph_model.graph.node}
+    assert ("Mish" in ops) is (opset >= 18) and ("Softplus" in ops) is (opset < 18)
+    assert max(_onnx_errors(tmp_path / "m.onnx", reference)) <= 1e-4
+
+
+def test_streamed_file_is_an_ordinary_onnx_model(tmp_path):
+    _seeded_weights("yolov3-tiny", 64, tmp_path / "w.weights")
+    direct = darknet_to_onnx("yolov3-tiny", tmp_path / "w.weights", img_size=64)
+    direct.save(tmp_path / "streamed.onnx")
+    loaded = onnx.load(str(tmp_path / "streamed.onnx"))
+    onnx.checker.check_model(loaded, full_check=True)
+    assert loaded.SerializeToString() == direct.model().SerializeToString()
+
+
+def test_cli_uses_the_direct_converter_for_weights(tmp_path, capsys):
+    _seeded_weights("yolov3-tiny", 64, tmp_path / "w.weights")
+    assert main(["export", "yolov3-tiny", "--weights", str(tmp_path / "w.weights"), "-o", str(tmp_path / "o.onnx"),
+                 "--img-size", "64"]) == 0
+    assert "direct exporter" in capsys.readouterr().out
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "o.onnx")).metadata_props}
+    assert props["foldkit.exporter"] == "direct" and props["foldkit.network"] == "detector"
+    assert main(["export", "yolov3-tiny", "-o", str(tmp_path / "x.onnx"), "--exporter", "direct"]) == 2

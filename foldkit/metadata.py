@@ -1,0 +1,41 @@
+"""What deployment needs to know about an exported network, kept in the ONNX model's metadata_props.
+
+Keys are prefixed ``foldkit.``; list and dict values are JSON. Deploy code reads them back; a
+model exported elsewhere has none, and then the values must be given explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+
+PREFIX = "foldkit."
+
+
+def network_metadata(info, input_shape: tuple) -> dict[str, str]:
+    """Metadata for a Darknet network's ``NetInfo``: kind, input, classes, anchors, strides, scale_x_y."""
+    props = {"foldkit.input_shape": json.dumps(list(input_shape)), "foldkit.input_layout": "NCHW RGB [0,1]"}
+    if info is None:
+        return props
+    props["foldkit.network"] = "detector" if info.heads else "classifier"
+    if info.heads:
+        props["foldkit.yolo_heads"] = json.dumps(
+            [
+                {"classes": h.classes, "anchors": h.anchors, "mask": h.mask, "stride": h.stride,
+                 "scale_x_y": h.scale_x_y, "new_coords": h.new_coords}
+                for h in info.heads
+            ]
+        )
+    return props
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """foldkit's metadata of a model, without the prefix."""
+    return {p.key[len(PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+
+
+def add_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
+    """Add or replace metadata entries, keeping the others."""
+    merged = {p.key: p.value for p in model.metadata_props} | props
+    onnx.helper.set_model_props(model, merged)
