@@ -96,6 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--csv", help="write one line per timed sample")
     bench.add_argument("--plot", help="write a PNG chart of latencies and ratios")
 
+    detect = commands.add_parser("detect", help="run a YOLO ONNX model on images: JSON and drawn boxes per image")
+    detect.add_argument("model")
+    detect.add_argument("images", nargs="+", help="image files or folders")
+    detect.add_argument("-o", "--out-dir", default="detections")
+    detect.add_argument("--names", help="class names, one per line (Darknet .names)")
+    detect.add_argument("--conf", type=float, default=0.25, help="objectness × class score threshold")
+    detect.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (per class)")
+    detect.add_argument("--providers", default="auto", help="auto (TensorRT > CUDA > CPU), or a comma-separated list")
+    detect.add_argument("--strict", action="store_true", help="fail instead of falling back to another provider")
+    detect.add_argument("--batch", type=_positive, default=1, help="images per run (dynamic-batch models)")
+    detect.add_argument("--classes", type=_positive, help="class count (models without foldkit metadata)")
+    detect.add_argument("--anchors", help="'w,h,w,h,…;…' per head in output order (models without metadata)")
+    detect.add_argument("--scale-x-y", type=float, default=1.0, help="the cfg's scale_x_y (models without metadata)")
+
+    triton = commands.add_parser("triton", help="write a Triton model repository (onnxruntime backend)")
+    triton.add_argument("model")
+    triton.add_argument("--repo", required=True)
+    triton.add_argument("--name", help="model name in the repository (default: the file's stem)")
+    triton.add_argument("--max-batch", type=_positive, default=8)
+    triton.add_argument("--instances", type=_positive, default=1)
+    triton.add_argument("--kind", choices=("cpu", "gpu"), default="cpu", help="instance group kind")
+
     demo = commands.add_parser("demo", help="export a built-in network folded and unfolded, prove parity, time both")
     demo.add_argument("model", nargs="?", default="yolov3-tiny")
     demo.add_argument("--img-size", type=_positive, default=416)
@@ -238,13 +260,43 @@ def _progress_bar(done: int, total: int, label: str) -> None:
     sys.stderr.flush()
 
 
+def _detect(args) -> int:
+    import warnings
+
+    from foldkit.deploy.detect import detect_images
+
+    providers = args.providers if args.providers == "auto" else [p.strip() for p in args.providers.split(",")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = detect_images(
+            args.model, args.images, args.out_dir, names=args.names, conf=args.conf, iou=args.iou,
+            providers=providers, strict=args.strict, batch=args.batch, classes=args.classes, anchors=args.anchors,
+            scale_x_y=args.scale_x_y, progress=_progress_bar if sys.stderr.isatty() else None,
+        )
+    for warning in caught:
+        print(f"foldkit detect: warning: {warning.message}", file=sys.stderr)
+    total = sum(len(r.detections) for r in results)
+    print(f"{len(results)} image(s), {total} detection(s); wrote JSON and drawn images to {args.out_dir}")
+    return 0
+
+
+def _triton(args) -> int:
+    from foldkit.deploy.triton import write_repository
+
+    config = write_repository(args.model, args.repo, name=args.name, max_batch=args.max_batch,
+                              instances=args.instances, kind=args.kind)
+    print(f"wrote {config} and {config.parent / '1' / 'model.onnx'}")
+    return 0
+
+
 def _demo(args) -> int:
     from foldkit.demo import run_demo
 
     return run_demo(args.model, img_size=args.img_size, out=Path(args.out), rounds=args.rounds, threads=args.threads)
 
 
-COMMANDS = {"export": _export, "check": _check, "inspect": _inspect, "fold": _fold, "bench": _bench, "demo": _demo}
+COMMANDS = {"export": _export, "check": _check, "inspect": _inspect, "fold": _fold, "bench": _bench, "detect": _detect,
+            "triton": _triton, "demo": _demo}
 
 if __name__ == "__main__":
     sys.exit(main())

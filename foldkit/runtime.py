@@ -9,6 +9,8 @@ optimizers by rule name.
 from __future__ import annotations
 
 import os
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -111,3 +113,125 @@ def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str
     """Run and return outputs by name."""
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds)))
+
+
+OPTIMIZED_FOR_KEY = "foldkit.optimized_for"
+
+
+class ProviderWarning(UserWarning):
+    """An execution provider was asked for but another one runs the model."""
+
+
+def provider_preference(requested: str | Sequence[str] | None, *, strict: bool = False) -> list[str]:
+    """The providers to try, in order, always ending with CPU.
+
+    ``auto`` (or None) tries TensorRT, then CUDA, then CPU — whichever this onnxruntime has. Named
+    providers that this build lacks are dropped with a :class:`ProviderWarning`, or refused with
+    ``strict``.
+    """
+    available = ort.get_available_providers()
+    if requested in (None, "auto"):
+        chosen = [p for p in _PREFERENCE if p in available]
+    else:
+        chosen = []
+        for name in [requested] if isinstance(requested, str) else list(requested):
+            full = _SHORT_NAMES.get(name.lower(), name)
+            if full in available:
+                chosen.append(full)
+                continue
+            message = f"execution provider {name!r} is not available; this onnxruntime has {', '.join(available)}"
+            if strict:
+                raise FoldkitError(message)
+            warnings.warn(f"{message}; falling back to CPU", ProviderWarning, stacklevel=3)
+    return chosen + [p for p in ("CPUExecutionProvider",) if p not in chosen]
+
+
+class Predictor:
+    """An inference session that says which provider runs it, for deploying foldkit models.
+
+    Providers are tried in preference order; one that fails to initialize is skipped with a
+    warning (or refused with ``strict``). On CUDA, inputs and outputs go through IO binding. A
+    model that ONNX Runtime optimized offline carries the provider it was optimized for, and is
+    refused on any other: fused nodes such as Conv+LeakyRelu exist for one provider only and can
+    crash another.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        providers: str | Sequence[str] | None = "auto",
+        strict: bool = False,
+        threads: int | None = None,
+        opt_level: str = "all",
+        warmup: int = 0,
+    ) -> None:
+        self.path = Path(model)
+        from foldkit.fileio import load_onnx
+        from foldkit.metadata import read_metadata
+
+        proto = load_onnx(self.path, load_external_data=False)
+        self.metadata = read_metadata(proto)
+        self._settings = dict(opt_level=opt_level, threads=threads)
+        self.session, self.provider = self._open(provider_preference(providers, strict=strict), strict)
+        optimized_for = self.metadata.get(OPTIMIZED_FOR_KEY.split(".", 1)[1])
+        if optimized_for and optimized_for != self.provider:
+            raise FoldkitError(
+                f"{self.path}: this model was optimized offline by ONNX Runtime for {optimized_for} and must not run "
+                f"on {self.provider} (its fused nodes are provider-specific); use the un-optimized model here"
+            )
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise FoldkitError(f"{self.path}: a predictor needs a model with one input, found {len(inputs)}")
+        self.input_name, self.input_shape = inputs[0].name, inputs[0].shape
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        for _ in range(warmup):
+            self(np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in self.input_shape], np.float32))
+
+    def _open(self, candidates: list[str], strict: bool) -> tuple[ort.InferenceSession, str]:
+        for provider in candidates:
+            try:
+                session = create_session(self.path, providers=[provider], **self._settings)
+            except FoldkitError as exc:
+                if strict or provider == candidates[-1]:
+                    raise
+                warnings.warn(f"{provider} failed to initialize ({exc}); trying the next provider", ProviderWarning,
+                              stacklevel=3)
+                continue
+            used = session.get_providers()[0]
+            if used != provider:
+                message = f"asked for {provider}, but ONNX Runtime runs the model on {used}"
+                if strict:
+                    raise FoldkitError(f"{self.path}: {message}")
+                warnings.warn(message, ProviderWarning, stacklevel=3)
+            return session, used
+        raise FoldkitError(f"{self.path}: no execution provider could run the model")
+
+    @property
+    def fixed_batch(self) -> int | None:
+        first = self.input_shape[0] if self.input_shape else None
+        return first if isinstance(first, int) and first > 0 else None
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Run on an NCHW float32 batch; returns outputs by name."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if self.provider == "CUDAExecutionProvider":
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.input_name, images)
+            for name in self.output_names:
+                binding.bind_output(name, "cuda")
+            self.session.run_with_iobinding(binding)
+            return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
+        return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: images})))
+
+    def save_optimized(self, target: str | os.PathLike) -> None:
+        """Save the graph ONNX Runtime optimized for this provider, recording the provider in its metadata."""
+        from foldkit.fileio import load_onnx, save_onnx
+        from foldkit.metadata import add_metadata
+
+        with tempfile.TemporaryDirectory() as folder:
+            raw = Path(folder) / "optimized.onnx"
+            create_session(self.path, providers=[self.provider], optimized_model_path=raw, **self._settings)
+            optimized = load_onnx(raw)
+        add_metadata(optimized, {OPTIMIZED_FOR_KEY: self.provider})
+        save_onnx(optimized, target)

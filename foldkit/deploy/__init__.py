@@ -1,0 +1,1 @@
+"""Deployment: YOLO pre- and post-processing, the detect command, Triton model repositories."""

@@ -1,0 +1,79 @@
+"""A Triton Inference Server model repository for an ONNX model (the ``onnxruntime`` backend).
+
+Writes ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx``. Inputs and outputs, with their
+data types and dims, come from the model itself. When every input and output has a dynamic
+first dimension, it becomes Triton's batch dimension (``max_batch_size`` > 0, dims without it,
+dynamic batching on); otherwise the model is served as is (``max_batch_size: 0``, full dims).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import onnx
+
+from foldkit.errors import FoldkitError
+from foldkit.fileio import load_onnx, write_atomic, write_text_atomic
+
+TRITON_TYPES = {
+    onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.DOUBLE: "TYPE_FP64",
+    onnx.TensorProto.BFLOAT16: "TYPE_BF16", onnx.TensorProto.INT8: "TYPE_INT8", onnx.TensorProto.INT16: "TYPE_INT16",
+    onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.UINT8: "TYPE_UINT8",
+    onnx.TensorProto.UINT16: "TYPE_UINT16", onnx.TensorProto.UINT32: "TYPE_UINT32",
+    onnx.TensorProto.UINT64: "TYPE_UINT64", onnx.TensorProto.BOOL: "TYPE_BOOL", onnx.TensorProto.STRING: "TYPE_STRING",
+}
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int]:
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+
+
+def _tensor_block(kind: str, value: onnx.ValueInfoProto, drop_batch: bool, where: str) -> str:
+    elem = value.type.tensor_type.elem_type
+    if elem not in TRITON_TYPES:
+        raise FoldkitError(f"{where}: {kind} '{value.name}' has ONNX type {elem}, which Triton cannot serve")
+    dims = _dims(value)[1:] if drop_batch else _dims(value)
+    return (f"  {{\n    name: \"{value.name}\"\n    data_type: {TRITON_TYPES[elem]}\n"
+            f"    dims: [ {', '.join(map(str, dims))} ]\n  }}")
+
+
+def triton_config(model: onnx.ModelProto, name: str, *, max_batch: int = 8, instances: int = 1,
+                  kind: str = "cpu", where: str = "<model>") -> str:
+    """The ``config.pbtxt`` text for ``model``."""
+    if kind not in ("cpu", "gpu"):
+        raise FoldkitError(f"instance kind must be cpu or gpu, not {kind!r}")
+    if instances < 1 or max_batch < 1:
+        raise FoldkitError("--instances and --max-batch must be at least 1")
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    values = inputs + list(graph.output)
+    batched = all(v.type.tensor_type.shape.dim and _dims(v)[0] == -1 for v in values)
+    lines = [f'name: "{name}"', 'backend: "onnxruntime"', f"max_batch_size: {max_batch if batched else 0}"]
+    lines.append("input [\n" + ",\n".join(_tensor_block("input", v, batched, where) for v in inputs) + "\n]")
+    lines.append("output [\n" + ",\n".join(_tensor_block("output", v, batched, where) for v in graph.output) + "\n]")
+    lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_{kind.upper()}\n  }}\n]")
+    if batched:
+        lines.append("dynamic_batching { }")
+    return "\n".join(lines) + "\n"
+
+
+def write_repository(
+    model_path: str | os.PathLike, repo: str | os.PathLike, *, name: str | None = None, max_batch: int = 8,
+    instances: int = 1, kind: str = "cpu",
+) -> Path:
+    """Write the model's folder in ``repo``; returns the config path. The model file is copied."""
+    model_path, repo = Path(model_path), Path(repo)
+    model = load_onnx(model_path, load_external_data=False)
+    name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", model_path.stem)
+    version = repo / name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    config = triton_config(model, name, max_batch=max_batch, instances=instances, kind=kind, where=str(model_path))
+    write_atomic(version / "model.onnx", lambda tmp: shutil.copyfile(model_path, tmp))
+    for location in {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}:
+        write_atomic(version / location, lambda tmp, src=model_path.parent / location: shutil.copyfile(src, tmp))
+    write_text_atomic(repo / name / "config.pbtxt", config)
+    return repo / name / "config.pbtxt"
