@@ -15,11 +15,15 @@ PREFIX = "foldkit."
 
 def network_metadata(info, input_shape: tuple) -> dict[str, str]:
     """Metadata for a Darknet network's ``NetInfo``: kind, input, classes, anchors, strides, scale_x_y."""
-    props = {"foldkit.input_shape": json.dumps(list(input_shape)), "foldkit.input_layout": "NCHW RGB [0,1]"}
+    from foldkit import __version__
+
+    props = {"foldkit.version": __version__, "foldkit.input_shape": json.dumps(list(input_shape)),
+             "foldkit.input_layout": "NCHW RGB [0,1]"}
     if info is None:
         return props
     props["foldkit.network"] = "detector" if info.heads else "classifier"
     if info.heads:
+        props["foldkit.classes"] = str(info.heads[0].classes)
         props["foldkit.yolo_heads"] = json.dumps(
             [
                 {"classes": h.classes, "anchors": h.anchors, "mask": h.mask, "stride": h.stride,

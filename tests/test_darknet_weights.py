@@ -1,5 +1,6 @@
 """Darknet .weights: exact layout and sizes, bit-exact round trips, clear errors, and real parity."""
 
+import json
 import struct
 
 import numpy as np
@@ -227,4 +228,7 @@ def test_cli_uses_the_direct_converter_for_weights(tmp_path, capsys):
     assert "direct exporter" in capsys.readouterr().out
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "o.onnx")).metadata_props}
     assert props["foldkit.exporter"] == "direct" and props["foldkit.network"] == "detector"
+    assert props["foldkit.classes"] == "80" and props["foldkit.version"] and "11 folded" in props["foldkit.fold_summary"]
+    heads = json.loads(props["foldkit.yolo_heads"])
+    assert [h["mask"] for h in heads] == [[3, 4, 5], [0, 1, 2]] and [h["stride"] for h in heads] == [32, 16]
     assert main(["export", "yolov3-tiny", "-o", str(tmp_path / "x.onnx"), "--exporter", "direct"]) == 2
