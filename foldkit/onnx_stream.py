@@ -1,16 +1,18 @@
-"""Write an ONNX file whose large tensors come straight from numpy arrays, without copying them.
+"""Write an ONNX file whose large tensors are streamed in, never gathered into one bytes object.
 
 ``onnx.save`` serializes the whole model into one bytes object first: for a 250 MB model that is
 250 MB more memory and a full copy. Protobuf's encoding is just concatenated fields, so the model
 can be written as: the model's own fields, then the graph field's header, the graph's own
 fields, and one ``initializer`` entry per tensor — each a small encoded ``TensorProto`` header
-followed by the raw bytes, written from the array's buffer. The result is an ordinary ONNX file.
+followed by its raw bytes, taken from a numpy array's buffer or copied by the kernel from a range
+of another file. The result is an ordinary ONNX file.
 """
 
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 import onnx
@@ -18,13 +20,25 @@ from onnx import TensorProto, helper
 
 from foldkit.fileio import write_atomic
 
-_MODEL_GRAPH_FIELD = 7
-_GRAPH_INITIALIZER_FIELD = 5
-_TENSOR_RAW_DATA_FIELD = 9
-_LENGTH_DELIMITED = 2
+MODEL_GRAPH_FIELD = 7
+GRAPH_INITIALIZER_FIELD = 5
+TENSOR_RAW_DATA_FIELD = 9
+LENGTH_DELIMITED = 2
 
 
-def _varint(value: int) -> bytes:
+@dataclass(frozen=True)
+class FileRange:
+    """Bytes to copy from an open file: they never pass through Python."""
+
+    fd: int
+    offset: int
+    length: int
+
+
+Payload = Union[memoryview, FileRange]
+
+
+def varint(value: int) -> bytes:
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -36,18 +50,65 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _key(field: int) -> bytes:
-    return _varint(field << 3 | _LENGTH_DELIMITED)
+def key(field: int) -> bytes:
+    return varint(field << 3 | LENGTH_DELIMITED)
 
 
-def _tensor_parts(name: str, array: np.ndarray) -> tuple[bytes, memoryview]:
-    """The encoded TensorProto header (name, type, dims) and the raw little-endian data."""
+def _length(payload: Payload) -> int:
+    return payload.length if isinstance(payload, FileRange) else payload.nbytes
+
+
+def raw_tensor_entry(header: TensorProto, payload: Payload) -> tuple[bytes, Payload]:
+    """A TensorProto without data (name, type, dims, …) plus its raw data, as an encoded entry."""
+    return header.SerializeToString() + key(TENSOR_RAW_DATA_FIELD) + varint(_length(payload)), payload
+
+
+def array_entry(name: str, array: np.ndarray) -> tuple[bytes, Payload]:
     array = np.ascontiguousarray(array)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
     header = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=list(array.shape))
-    data = memoryview(array.reshape(-1).view(np.uint8))
-    return header.SerializeToString() + _key(_TENSOR_RAW_DATA_FIELD) + _varint(data.nbytes), data
+    return raw_tensor_entry(header, memoryview(array.reshape(-1).view(np.uint8)))
+
+
+def write_model(model: onnx.ModelProto, initializers: list[tuple[bytes, Payload | None]], target) -> None:
+    """Write ``model`` (its graph's own initializers included) plus the streamed ``initializers``, atomically.
+
+    Each streamed initializer is (encoded TensorProto fields, payload or None for none).
+    """
+    entries = [(key(GRAPH_INITIALIZER_FIELD) + varint(len(head) + (_length(p) if p is not None else 0)), head, p)
+               for head, p in initializers]
+    graph_bytes = model.graph.SerializeToString()
+    graph_length = len(graph_bytes) + sum(len(k) + len(h) + (_length(p) if p is not None else 0) for k, h, p in entries)
+    shell = onnx.ModelProto()
+    shell.CopyFrom(model)
+    shell.ClearField("graph")
+
+    def writer(tmp) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(shell.SerializeToString() + key(MODEL_GRAPH_FIELD) + varint(graph_length))
+            handle.write(graph_bytes)
+            for prefix, head, payload in entries:
+                handle.write(prefix + head)
+                if isinstance(payload, FileRange):
+                    handle.flush()
+                    _copy_range(payload, handle.fileno())
+                elif payload is not None:
+                    handle.write(payload)
+
+    write_atomic(target, writer)
+
+
+def _copy_range(source: FileRange, destination: int) -> None:
+    offset, remaining = source.offset, source.length
+    while remaining:
+        try:
+            copied = os.copy_file_range(source.fd, destination, remaining, offset)
+        except OSError:  # another file system, or no copy_file_range: read and write
+            copied = os.write(destination, os.pread(source.fd, min(remaining, 1 << 24), offset))
+        if copied == 0:
+            raise OSError(f"could not copy {remaining} bytes at offset {offset}")
+        offset, remaining = offset + copied, remaining - copied
 
 
 def save_with_arrays(model: onnx.ModelProto, arrays: list[tuple[str, np.ndarray]], target: str | os.PathLike) -> None:
@@ -55,23 +116,4 @@ def save_with_arrays(model: onnx.ModelProto, arrays: list[tuple[str, np.ndarray]
 
     ``model`` should hold only small tensors itself: it is serialized in the usual way.
     """
-    parts = [_tensor_parts(name, array) for name, array in arrays]
-    entries = [(_key(_GRAPH_INITIALIZER_FIELD) + _varint(len(head) + data.nbytes), head, data) for head, data in parts]
-    graph_bytes = model.graph.SerializeToString()
-    graph_length = len(graph_bytes) + sum(len(key) + len(head) + data.nbytes for key, head, data in entries)
-    shell = onnx.ModelProto()
-    shell.CopyFrom(model)  # cheap: the large tensors are not in it
-    shell.ClearField("graph")
-
-    def writer(tmp) -> None:
-        with open(tmp, "wb") as handle:
-            _write(handle, shell.SerializeToString(), _key(_MODEL_GRAPH_FIELD), _varint(graph_length), graph_bytes)
-            for key, head, data in entries:
-                _write(handle, key, head, data)
-
-    write_atomic(target, writer)
-
-
-def _write(handle: BinaryIO, *chunks) -> None:
-    for chunk in chunks:
-        handle.write(chunk)
+    write_model(model, [array_entry(name, array) for name, array in arrays], target)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from foldkit.errors import FoldkitError
-from foldkit.fileio import load_onnx, save_onnx, write_text_atomic
+from foldkit.fileio import atomic_path, load_onnx, save_onnx, write_text_atomic
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FoldReport
-from foldkit.parity import ParityReport, compare_onnx_models
-from foldkit.runtime import CONV_BN_FUSION
+from foldkit.onnx_lazy import open_lazy
+from foldkit.tensors import TensorStore
 from foldkit.validate import validate_model
+
+if TYPE_CHECKING:
+    from foldkit.parity import ParityReport
 
 
 @dataclass
@@ -26,7 +31,7 @@ class FoldFileResult:
     bytes_before: int
     bytes_after: int
     seconds: dict[str, float] = field(default_factory=dict)
-    parity: ParityReport | None = None
+    parity: "ParityReport | None" = None
     written: bool = False
 
     def format(self) -> str:
@@ -58,41 +63,62 @@ def fold_file(
 ) -> FoldFileResult:
     """Fold ``input_path`` into ``output_path``; the input file is only read.
 
-    With ``check``, the original (ONNX Runtime's ConvBNFusion off) and the folded model run on
-    the same seeded inputs; when parity fails nothing is written.
+    The weights stay in the input file until written (:mod:`foldkit.onnx_lazy`) unless the model
+    keeps them in external data files, which are loaded. With ``check``, the original (ONNX
+    Runtime's ConvBNFusion off) and the written result run on the same seeded inputs, and the
+    result replaces ``output_path`` only if parity passes.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if input_path.resolve() == output_path.resolve():
         raise FoldkitError(f"{output_path}: refusing to overwrite the input; choose another output path")
     seconds = {}
     start = time.perf_counter()
-    model = load_onnx(input_path)
-    seconds["load"] = time.perf_counter() - start
-    ops_before = node_counts(model)
-    bytes_before = input_path.stat().st_size
-    original = model.SerializeToString() if check else None
-
-    start = time.perf_counter()
-    folded, report = fold_onnx(model, allow_initializer_inputs=allow_initializer_inputs, inplace=True)
-    seconds["fold"] = time.perf_counter() - start
-    validate_model(folded, where=str(output_path), weights=False)
-    result = FoldFileResult(input_path, output_path, report, ops_before, node_counts(folded), bytes_before, 0, seconds)
-
-    if check:
+    lazy = open_lazy(input_path)
+    if lazy is not None:
+        model, store, write = lazy.model, lazy.store, lazy.save
+    else:
+        model, store = load_onnx(input_path), TensorStore()
+        write = partial(save_onnx, model)
+    try:
+        seconds["load"] = time.perf_counter() - start
+        ops_before = node_counts(model)
         start = time.perf_counter()
-        import onnx
-
-        result.parity = compare_onnx_models(
-            folded, onnx.load_from_string(original), atol=atol, rtol=rtol, opt_level="all",
-            disabled_optimizers=(CONV_BN_FUSION,), names=(f"{output_path} (folded)", f"{input_path} (original)"),
-        )
-        seconds["check"] = time.perf_counter() - start
-        if not result.parity.passed:
+        folded, report = fold_onnx(model, allow_initializer_inputs=allow_initializer_inputs, inplace=True, store=store)
+        validate_model(folded, where=str(output_path), weights=False)
+        seconds["fold"] = time.perf_counter() - start
+        result = FoldFileResult(input_path, output_path, report, ops_before, node_counts(folded),
+                                input_path.stat().st_size, 0, seconds)
+        try:
+            with atomic_path(output_path) as tmp:
+                start = time.perf_counter()
+                write(tmp)
+                seconds["save"] = time.perf_counter() - start
+                if check:
+                    start = time.perf_counter()
+                    result.parity = _check(tmp, input_path, output_path, atol, rtol)
+                    seconds["check"] = time.perf_counter() - start
+                    if not result.parity.passed:
+                        raise _ParityFailed
+        except _ParityFailed:
             return result
-    start = time.perf_counter()
-    save_onnx(folded, output_path)
-    seconds["save"] = time.perf_counter() - start
+    finally:
+        if lazy is not None:
+            lazy.close()
     result.bytes_after, result.written = output_path.stat().st_size, True
     if report_path:
         write_text_atomic(report_path, report.to_json())
     return result
+
+
+class _ParityFailed(Exception):
+    """The folded model failed --check: nothing is written."""
+
+
+def _check(folded: Path, original: Path, output_path: Path, atol: float, rtol: float):
+    from foldkit.parity import compare_onnx_models
+    from foldkit.runtime import CONV_BN_FUSION
+
+    return compare_onnx_models(
+        folded, original, atol=atol, rtol=rtol, opt_level="all", disabled_optimizers=(CONV_BN_FUSION,),
+        names=(f"{output_path} (folded)", f"{original} (original)"),
+    )

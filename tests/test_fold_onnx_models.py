@@ -133,3 +133,31 @@ def test_external_data_models_fold(tmp_path):
     out = tmp_path / "out.onnx"
     assert main(["fold", str(source), "-o", str(out), "--check"]) == 0
     assert Counter(n.op_type for n in onnx.load(str(out)).graph.node) == {"Conv": 1}
+
+
+def test_lazy_open_and_save_round_trips(unfolded_tiny, tmp_path):
+    from foldkit.onnx_lazy import open_lazy
+
+    with open_lazy(unfolded_tiny) as lazy:
+        assert len(lazy.store.locations) >= 13  # the conv weights stay in the file
+        assert all(not t.raw_data for t in lazy.model.graph.initializer if t.name in lazy.store.locations)
+        lazy.save(tmp_path / "copy.onnx")
+    assert onnx.load(str(tmp_path / "copy.onnx")) == onnx.load(str(unfolded_tiny))
+
+
+def test_lazy_fold_equals_in_memory_fold(unfolded_tiny, tmp_path):
+    from foldkit.onnx_lazy import open_lazy
+
+    in_memory, _ = fold_onnx(onnx.load(str(unfolded_tiny)))
+    with open_lazy(unfolded_tiny) as lazy:
+        fold_onnx(lazy.model, inplace=True, store=lazy.store)
+        lazy.save(tmp_path / "lazy.onnx")
+    assert onnx.load(str(tmp_path / "lazy.onnx")) == in_memory
+
+
+def test_not_onnx_files_fall_back_to_the_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not protobuf \xff\xff\xff")
+    assert main(["fold", str(bad), "-o", str(tmp_path / "o.onnx")]) == 2
+    assert "not a valid ONNX model" in capsys.readouterr().err
+    assert not (tmp_path / "o.onnx").exists()

@@ -3,7 +3,8 @@
 
 Each tool runs as its own process (interpreter start and imports included, as a user runs it),
 in interleaved rounds (foldkit, onnxsim, onnxslim, ORT, plain load+save, then again), and the
-wall time and peak resident memory of each process are recorded (``wait4``'s ru_maxrss).
+wall time and peak resident memory of each process are recorded (``wait4``'s ru_maxrss); dirty
+pages are flushed between runs.
 
     python tools/bench_fold_speed.py                 # exports yolov3 (416, unfolded) first
     python tools/bench_fold_speed.py model.onnx --rounds 5
@@ -42,7 +43,12 @@ def tools(source: Path, out: Path) -> dict[str, list[str]]:
 
 
 def run_once(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one process."""
+    """Wall seconds and peak RSS (MB) of one process.
+
+    The previous tool's written file is flushed first (``os.sync``), so its write-back is not
+    charged to whichever tool runs next.
+    """
+    os.sync()
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)

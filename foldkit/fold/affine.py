@@ -109,8 +109,8 @@ def fold_affine(
     channels = output_channels(weight.shape, axis, groups)
     if scale.size != channels or shift.size != channels:
         raise ValueError(f"scale/shift have {scale.size}/{shift.size} values for {channels} output channels")
-    weight64 = weight.astype(np.float64)
-    weight64 *= channel_scale(scale, weight.shape, axis, groups)
+    # one pass: the product is formed in float64 straight from the stored weights
+    weight64 = np.multiply(weight, channel_scale(scale, weight.shape, axis, groups), dtype=np.float64)
     # A bias broadcasts with channels on its last axis: Conv's [C], Gemm's C of shape [N], [1, N], [M, N]…
     bias64 = shift if bias is None else np.asarray(bias, dtype=np.float64) * scale + shift
     return _finish(weight64, bias64, scale, dtype)

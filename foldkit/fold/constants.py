@@ -14,6 +14,8 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from foldkit.tensors import TensorStore
+
 # Nodes that must not be evaluated at fold time even with constant inputs.
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
@@ -26,11 +28,14 @@ def constant_names(graph: onnx.GraphProto, *, initializer_inputs_are_constant: b
     return names
 
 
-def fold_constants(model: onnx.ModelProto, *, initializer_inputs_are_constant: bool = False) -> int:
+def fold_constants(
+    model: onnx.ModelProto, *, initializer_inputs_are_constant: bool = False, store: TensorStore | None = None
+) -> int:
     """Replace every all-constant node of the main graph by initializers, in place.
 
     Returns the number of nodes removed. Subgraphs (If/Loop bodies) are left alone.
     """
+    store = store or TensorStore()
     graph = model.graph
     known = constant_names(graph, initializer_inputs_are_constant=initializer_inputs_are_constant)
     _cast_like_to_cast(graph, known)
@@ -56,7 +61,7 @@ def fold_constants(model: onnx.ModelProto, *, initializer_inputs_are_constant: b
         sub = helper.make_model(
             helper.make_graph(
                 list(constant_nodes), "constants", [], [helper.make_tensor_value_info(n, 0, None) for n in wanted],
-                initializer=[initializers[n] for n in sorted(used)],
+                initializer=[store.materialized(initializers[n]) for n in sorted(used)],
             ),
             opset_imports=list(model.opset_import), ir_version=model.ir_version,
         )

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from foldkit.fileio import load_onnx
 from foldkit.fold.affine import AffineFold, batchnorm_scale_shift, fold_affine, fold_affine_input
 from foldkit.fold.constants import constant_names, fold_constants, remove_unused_initializers
 from foldkit.fold.report import FOLDED, NOT_FOLDABLE, SKIPPED, FoldEntry, FoldReport
+from foldkit.tensors import TensorStore
 from foldkit.validate import skeleton
 
 PER_SAMPLE_NORMS = {
@@ -62,9 +63,10 @@ class _Plan:
 class _Graph:
     """Who produces and who reads each value, which values are constant, and weight use counts."""
 
-    def __init__(self, model: onnx.ModelProto, allow_initializer_inputs: bool) -> None:
+    def __init__(self, model: onnx.ModelProto, allow_initializer_inputs: bool, store: TensorStore) -> None:
         graph = model.graph
         self.model = model
+        self.store = store
         self.allow_initializer_inputs = allow_initializer_inputs
         self.constants = constant_names(graph, initializer_inputs_are_constant=allow_initializer_inputs)
         self.initializers = {init.name: init for init in graph.initializer}
@@ -83,7 +85,7 @@ class _Graph:
         self.removed: set[int] = set()
 
     def value(self, name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(self.initializers[name]) if name in self.constants else None
+        return self.store.get(self.initializers[name]) if name in self.constants else None
 
     def why_not_constant(self, name: str, role: str) -> str:
         if name in self.graph_inputs:
@@ -120,12 +122,13 @@ class _Graph:
         old = node.input[position] if position < len(node.input) else ""
         shared = old and sum(1 for n in self.consumers[old] if id(n) not in self.removed) > 1
         if old and not shared and old in self.initializers:
-            self.initializers[old].CopyFrom(numpy_helper.from_array(array, old))
+            self.store.put(self.initializers[old], array)
             return ""
         name = self.fresh_name(f"{old}_folded" if old else f"{node.name or node.output[0]}_{label}")
-        tensor = numpy_helper.from_array(array, name)
-        graph.initializer.append(tensor)
-        self.initializers[name] = graph.initializer[-1]
+        tensor = graph.initializer.add()
+        tensor.name = name
+        self.store.put(tensor, array)
+        self.initializers[name] = tensor
         self.constants.add(name)
         while len(node.input) <= position:
             node.input.append("")
@@ -141,23 +144,26 @@ def fold_onnx(
     *,
     allow_initializer_inputs: bool = False,
     inplace: bool = False,
+    store: TensorStore | None = None,
 ) -> tuple[onnx.ModelProto, FoldReport]:
     """Fold every normalization and per-channel affine op that folds exactly; report every one.
 
     ``model`` is a ModelProto (copied unless ``inplace``) or a path. Opset imports and IR version
     are kept, unused initializers removed. ``allow_initializer_inputs`` treats initializers that
     are also listed as graph inputs as constants (as onnxsim does); by default they are inputs a
-    caller may override, so nothing that reads them folds.
+    caller may override, so nothing that reads them folds. ``store`` is where tensor values are
+    read and written (default: inside the TensorProtos).
     """
     if not isinstance(model, onnx.ModelProto):
         model = load_onnx(model)
     elif not inplace:
         model = copy.deepcopy(model)
+    store = store or TensorStore()
     report = FoldReport()
-    evaluated = fold_constants(model, initializer_inputs_are_constant=allow_initializer_inputs)
+    evaluated = fold_constants(model, initializer_inputs_are_constant=allow_initializer_inputs, store=store)
     if evaluated:
         report.notes.append(f"evaluated {evaluated} constant node(s) into initializers")
-    graph = _Graph(model, allow_initializer_inputs)
+    graph = _Graph(model, allow_initializer_inputs, store)
     for node in list(model.graph.node):
         if id(node) in graph.removed:
             continue

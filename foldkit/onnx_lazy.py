@@ -1,0 +1,187 @@
+"""Open an ONNX file without reading its tensors: the graph in memory, the weights left in the file.
+
+The file is walked at the protobuf wire level: the model's fields and the graph's fields are
+parsed as usual, except that each initializer's ``raw_data`` is only located (offset, length),
+never read. A :class:`FileTensorStore` reads a tensor when a pass asks for it, keeps the ones the
+pass replaces, and writing copies every untouched tensor straight from the input file. A fold
+of a 250 MB model then reads each weight once, writes each once, and never holds two copies.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import helper
+
+from foldkit.errors import FoldkitError
+from foldkit.onnx_stream import (GRAPH_INITIALIZER_FIELD, MODEL_GRAPH_FIELD, TENSOR_RAW_DATA_FIELD, FileRange,
+                                 array_entry, raw_tensor_entry, write_model)
+from foldkit.tensors import TensorStore
+
+LAZY_MIN_BYTES = 4096  # smaller tensors are read right away
+
+
+def _read_varint(buffer, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buffer[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def _fields(buffer, start: int, end: int):
+    """(field number, wire type, field start, value start, value end) for each field in [start, end)."""
+    position = start
+    while position < end:
+        field_start = position
+        tag, position = _read_varint(buffer, position)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, value_end = _read_varint(buffer, position)
+        elif wire == 1:
+            value_end = position + 8
+        elif wire == 2:
+            length, position = _read_varint(buffer, position)
+            value_end = position + length
+        elif wire == 5:
+            value_end = position + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if value_end > end:
+            raise ValueError("field runs past the end of its message")
+        yield number, wire, field_start, position, value_end
+        position = value_end
+
+
+class FileTensorStore(TensorStore):
+    """Tensor values read from the source file on demand; replacements kept as arrays."""
+
+    def __init__(self, fd: int, locations: dict[str, tuple[int, int]]) -> None:
+        self.fd = fd
+        self.locations = locations  # name → (offset of raw_data, length) in the source file
+        self.replaced: dict[str, np.ndarray] = {}
+
+    def get(self, tensor: onnx.TensorProto) -> np.ndarray:
+        if tensor.name in self.replaced:
+            return self.replaced[tensor.name]
+        if tensor.name in self.locations:
+            offset, length = self.locations[tensor.name]
+            dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            return np.frombuffer(os.pread(self.fd, length, offset), dtype=dtype).reshape(tuple(tensor.dims))
+        return super().get(tensor)
+
+    def put(self, tensor: onnx.TensorProto, array: np.ndarray) -> None:
+        array = np.asarray(array)
+        name = tensor.name
+        tensor.Clear()
+        tensor.name, tensor.data_type = name, helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.dims.extend(array.shape)
+        self.replaced[name] = array
+        self.locations.pop(name, None)
+
+    def materialized(self, tensor: onnx.TensorProto) -> onnx.TensorProto:
+        if tensor.name not in self.replaced and tensor.name not in self.locations:
+            return tensor
+        from onnx import numpy_helper
+
+        return numpy_helper.from_array(self.get(tensor), tensor.name)
+
+    def entry(self, tensor: onnx.TensorProto):
+        """How :func:`write_model` writes this initializer."""
+        if tensor.name in self.replaced:
+            return array_entry(tensor.name, self.replaced[tensor.name])
+        if tensor.name in self.locations:
+            offset, length = self.locations[tensor.name]
+            return raw_tensor_entry(tensor, FileRange(self.fd, offset, length))
+        return tensor.SerializeToString(), None
+
+
+@dataclass
+class LazyModel:
+    """A model whose large tensors stay in ``path`` until :meth:`save`."""
+
+    path: Path
+    model: onnx.ModelProto
+    store: FileTensorStore
+
+    def save(self, target: str | os.PathLike) -> None:
+        graph = self.model.graph
+        streamed = [self.store.entry(t) for t in graph.initializer]
+        bare = onnx.ModelProto()
+        bare.CopyFrom(self.model)  # small: the initializers here hold no large data
+        bare.graph.ClearField("initializer")
+        write_model(bare, streamed, target)
+
+    def close(self) -> None:
+        os.close(self.store.fd)
+
+    def __enter__(self) -> "LazyModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_lazy(path: str | os.PathLike) -> LazyModel | None:
+    """Open ``path`` lazily; None when its layout needs the ordinary loader (external data, odd encodings)."""
+    path = Path(path)
+    if not path.is_file():
+        return None  # the ordinary loader says what is wrong
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise FoldkitError(f"{path}: file is empty, not an ONNX model")
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
+            model, locations = _parse(view, size)
+    except (ValueError, IndexError, DecodeError):
+        os.close(fd)
+        return None  # not a layout this reader handles (or not ONNX): the ordinary loader decides
+    except BaseException:
+        os.close(fd)
+        raise
+    if model is None:
+        os.close(fd)
+        return None
+    return LazyModel(path, model, FileTensorStore(fd, locations))
+
+
+def _parse(view, size: int):
+    outside, graphs = [], []
+    for number, wire, field_start, start, end in _fields(view, 0, size):
+        (graphs if number == MODEL_GRAPH_FIELD and wire == 2 else outside).append((field_start, start, end))
+    if len(graphs) != 1:
+        return None, {}
+    model = onnx.ModelProto()
+    model.ParseFromString(b"".join(view[s:e] for s, _, e in outside))
+    _, graph_start, graph_end = graphs[0]
+    graph_rest, headers, locations = [], [], {}
+    for number, wire, field_start, start, end in _fields(view, graph_start, graph_end):
+        if number != GRAPH_INITIALIZER_FIELD or wire != 2:
+            graph_rest.append(view[field_start:end])
+            continue
+        header, raw = bytearray(), None
+        for t_number, t_wire, t_field_start, t_start, t_end in _fields(view, start, end):
+            if t_number == TENSOR_RAW_DATA_FIELD and t_wire == 2 and t_end - t_start >= LAZY_MIN_BYTES:
+                raw = (t_start, t_end - t_start)
+            else:
+                header += view[t_field_start:t_end]
+        tensor = onnx.TensorProto()
+        tensor.ParseFromString(bytes(header))
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            return None, {}
+        if raw is not None:
+            locations[tensor.name] = raw
+        headers.append(tensor)
+    model.graph.ParseFromString(b"".join(graph_rest))
+    model.graph.initializer.extend(headers)
+    return model, locations

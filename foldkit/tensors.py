@@ -1,0 +1,28 @@
+"""Where initializer values live while a pass works on a graph.
+
+The default store keeps them where ONNX does, inside each ``TensorProto``. A pass that only reads
+and writes through a store also works on a graph whose tensors stay in the file until written
+out (:mod:`foldkit.onnx_lazy`), which is what lets ``foldkit fold`` handle a large model without
+parsing and re-serializing every weight in memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+class TensorStore:
+    """Values of initializers: read, replaced, and materialized as complete ``TensorProto`` s."""
+
+    def get(self, tensor: onnx.TensorProto) -> np.ndarray:
+        return numpy_helper.to_array(tensor)
+
+    def put(self, tensor: onnx.TensorProto, array: np.ndarray) -> None:
+        """Give ``tensor`` (already in the graph, possibly new and empty) the value ``array``."""
+        tensor.CopyFrom(numpy_helper.from_array(np.asarray(array), tensor.name))
+
+    def materialized(self, tensor: onnx.TensorProto) -> onnx.TensorProto:
+        """A complete TensorProto holding the data (for evaluating nodes over it)."""
+        return tensor
