@@ -48,6 +48,7 @@ class ParityReport:
     candidate: str
     reference: str
     outputs: list[OutputComparison] = field(default_factory=list)
+    settings: str = ""  # how the outputs were produced (runtime, provider, optimization level)
 
     @property
     def passed(self) -> bool:
@@ -55,12 +56,14 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         return {
-            "candidate": self.candidate, "reference": self.reference, "passed": self.passed,
+            "candidate": self.candidate, "reference": self.reference, "passed": self.passed, "settings": self.settings,
             "outputs": [asdict(o) | {"min_rtol": o.min_rtol, "min_atol": o.min_atol} for o in self.outputs],
         }
 
     def format(self) -> str:
         header = f"parity: {self.candidate}  vs  {self.reference} (reference)"
+        if self.settings:
+            header += f"\n  ran on {self.settings}"
         columns = f"  {'output':<14} {'shape':<20} {'max abs':>10} {'max rel':>10} {'mean abs':>10} {'min rtol':>10}  result"
         rows = [
             f"  {o.name:<14} {'x'.join(map(str, o.shape)):<20} {o.max_abs:>10.3e} {o.max_rel:>10.3e} "
@@ -160,9 +163,13 @@ def compare_onnx_models(
     if expected != found:
         raise FoldkitError(f"{labels[0]}: inputs {found} do not match {labels[1]}'s {expected}")
     outputs = [run(s, feeds) for s in sessions]
-    return compare_outputs(
+    report = compare_outputs(
         outputs[0], outputs[1], atol=atol, rtol=rtol, candidate_name=labels[0], reference_name=labels[1]
     )
+    disabled = f", disabled: {', '.join(disabled_optimizers)}" if disabled_optimizers else ""
+    report.settings = (f"onnxruntime {sessions[0].get_providers()[0]}, graph optimizations '{opt_level}'{disabled}, "
+                       f"seed {seed}, batch {batch}")
+    return report
 
 
 def torch_outputs(model: "torch.nn.Module", images: np.ndarray, *, float64: bool = False) -> list[np.ndarray]:

@@ -19,6 +19,7 @@ def test_export_check_inspect_roundtrip(tmp_path, capsys):
     assert main(["check", str(folded), str(unfolded), "--rtol", "1e-4"]) == 0
     out = capsys.readouterr().out
     assert "PASSED: 2/2" in out and "head1" in out
+    assert "ran on onnxruntime CPUExecutionProvider, graph optimizations 'disable'" in out
     assert main(["check", str(folded), str(unfolded), "--rtol", "1e-9", "--atol", "0"]) == 1
     assert "FAILED" in capsys.readouterr().out
     assert main(["inspect", str(unfolded)]) == 0
