@@ -300,7 +300,7 @@ def run_benchmark(config: BenchConfig, progress=None) -> BenchResult:
                     if kind == "ort":
                         session, session_ms, ran, used = _ort_runner(
                             path, level, disabled, provider, config.threads, folder, f"{name}-{provider}-{batch}")
-                        runners[name] = lambda s=session: s.run(None, feeds)
+                        runners[name] = lambda s=session, f=feeds: s.run(None, f)
                     else:
                         runners[name], session_ms, ran, used = _torch_runner(torch_modules[fold], feeds, config.threads)
                     row = Row(name, DESCRIPTIONS[name], provider, used, batch, [],

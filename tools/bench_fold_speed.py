@@ -76,7 +76,7 @@ def main() -> None:
             for name, command in commands.items():
                 samples[name].append(run_once(command))
         print(f"{source.name}: {size_mb:.0f} MB, {args.rounds} interleaved rounds, median wall time, max peak RSS")
-        print(f"| tool | seconds (median) | min–max | peak RSS MB | RSS / file size |")
+        print("| tool | seconds (median) | min–max | peak RSS MB | RSS / file size |")
         print("|---|---:|---:|---:|---:|")
         for name, values in samples.items():
             seconds = [s for s, _ in values]

@@ -15,7 +15,6 @@ from foldkit.darknet import layers as spec
 from foldkit.darknet.layers import (  # noqa: F401 - re-exported for users of this module
     BUILTIN_MODELS, NetInfo, NetworkPlan, YoloHead, builtin_cfg_path, plan_network, resolve_cfg,
 )
-from foldkit.errors import FoldkitError
 from foldkit.nn import ConvNormAct, make_activation
 
 class Route(nn.Module):
