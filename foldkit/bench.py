@@ -115,6 +115,14 @@ class BenchResult:
                 "rows": [asdict(r) for r in self.rows]}
 
 
+def available_providers() -> list[str]:
+    """CPU always, then CUDA and TensorRT where this onnxruntime build has them."""
+    import onnxruntime
+
+    present = onnxruntime.get_available_providers()
+    return ["CPUExecutionProvider"] + [p for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") if p in present]
+
+
 def parse_variants(text: str | None) -> list[str]:
     if not text or text == "all":
         return list(VARIANTS)

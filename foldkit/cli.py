@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--img-size", type=_positive)
     bench.add_argument("--variants", default="all", help="comma-separated variant names, or 'all'")
     bench.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
-    bench.add_argument("--providers", default="cpu", help="comma-separated: cpu, cuda, tensorrt, auto (default cpu)")
+    bench.add_argument("--providers", default="available",
+                       help="comma-separated: cpu, cuda, tensorrt; default: CPU plus CUDA and TensorRT where "
+                            "this onnxruntime has them")
     bench.add_argument("--threads", type=_positive, help="intra-op threads for ORT and torch (default: their own)")
     bench.add_argument("--warmup", type=_positive, default=3)
     bench.add_argument("--rounds", type=_positive, default=20, help="timed interleaved rounds")
@@ -238,7 +240,8 @@ def _bench(args) -> int:
         raise FoldkitError(f"{args.model}: no such file")
     config = bench.BenchConfig(
         model=args.model, variants=bench.parse_variants(args.variants), batches=batches,
-        providers=[p.strip() for p in args.providers.split(",")], img_size=args.img_size, weights=args.weights,
+        providers=bench.available_providers() if args.providers == "available"
+        else [p.strip() for p in args.providers.split(",")], img_size=args.img_size, weights=args.weights,
         threads=args.threads, warmup=args.warmup, rounds=args.rounds, seed=args.seed, opset=args.opset,
         baseline=args.baseline, measure_memory=not args.no_memory,
     )
