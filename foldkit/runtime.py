@@ -32,19 +32,8 @@ _SHORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", 
 
 
 def resolve_providers(requested: str | Sequence[str] | None = "auto") -> list[str]:
-    """``auto`` → CUDA when this onnxruntime has it, else CPU; names may be short (``cuda``)."""
-    available = ort.get_available_providers()
-    if requested in (None, "auto"):
-        preferred = "CUDAExecutionProvider" if "CUDAExecutionProvider" in available else "CPUExecutionProvider"
-        return [preferred] + (["CPUExecutionProvider"] if preferred != "CPUExecutionProvider" else [])
-    names = [requested] if isinstance(requested, str) else list(requested)
-    resolved = []
-    for name in names:
-        full = _SHORT_NAMES.get(name.lower(), name)
-        if full not in available:
-            raise FoldkitError(f"execution provider {name!r} is not available; this onnxruntime has {', '.join(available)}")
-        resolved.append(full)
-    return resolved
+    """Providers to hand ONNX Runtime; a name this build lacks is an error (see :func:`provider_preference`)."""
+    return provider_preference(requested, strict=True)
 
 
 def create_session(
@@ -142,7 +131,7 @@ def provider_preference(requested: str | Sequence[str] | None, *, strict: bool =
             message = f"execution provider {name!r} is not available; this onnxruntime has {', '.join(available)}"
             if strict:
                 raise FoldkitError(message)
-            warnings.warn(f"{message}; falling back to CPU", ProviderWarning, stacklevel=3)
+            warnings.warn(f"{message}; falling back to CPU", ProviderWarning, stacklevel=2)
     return chosen + [p for p in ("CPUExecutionProvider",) if p not in chosen]
 
 
