@@ -58,7 +58,8 @@ def run_demo(
     print(f"latency, batch 1, {rounds} interleaved rounds after warm-up:")
     variants = ["ort-unfolded-noopt", "ort-unfolded-nofusion", "ort-unfolded-default", "ort-folded-disable",
                 "ort-folded-all"]
-    config = BenchConfig(model=model_name, variants=variants, batches=[1], providers=[providers[0]], img_size=img_size,
+    # the unfolded file just written; the benchmark folds it for its folded side
+    config = BenchConfig(model=str(paths[False]), variants=variants, batches=[1], providers=[providers[0]],
                          threads=threads, rounds=rounds, seed=seed, measure_memory=False)
     print(format_table(run_benchmark(config)))
     print("ORT at 'all' fuses Conv+BN itself (ConvBNFusion), so the unfolded default row is secretly folded"

@@ -24,12 +24,11 @@ from foldkit.fileio import save_onnx
 from foldkit.fold.constants import fold_constants
 from foldkit.fold.report import FoldReport
 from foldkit.fold.torch import fold_module
-from foldkit.metadata import add_metadata
+from foldkit.metadata import INPUT_NAME, add_metadata, fold_metadata
 from foldkit.validate import validate_model
 
 DEFAULT_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
-INPUT_NAME = "images"
 
 
 @dataclass
@@ -74,11 +73,7 @@ def export_onnx(
         model, example, opset, dynamic_batch, output_names
     )
     fold_constants(onnx_model)
-    props = {"foldkit.folded": str(bool(fold)).lower()}
-    if report is not None:
-        props["foldkit.fold_summary"] = report.summary()
-    props.update(metadata or {})
-    add_metadata(onnx_model, props)
+    add_metadata(onnx_model, fold_metadata(report) | (metadata or {}))
     onnx_model.producer_name, onnx_model.producer_version = "foldkit", _version()
     validate_model(onnx_model, opset=opset, where=str(path or "<export>"), weights=False)
     if path is not None:

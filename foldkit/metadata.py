@@ -11,6 +11,15 @@ import json
 import onnx
 
 PREFIX = "foldkit."
+INPUT_NAME = "images"  # the image input of every model foldkit writes
+
+
+def fold_metadata(report) -> dict[str, str]:
+    """Whether the model was folded (``report`` is None when not) and the fold's one-line summary."""
+    props = {"foldkit.folded": str(report is not None).lower()}
+    if report is not None:
+        props["foldkit.fold_summary"] = report.summary()
+    return props
 
 
 def network_metadata(info, input_shape: tuple) -> dict[str, str]:

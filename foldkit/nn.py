@@ -15,9 +15,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from foldkit.darknet.layers import LEAKY_SLOPE
 from foldkit.errors import FoldkitError
 
-LEAKY_SLOPE = 0.1  # Darknet's leaky slope (activations.h), also keras-yolo3's LeakyReLU(alpha=0.1)
 BN_EPS = 1e-5  # Darknet adds 1e-5 inside the square root; PyTorch's default too
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {

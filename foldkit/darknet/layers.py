@@ -24,6 +24,7 @@ BUILTIN_MODELS = {
     "yolov3-tiny": "yolov3-tiny.cfg",
 }
 ACTIVATION_NAMES = ("leaky", "relu", "logistic", "tanh", "mish", "swish", "linear")
+LEAKY_SLOPE = 0.1  # Darknet's leaky slope (activations.h), also keras-yolo3's LeakyReLU(alpha=0.1)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,13 @@ class NetworkPlan:
     layers: list[Layer]
 
 
+def _activation(section: Section, default: str) -> str:
+    name = section.get_str("activation", default)
+    if name not in ACTIVATION_NAMES:
+        raise section.error(f"unknown activation {name!r}; known: {', '.join(ACTIVATION_NAMES)}", "activation")
+    return name
+
+
 class _Planner:
     """Walks the sections once, describing each layer and tracking Darknet's output shapes."""
 
@@ -185,9 +193,7 @@ class _Planner:
         if c % groups or filters % groups:
             raise section.error(f"groups={groups} must divide input channels {c} and filters {filters}", "groups")
         padding *= dilation  # Darknet's im2col pads by pad·dilation
-        activation = section.get_str("activation", "logistic")
-        if activation not in ACTIVATION_NAMES:
-            raise section.error(f"unknown activation {activation!r}; known: {', '.join(ACTIVATION_NAMES)}", "activation")
+        activation = _activation(section, default="logistic")
         out_h = (h + 2 * padding - dilation * (size - 1) - 1) // stride_y + 1
         out_w = (w + 2 * padding - dilation * (size - 1) - 1) // stride_x + 1
         params = Conv(c, filters, size, (stride_y, stride_x), padding, groups, dilation, bool(batch_normalize), activation)
@@ -238,9 +244,7 @@ class _Planner:
                 raise section.error(
                     f"adds layer {i} of shape {self.shapes[i]} to its input of shape {shape}; shapes must match", "from"
                 )
-        activation = section.get_str("activation", "linear")
-        if activation not in ACTIVATION_NAMES:
-            raise section.error(f"unknown activation {activation!r}; known: {', '.join(ACTIVATION_NAMES)}", "activation")
+        activation = _activation(section, default="linear")
         return Shortcut(activation), [section.index - 1, *sources], shape
 
     def _upsample(self, section: Section):

@@ -18,17 +18,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from foldkit.darknet import layers as spec
-from foldkit.darknet.layers import NetworkPlan, plan_network
+from foldkit.darknet.layers import LEAKY_SLOPE, NetworkPlan, plan_network
 from foldkit.darknet.weights import ConvRecord, read_weights
 from foldkit.errors import FoldkitError
 from foldkit.fold.affine import batchnorm_scale_shift, fold_affine
 from foldkit.fold.report import FOLDED, FoldEntry, FoldReport
-from foldkit.metadata import add_metadata
+from foldkit.metadata import INPUT_NAME, add_metadata, fold_metadata
 from foldkit.onnx_stream import save_with_arrays
 from foldkit.validate import validate_model
 
-INPUT_NAME = "images"
-LEAKY_SLOPE = 0.1
 MIN_OPSET = 13  # Resize with an empty roi, Slice with tensor inputs
 
 
@@ -202,21 +200,9 @@ def darknet_to_onnx(
     opsets = [helper.make_opsetid("", opset)]
     graph_model = helper.make_model(helper.make_graph(g.nodes, "darknet", [image], graph_outputs), opset_imports=opsets,
                                     producer_name="foldkit", ir_version=helper.find_min_ir_version_for(opsets))
-    props = {"foldkit.folded": str(bool(fold)).lower(), "foldkit.exporter": "direct"}
-    if report is not None:
-        props["foldkit.fold_summary"] = report.summary()
-    add_metadata(graph_model, props | (metadata or {}))
-    validate_model(_typed_skeleton(graph_model, g.arrays), opset=opset, where=str(model))
+    add_metadata(graph_model, fold_metadata(report) | {"foldkit.exporter": "direct"} | (metadata or {}))
+    validate_model(graph_model, opset=opset, where=str(model), weights=False, arrays=g.arrays)
     return DarknetOnnx(graph_model, g.arrays, report, plan)
-
-
-def _typed_skeleton(graph_model: onnx.ModelProto, arrays) -> onnx.ModelProto:
-    """The graph with each tensor declared as a typed input: what validation needs, without the data."""
-    skeleton = onnx.ModelProto()
-    skeleton.CopyFrom(graph_model)
-    skeleton.graph.input.extend(
-        helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape)) for name, a in arrays)
-    return skeleton
 
 
 def _rename(nodes: list[onnx.NodeProto], names: dict[str, str]) -> None:
