@@ -23,7 +23,8 @@ _EXPORTS = {
     "compare_onnx_models": "foldkit.parity",
     "ConvNormAct": "foldkit.nn",
     "DarknetConv2D_BN_Leaky": "foldkit.nn",
-    "randomize_batchnorm": "foldkit.nn",
+    "randomize_batchnorm": "foldkit.synthetic",
+    "condition_weights": "foldkit.synthetic",
 }
 
 __all__ = ["__version__", *_EXPORTS]

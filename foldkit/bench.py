@@ -153,7 +153,7 @@ def _prepare_models(config: BenchConfig, folder: Path, notes: list[str]):
     from foldkit.darknet.build import build_model
     from foldkit.export import export_onnx
     from foldkit.fold.torch import fold_module
-    from foldkit.nn import randomize_batchnorm
+    from foldkit.synthetic import randomize_batchnorm
 
     model = build_model(config.model, config.img_size, seed=config.seed)
     shape = (1, model.info.channels, model.info.height, model.info.width)

@@ -149,7 +149,7 @@ def _export(args) -> int:
     from foldkit.darknet.weights import load_weights
     from foldkit.export import export_onnx
     from foldkit.metadata import network_metadata
-    from foldkit.nn import randomize_batchnorm
+    from foldkit.synthetic import randomize_batchnorm
 
     if args.weights and args.random_weights is not None:
         raise FoldkitError("--weights and --random-weights exclude each other")

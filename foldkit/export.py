@@ -24,10 +24,10 @@ from foldkit.fileio import save_onnx
 from foldkit.fold.constants import fold_constants
 from foldkit.fold.report import FoldReport
 from foldkit.fold.torch import fold_module
-from foldkit.metadata import INPUT_NAME, add_metadata, fold_metadata
+from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME
+from foldkit.metadata import add_metadata, fold_metadata
 from foldkit.validate import validate_model
 
-DEFAULT_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
 
 

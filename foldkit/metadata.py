@@ -11,7 +11,6 @@ import json
 import onnx
 
 PREFIX = "foldkit."
-INPUT_NAME = "images"  # the image input of every model foldkit writes
 
 
 def fold_metadata(report) -> dict[str, str]:

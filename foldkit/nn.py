@@ -15,10 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from foldkit.darknet.layers import LEAKY_SLOPE
+from foldkit.defaults import BN_EPS, LEAKY_SLOPE
 from foldkit.errors import FoldkitError
-
-BN_EPS = 1e-5  # Darknet adds 1e-5 inside the square root; PyTorch's default too
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "leaky": lambda: nn.LeakyReLU(LEAKY_SLOPE),
@@ -106,58 +104,6 @@ def DarknetConv2D_BN_Leaky(in_channels: int, out_channels: int, kernel_size: int
     return ConvNormAct(in_channels, out_channels, kernel_size, stride, norm="batch", activation="leaky")
 
 
-@torch.no_grad()
-def randomize_batchnorm(
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    *,
-    seed: int = 0,
-    tiny_variance_fraction: float = 0.05,
-    calibration_batches: int = 2,
-) -> nn.Module:
-    """Give every BatchNorm realistic, non-trivial statistics, in place, and return ``model``.
-
-    Freshly built BatchNorms have γ=1, β=0, μ=0, σ²=1, so folding them changes nothing and proves
-    nothing. This draws γ and β at random, makes a fraction of each conv's filters nearly dead
-    (weights scaled by 1e-2, so their output variance lands near 1e-4, as in trained networks),
-    then measures the running mean and variance on seeded random inputs, layer by layer, so the
-    network stays well scaled at any depth. The model is left in eval mode.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    conv_before_bn = _convs_before_batchnorms(model)
-    for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
-        channels = bn.num_features
-        bn.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
-        bn.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
-        conv = conv_before_bn.get(bn)
-        if conv is not None:
-            tiny = torch.rand(channels, generator=generator) < tiny_variance_fraction
-            tiny[torch.randint(channels, (1,), generator=generator)] = True  # at least one per layer
-            conv.weight[tiny] *= 1e-2
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    for _ in range(calibration_batches):
-        model(torch.rand(*input_shape, generator=generator))
-    for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
-        bn.momentum = 0.1
-    return model.eval()
-
-
-def _convs_before_batchnorms(model: nn.Module) -> dict[nn.Module, nn.Module]:
-    """Map each BatchNorm to the conv registered right before it (the block structure)."""
-    pairs: dict[nn.Module, nn.Module] = {}
-    previous: nn.Module | None = None
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and isinstance(
-            previous, nn.modules.conv._ConvNd
-        ) and previous.out_channels == module.num_features:
-            pairs[module] = previous
-        if not isinstance(module, (nn.Sequential, nn.ModuleList)):
-            previous = module
-    return pairs
-
-
 def count_parameters(model: nn.Module) -> int:
     """Learnable parameters (weights, biases, γ, β); running statistics are buffers, not counted."""
     return sum(p.numel() for p in model.parameters())
@@ -165,5 +111,5 @@ def count_parameters(model: nn.Module) -> int:
 
 __all__ = [
     "ACTIVATIONS", "NORMS", "ConvNormAct", "DarknetConv2D_BN_Leaky", "make_activation",
-    "make_norm", "randomize_batchnorm", "count_parameters", "BN_EPS", "LEAKY_SLOPE",
+    "make_norm", "count_parameters", "BN_EPS", "LEAKY_SLOPE",
 ]

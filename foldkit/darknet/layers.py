@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from foldkit.darknet.cfg import Section, parse_cfg
+from foldkit.defaults import ACTIVATION_NAMES
 from foldkit.errors import FoldkitError
 
 Shape = tuple[int, int, int]  # (C, H, W)
@@ -23,8 +24,6 @@ BUILTIN_MODELS = {
     "yolov3": "yolov3.cfg",
     "yolov3-tiny": "yolov3-tiny.cfg",
 }
-ACTIVATION_NAMES = ("leaky", "relu", "logistic", "tanh", "mish", "swish", "linear")
-LEAKY_SLOPE = 0.1  # Darknet's leaky slope (activations.h), also keras-yolo3's LeakyReLU(alpha=0.1)
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from foldkit.darknet import layers as spec
-from foldkit.darknet.layers import LEAKY_SLOPE, NetworkPlan, plan_network
+from foldkit.darknet.layers import NetworkPlan, plan_network
+from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME, LEAKY_SLOPE
 from foldkit.darknet.weights import ConvRecord, read_weights
 from foldkit.errors import FoldkitError
 from foldkit.fold.affine import batchnorm_scale_shift, fold_affine
 from foldkit.fold.report import FOLDED, FoldEntry, FoldReport
-from foldkit.metadata import INPUT_NAME, add_metadata, fold_metadata
+from foldkit.metadata import add_metadata, fold_metadata
 from foldkit.onnx_stream import save_with_arrays
 from foldkit.validate import validate_model
 
@@ -161,7 +162,7 @@ def darknet_to_onnx(
     *,
     img_size: int | tuple[int, int] | None = None,
     batch: int | None = 1,
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
     fold: bool = True,
     bn_variant: str = "alexeyab",
     metadata: dict[str, str] | None = None,

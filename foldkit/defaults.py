@@ -1,0 +1,20 @@
+"""One home for the constants that several layers share: opset, tolerances, activation names.
+
+Framework-free (no torch, no onnx), so every layer may import it.
+"""
+
+from __future__ import annotations
+
+DEFAULT_OPSET = 17
+
+# Parity: an output passes when max|a − b| ≤ ATOL + RTOL · max|reference|.
+DEFAULT_ATOL = 1e-6
+DEFAULT_RTOL = 1e-4
+
+BN_EPS = 1e-5  # Darknet adds 1e-5 inside the square root (AlexeyAB; pjreddie on GPU); PyTorch's default too
+LEAKY_SLOPE = 0.1  # Darknet's leaky slope (activations.h), also keras-yolo3's LeakyReLU(alpha=0.1)
+
+# Darknet's activation names that foldkit builds, in the order the docs list them.
+ACTIVATION_NAMES = ("leaky", "relu", "logistic", "tanh", "mish", "swish", "linear")
+
+INPUT_NAME = "images"  # the image input of every model foldkit writes
