@@ -26,12 +26,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from foldkit.fileio import load_onnx
+from foldkit.onnxio.files import load_onnx
 from foldkit.fold.affine import AffineFold, batchnorm_scale_shift, fold_affine, fold_affine_input
 from foldkit.fold.constants import constant_names, fold_constants, remove_unused_initializers
 from foldkit.fold.report import FOLDED, NOT_FOLDABLE, SKIPPED, FoldEntry, FoldReport
-from foldkit.tensors import TensorStore
-from foldkit.validate import skeleton
+from foldkit.onnxio.store import TensorStore
+from foldkit.onnxio.validate import skeleton
 
 PER_SAMPLE_NORMS = {
     "InstanceNormalization": "InstanceNormalization normalizes each sample and channel with its own statistics "
