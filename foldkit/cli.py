@@ -1,40 +1,103 @@
 """The ``foldkit`` command: argument parsing only; every command calls the Python API.
 
-Exit codes: 0 success, 1 a parity check failed, 2 bad input (one line on stderr).
+Exit codes: 0 success; 1 a parity check (or an accuracy target) failed; 2 bad input or a failing
+environment (one line on stderr naming the file); 3 an internal error (one line; the traceback
+with ``FOLDKIT_DEBUG=1``).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import signal
 import sys
+import traceback
+import warnings
 from pathlib import Path
+from typing import Callable
 
+from foldkit.defaults import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL
 from foldkit.errors import FoldkitError
 
+EXIT_OK, EXIT_PARITY_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+MIN_OPSET = 11
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit here
 
-def _positive(text: str) -> int:
+
+# --- option types: each refuses what the API could not use, with argparse's one-line error ---
+
+def _integer(text: str, low: int, high: int | None, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"expected {what}, not {value}")
     return value
 
 
-def _batch(text: str) -> int | str:
+def _positive(text: str) -> int:
+    return _integer(text, 1, None, "a positive integer")
+
+
+def _seed(text: str) -> int:
+    return _integer(text, 0, MAX_SEED, f"a seed from 0 to {MAX_SEED}")
+
+
+def _opset(text: str) -> int:
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    return _integer(text, MIN_OPSET, newest, f"an opset from {MIN_OPSET} to {newest} (this onnx's newest)")
+
+
+def _batch(text: str) -> int | None:
+    """A batch size, or None for 'dynamic'."""
     if text == "dynamic":
-        return text
+        return None
     try:
         return _positive(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"batch must be at least 1 or 'dynamic', not {text!r}") from None
 
 
+def _batch_list(text: str) -> list[int]:
+    return [_integer(b, 1, None, "comma-separated batch sizes of at least 1") for b in text.split(",")]
+
+
+def _real(text: str, low: float, high: float, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    return _real(text, 0.0, math.inf, "a finite tolerance ≥ 0")
+
+
+def _fraction(text: str) -> float:
+    return _real(text, 0.0, 1.0, "a number from 0 to 1")
+
+
+def _scale(text: str) -> float:
+    return _real(text, 1e-6, 1e6, "a positive finite number")
+
+
+def _add_tolerances(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--atol", type=_tolerance, default=DEFAULT_ATOL)
+    parser.add_argument("--rtol", type=_tolerance, default=DEFAULT_RTOL,
+                        help="relative to each reference output's max |value|")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="foldkit", description=__doc__.splitlines()[0])
     from foldkit import __version__
 
+    parser = argparse.ArgumentParser(prog="foldkit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"foldkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -43,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     export.add_argument("--img-size", type=_positive, help="input height and width (default: the cfg's [net])")
     export.add_argument("--batch", type=_batch, default=1, help="batch size, or 'dynamic' (default 1)")
-    export.add_argument("--opset", type=_positive, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--opset", type=_opset, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     export.add_argument("--no-fold", action="store_true", help="keep BatchNormalization nodes")
     export.add_argument("--exporter", choices=("auto", "direct", "torchscript", "dynamo"), default="auto",
                         help="direct: cfg + weights → ONNX without PyTorch (fast); torchscript/dynamo: through torch. "
@@ -53,15 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="BatchNorm ε: alexeyab √(σ²+1e-5) (default; also pjreddie on GPU) or pjreddie CPU √σ²+1e-6")
     export.add_argument("--decode", action="store_true",
                         help="decode YOLO heads in the graph: one (N, boxes, 4+1+classes) output, boxes in input pixels")
-    export.add_argument("--random-weights", type=int, metavar="SEED",
-                        help="seeded random weights with realistic BN statistics (for networks without trained weights)")
+    export.add_argument("--random-weights", type=_seed, metavar="SEED",
+                        help="seed of the random weights used without --weights (default 0)")
 
     check = commands.add_parser("check", help="parity of two ONNX models on the same seeded inputs")
     check.add_argument("candidate")
     check.add_argument("reference")
-    check.add_argument("--atol", type=float, default=1e-6)
-    check.add_argument("--rtol", type=float, default=1e-4, help="relative to each reference output's max |value|")
-    check.add_argument("--seed", type=int, default=0)
+    _add_tolerances(check)
+    check.add_argument("--seed", type=_seed, default=0)
     check.add_argument("--batch", type=_positive, default=1, help="batch size for dynamic batch dimensions")
     check.add_argument("--providers", default="auto", help="auto, cpu, cuda, … (default auto)")
 
@@ -75,15 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument("--check", action="store_true", help="verify parity against the original (ConvBNFusion off)")
     fold.add_argument("--allow-initializer-inputs", action="store_true",
                       help="treat initializers that are also graph inputs as constants")
-    fold.add_argument("--atol", type=float, default=1e-6)
-    fold.add_argument("--rtol", type=float, default=1e-4)
+    _add_tolerances(fold)
 
     bench = commands.add_parser("bench", help="benchmark folded vs unfolded inference, saying exactly what ran")
     bench.add_argument("model", help="built-in name, .cfg (with --weights) or .onnx (foldkit folds it for the folded side)")
     bench.add_argument("--weights", help="Darknet .weights for a .cfg model (default: seeded random weights)")
     bench.add_argument("--img-size", type=_positive)
     bench.add_argument("--variants", default="all", help="comma-separated variant names, or 'all'")
-    bench.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
+    bench.add_argument("--batch", type=_batch_list, default=[1], help="comma-separated batch sizes (default 1)")
     bench.add_argument("--providers", default="available",
                        help="comma-separated: cpu, cuda, tensorrt; default: CPU plus CUDA and TensorRT where "
                             "this onnxruntime has them")
@@ -91,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=_positive, default=3)
     bench.add_argument("--rounds", type=_positive, default=20, help="timed interleaved rounds")
     bench.add_argument("--baseline", help="variant the ratios are taken against (default: the first)")
-    bench.add_argument("--opset", type=_positive, default=17)
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--opset", type=_opset, default=DEFAULT_OPSET)
+    bench.add_argument("--seed", type=_seed, default=0)
     bench.add_argument("--no-memory", action="store_true", help="skip the per-variant peak memory processes")
     bench.add_argument("--json", help="write every setting and raw sample as JSON")
     bench.add_argument("--csv", help="write one line per timed sample")
@@ -103,14 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("images", nargs="+", help="image files or folders")
     detect.add_argument("-o", "--out-dir", default="detections")
     detect.add_argument("--names", help="class names, one per line (Darknet .names)")
-    detect.add_argument("--conf", type=float, default=0.25, help="objectness × class score threshold")
-    detect.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (per class)")
+    detect.add_argument("--conf", type=_fraction, default=0.25, help="objectness × class score threshold")
+    detect.add_argument("--iou", type=_fraction, default=0.45, help="NMS IoU threshold (per class)")
     detect.add_argument("--providers", default="auto", help="auto (TensorRT > CUDA > CPU), or a comma-separated list")
     detect.add_argument("--strict", action="store_true", help="fail instead of falling back to another provider")
     detect.add_argument("--batch", type=_positive, default=1, help="images per run (dynamic-batch models)")
     detect.add_argument("--classes", type=_positive, help="class count (models without foldkit metadata)")
     detect.add_argument("--anchors", help="'w,h,w,h,…;…' per head in output order (models without metadata)")
-    detect.add_argument("--scale-x-y", type=float, default=1.0, help="the cfg's scale_x_y (models without metadata)")
+    detect.add_argument("--scale-x-y", type=_scale, default=1.0, help="the cfg's scale_x_y (models without metadata)")
 
     triton = commands.add_parser("triton", help="write a Triton model repository (onnxruntime backend)")
     triton.add_argument("model")
@@ -131,74 +192,73 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return COMMANDS[args.command](args)
     except FoldkitError as exc:
-        print(f"foldkit {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args.command, f"error: {exc}", EXIT_BAD_INPUT)
+    except OSError as exc:  # the environment: a full disk, a read-only folder, a vanished file
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(args.command, f"error: {where}{exc.strerror or exc}", EXIT_BAD_INPUT)
+    except MemoryError:
+        return _fail(args.command, "error: out of memory", EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        return _fail(args.command, "interrupted", 130)
+    except Exception as exc:  # a bug in foldkit: one line, the traceback only when asked for
+        if os.environ.get("FOLDKIT_DEBUG") == "1":
+            traceback.print_exc()
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        return _fail(args.command, f"internal error: {type(exc).__name__}: {detail} "
+                                   "(set FOLDKIT_DEBUG=1 for the traceback)", EXIT_INTERNAL)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def _export(args) -> int:
-    exporter = args.exporter
-    if exporter == "auto":
-        exporter = "direct" if args.weights and not args.decode and args.opset >= 13 else "torchscript"
-    if exporter == "direct":
-        return _export_direct(args)
-    from foldkit.darknet.build import build_model
-    from foldkit.darknet.decode import YoloDecoder
-    from foldkit.darknet.weights import load_weights
-    from foldkit.export import export_onnx
-    from foldkit.onnxio.metadata import network_metadata
-    from foldkit.synthetic import randomize_batchnorm
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like an exception, so every staged output removes its temporary files."""
+    raise SystemExit(128 + signum)
 
-    if args.weights and args.random_weights is not None:
-        raise FoldkitError("--weights and --random-weights exclude each other")
-    model = build_model(args.model, args.img_size, seed=args.random_weights)
-    shape = (1 if args.batch == "dynamic" else args.batch, model.info.channels, model.info.height, model.info.width)
-    if args.weights:
-        load_weights(model, args.weights, bn_variant=args.bn_variant)
-    elif args.random_weights is not None:
-        randomize_batchnorm(model, (2, *shape[1:]), seed=args.random_weights)
-    if args.decode:
-        if not model.is_detector:
-            raise FoldkitError(f"{args.model}: --decode needs a detector with [yolo] sections")
-        model = YoloDecoder(model)
-    metadata = network_metadata(model.info, shape) | {"foldkit.decoded": str(args.decode).lower()}
-    result = export_onnx(
-        model, args.output, input_shape=shape, fold=not args.no_fold, opset=args.opset,
-        dynamic_batch=args.batch == "dynamic", exporter=exporter, metadata=metadata,
+
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"foldkit {command}: {message}", file=sys.stderr)
+    return code
+
+
+def _progress() -> Callable[[int, int, str], None] | None:
+    """A tqdm progress callback ``(done, total, label)`` on a terminal; None (quiet) otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar: tqdm | None = None
+
+    def update(done: int, total: int, label: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, file=sys.stderr, leave=False, dynamic_ncols=True)
+        bar.set_description_str(label[:40])
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _export(args: argparse.Namespace) -> int:
+    from foldkit.darknet.export import export_darknet
+    from foldkit.onnxio.files import check_outputs
+
+    check_outputs([args.output], [args.model, args.weights])
+    result = export_darknet(
+        args.model, args.output, weights=args.weights, seed=args.random_weights, img_size=args.img_size,
+        batch=args.batch, opset=args.opset, fold=not args.no_fold, decode=args.decode, exporter=args.exporter,
+        bn_variant=args.bn_variant,
     )
-    _print_export(result.path, result.opset, shape, args.batch == "dynamic", exporter, result.fold_report)
-    return 0
+    print(result.format())
+    return EXIT_OK
 
 
-def _export_direct(args) -> int:
-    from foldkit.darknet.to_onnx import darknet_to_onnx
-    from foldkit.onnxio.metadata import add_metadata, network_metadata
-
-    if not args.weights:
-        raise FoldkitError("the direct exporter converts a cfg with its --weights")
-    if args.decode:
-        raise FoldkitError("--decode goes through PyTorch: use --exporter torchscript (or auto)")
-    converted = darknet_to_onnx(
-        args.model, args.weights, img_size=args.img_size, batch=None if args.batch == "dynamic" else args.batch,
-        opset=args.opset, fold=not args.no_fold, bn_variant=args.bn_variant,
-    )
-    info = converted.plan.info
-    shape = (1 if args.batch == "dynamic" else args.batch, info.channels, info.height, info.width)
-    add_metadata(converted.graph_model, network_metadata(info, shape) | {"foldkit.decoded": "false"})
-    converted.save(args.output)
-    _print_export(args.output, args.opset, shape, args.batch == "dynamic", "direct", converted.fold_report)
-    return 0
-
-
-def _print_export(path, opset, shape, dynamic, exporter, report) -> None:
-    print(f"wrote {path} (opset {opset}, input {'x'.join(map(str, shape))}{', dynamic batch' if dynamic else ''},"
-          f" {exporter} exporter)")
-    print(report.format() if report else "fold: off (--no-fold): BatchNormalization nodes kept")
-
-
-def _check(args) -> int:
+def _check(args: argparse.Namespace) -> int:
     from foldkit.parity import compare_onnx_models
 
     report = compare_onnx_models(
@@ -206,17 +266,17 @@ def _check(args) -> int:
         providers=args.providers,
     )
     print(report.format())
-    return 0 if report.passed else 1
+    return EXIT_OK if report.passed else EXIT_PARITY_FAILED
 
 
-def _inspect(args) -> int:
+def _inspect(args: argparse.Namespace) -> int:
     from foldkit.inspect import inspect_target
 
     print(inspect_target(args.target))
-    return 0
+    return EXIT_OK
 
 
-def _fold(args) -> int:
+def _fold(args: argparse.Namespace) -> int:
     from foldkit.pipeline import fold_file
 
     result = fold_file(
@@ -224,48 +284,31 @@ def _fold(args) -> int:
         allow_initializer_inputs=args.allow_initializer_inputs, atol=args.atol, rtol=args.rtol,
     )
     print(result.format())
-    return 0 if result.parity is None or result.parity.passed else 1
+    return EXIT_OK if result.parity is None or result.parity.passed else EXIT_PARITY_FAILED
 
 
-def _bench(args) -> int:
+def _bench(args: argparse.Namespace) -> int:
     from foldkit import bench
+    from foldkit.onnxio.files import check_outputs
 
-    try:
-        batches = [int(b) for b in args.batch.split(",")]
-    except ValueError:
-        raise FoldkitError(f"--batch must be comma-separated integers, not {args.batch!r}") from None
-    if min(batches) < 1:
-        raise FoldkitError(f"--batch sizes must be at least 1, got {args.batch}")
-    if Path(args.model).suffix.lower() in (".onnx", ".cfg") and not Path(args.model).is_file():
-        raise FoldkitError(f"{args.model}: no such file")
+    check_outputs([args.json, args.csv, args.plot], [args.model, args.weights])
     config = bench.BenchConfig(
-        model=args.model, variants=bench.parse_variants(args.variants), batches=batches,
+        model=args.model, variants=bench.parse_variants(args.variants), batches=args.batch,
         providers=bench.available_providers() if args.providers == "available"
         else [p.strip() for p in args.providers.split(",")], img_size=args.img_size, weights=args.weights,
         threads=args.threads, warmup=args.warmup, rounds=args.rounds, seed=args.seed, opset=args.opset,
         baseline=args.baseline, measure_memory=not args.no_memory,
     )
-    result = bench.run_benchmark(config, progress=_progress_bar if sys.stderr.isatty() else None)
+    result = bench.run_benchmark(config, progress=_progress())
     print(bench.format_table(result))
     for path, write in ((args.json, bench.write_json), (args.csv, bench.write_csv), (args.plot, bench.write_plot)):
         if path:
             write(result, path)
             print(f"wrote {path}")
-    return 0
+    return EXIT_OK
 
 
-def _progress_bar(done: int, total: int, label: str) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<40}")
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
-def _detect(args) -> int:
-    import warnings
-
+def _detect(args: argparse.Namespace) -> int:
     from foldkit.deploy.detect import detect_images
 
     providers = args.providers if args.providers == "auto" else [p.strip() for p in args.providers.split(",")]
@@ -274,32 +317,36 @@ def _detect(args) -> int:
         results = detect_images(
             args.model, args.images, args.out_dir, names=args.names, conf=args.conf, iou=args.iou,
             providers=providers, strict=args.strict, batch=args.batch, classes=args.classes, anchors=args.anchors,
-            scale_x_y=args.scale_x_y, progress=_progress_bar if sys.stderr.isatty() else None,
+            scale_x_y=args.scale_x_y, progress=_progress(),
         )
     for warning in caught:
         print(f"foldkit detect: warning: {warning.message}", file=sys.stderr)
     total = sum(len(r.detections) for r in results)
     print(f"{len(results)} image(s), {total} detection(s); wrote JSON and drawn images to {args.out_dir}")
-    return 0
+    return EXIT_OK
 
 
-def _triton(args) -> int:
+def _triton(args: argparse.Namespace) -> int:
     from foldkit.deploy.triton import write_repository
 
     config = write_repository(args.model, args.repo, name=args.name, max_batch=args.max_batch,
                               instances=args.instances, kind=args.kind)
     print(f"wrote {config} and {config.parent / '1' / 'model.onnx'}")
-    return 0
+    return EXIT_OK
 
 
-def _demo(args) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from foldkit.demo import run_demo
 
-    return run_demo(args.model, img_size=args.img_size, out=Path(args.out), rounds=args.rounds, threads=args.threads)
+    passed = run_demo(args.model, img_size=args.img_size, out=Path(args.out), rounds=args.rounds,
+                      threads=args.threads)
+    return EXIT_OK if passed else EXIT_PARITY_FAILED
 
 
-COMMANDS = {"export": _export, "check": _check, "inspect": _inspect, "fold": _fold, "bench": _bench, "detect": _detect,
-            "triton": _triton, "demo": _demo}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "export": _export, "check": _check, "inspect": _inspect, "fold": _fold, "bench": _bench, "detect": _detect,
+    "triton": _triton, "demo": _demo,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

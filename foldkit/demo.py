@@ -1,8 +1,8 @@
 """The main job on a built-in network: export folded and unfolded, prove parity, time both.
 
-The built-in networks ship without trained weights, so BatchNorm statistics are drawn (seeded)
-to be realistic, some variances near 1e-4 included: folding then really changes the weights, and
-parity really tests the fold.
+The built-in networks ship without trained weights, so the export draws seeded weights with
+realistic BatchNorm statistics, some variances near 1e-4 included: folding then really changes
+the weights, and parity really tests the fold.
 """
 
 from __future__ import annotations
@@ -12,40 +12,36 @@ from pathlib import Path
 
 from foldkit.bench import BenchConfig, format_table, run_benchmark
 from foldkit.darknet.build import build_model
-from foldkit.export import export_onnx
-from foldkit.onnxio.metadata import network_metadata
-from foldkit.synthetic import randomize_batchnorm
+from foldkit.darknet.export import export_darknet, input_shape
 from foldkit.parity import compare_outputs, torch_outputs
 from foldkit.runtime import create_session, random_inputs, resolve_providers, run
+from foldkit.synthetic import randomize_batchnorm
 
 
 def run_demo(
     model_name: str = "yolov3-tiny", *, img_size: int = 416, out: Path = Path("foldkit-demo"),
     rounds: int = 20, threads: int | None = None, seed: int = 0,
-) -> int:
-    """Print each step's result; return 0 when every parity check passed, else 1."""
+) -> bool:
+    """Print each step's result; return whether every parity check passed."""
     out.mkdir(parents=True, exist_ok=True)
-    model = build_model(model_name, img_size, seed=seed)
-    shape = (1, model.info.channels, model.info.height, model.info.width)
-    randomize_batchnorm(model, (2, *shape[1:]), seed=seed)
-    print(f"{model_name}: {len(model.layers)} layers, input {'x'.join(map(str, shape))}, "
-          f"weights and BN statistics drawn with seed {seed}")
-
-    paths = {}
-    for folded in (True, False):
-        path = out / f"{model_name}-{'folded' if folded else 'unfolded'}.onnx"
-        result = export_onnx(model, path, input_shape=shape, fold=folded, metadata=network_metadata(model.info, shape))
-        paths[folded] = path
-        print(f"exported {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    stem = Path(model_name).stem  # a cfg path's files still land in ``out``
+    paths = {folded: out / f"{stem}-{'folded' if folded else 'unfolded'}.onnx" for folded in (True, False)}
+    for folded, path in paths.items():
+        result = export_darknet(model_name, path, seed=seed, img_size=img_size, fold=folded)
+        print(f"exported {path} ({os.path.getsize(path) / 1e6:.1f} MB), {result.weights_source}")
         if result.fold_report:
             print(result.fold_report.format())
 
+    # the same seeded network in PyTorch, as the float64 ground truth
+    model = build_model(model_name, img_size, seed=seed)
+    randomize_batchnorm(model, (2, *input_shape(model.info, 1)[1:]), seed=seed)
+
     providers = resolve_providers("auto")
     print(f"onnxruntime providers: {', '.join(providers)}")
-    sessions = {folded: create_session(paths[folded], providers=providers, opt_level="disable") for folded in paths}
+    sessions = {folded: create_session(path, providers=providers, opt_level="disable") for folded, path in paths.items()}
     feeds = random_inputs(sessions[True], seed=seed)
     outputs = {folded: run(session, feeds) for folded, session in sessions.items()}
-    truth = dict(zip(outputs[True], torch_outputs(model, next(iter(feeds.values())), float64=True)))
+    truth = dict(zip(outputs[True], torch_outputs(model, next(iter(feeds.values())), float64=True), strict=True))
     checks = [
         compare_outputs(outputs[True], outputs[False], candidate_name="folded ONNX",
                         reference_name="unfolded ONNX (ORT_DISABLE_ALL)"),
@@ -64,4 +60,4 @@ def run_demo(
     print(format_table(run_benchmark(config)))
     print("ORT at 'all' fuses Conv+BN itself (ConvBNFusion), so the unfolded default row is secretly folded"
           " (its 'BN ran' is 0); the rows with fusion off show what folding saves.")
-    return 0 if all(r.passed for r in checks) else 1
+    return all(r.passed for r in checks)

@@ -25,7 +25,7 @@ from foldkit.fold.constants import fold_constants
 from foldkit.fold.report import FoldReport
 from foldkit.fold.torch import fold_module
 from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME
-from foldkit.onnxio.metadata import add_metadata, fold_metadata
+from foldkit.onnxio.metadata import EXPORTER_KEY, add_metadata, fold_metadata, network_metadata
 from foldkit.onnxio.validate import validate_model
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -33,13 +33,33 @@ EXPORTERS = ("torchscript", "dynamo")
 
 @dataclass
 class ExportResult:
-    """What was written, and what folding did on the way."""
+    """What an export wrote, and what folding did on the way.
+
+    ``model`` is the written model, or None when its tensors were streamed into the file without
+    ever being assembled in memory (the direct Darknet route). ``input_shape`` is the shape the
+    model was traced with; ``dynamic_batch`` says whether its batch dimension is free.
+    """
 
     path: Path | None
-    model: onnx.ModelProto
+    model: onnx.ModelProto | None
     fold_report: FoldReport | None
     opset: int
-    input_shape: tuple
+    input_shape: tuple[int, ...]
+    dynamic_batch: bool = False
+    exporter: str = "torchscript"
+    weights_source: str | None = None  # where the weights came from, when an export chose them
+
+    def format(self) -> str:
+        """The lines ``foldkit export`` prints."""
+        where = str(self.path) if self.path is not None else "<not written>"
+        batch = ", dynamic batch" if self.dynamic_batch else ""
+        lines = [f"wrote {where} (opset {self.opset}, input {'x'.join(map(str, self.input_shape))}{batch}, "
+                 f"{self.exporter} exporter)"]
+        if self.weights_source is not None:
+            lines.append(f"weights: {self.weights_source}")
+        lines.append(self.fold_report.format() if self.fold_report is not None
+                     else "fold: off: BatchNormalization nodes kept")
+        return "\n".join(lines)
 
 
 def export_onnx(
@@ -58,6 +78,10 @@ def export_onnx(
     With ``fold`` the model is folded by :func:`foldkit.fold_module` first and the report is
     returned; without, every BatchNorm stays a ``BatchNormalization`` node. ``path=None`` only
     builds and validates the model. The file is written atomically.
+
+    A model that describes its network (a :class:`foldkit.DarknetModel`, or a decoder around one,
+    through its ``info``) gets the metadata deployment reads (classes, anchors, heads), so
+    ``foldkit detect`` needs no extra flags for it.
     """
     if exporter not in EXPORTERS:
         raise FoldkitError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
@@ -73,12 +97,16 @@ def export_onnx(
         model, example, opset, dynamic_batch, output_names
     )
     fold_constants(onnx_model)
-    add_metadata(onnx_model, fold_metadata(report) | (metadata or {}))
+    info = getattr(model, "info", None)
+    described = {} if info is None else network_metadata(
+        info, tuple(input_shape), decoded=bool(getattr(model, "decodes_boxes", False)))
+    add_metadata(onnx_model, fold_metadata(report) | {EXPORTER_KEY: exporter} | described | (metadata or {}))
     onnx_model.producer_name, onnx_model.producer_version = "foldkit", _version()
     validate_model(onnx_model, opset=opset, where=str(path or "<export>"), weights=False)
     if path is not None:
         save_onnx(onnx_model, path)
-    return ExportResult(Path(path) if path else None, onnx_model, report, opset, tuple(input_shape))
+    return ExportResult(Path(path) if path else None, onnx_model, report, opset, tuple(input_shape),
+                        dynamic_batch=dynamic_batch, exporter=exporter)
 
 
 def _export_torchscript(model, example, opset, dynamic_batch, output_names) -> onnx.ModelProto:

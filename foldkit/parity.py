@@ -5,10 +5,14 @@ absolute error, the smallest tolerances that would pass, and PASSED/FAILED. An o
 ``max|a − b| ≤ atol + rtol · max|b|``: the relative tolerance is taken against the reference
 output's largest magnitude, which keeps near-zero elements (where element-wise relative errors
 explode without meaning) from deciding the verdict.
+
+NaN and Inf never pass: an output with a non-finite value on either side fails, and the report
+says how many each side has (two models that both print NaN everywhere prove nothing).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -19,6 +23,7 @@ import onnx
 if TYPE_CHECKING:
     import torch
 
+from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from foldkit.errors import FoldkitError
 
 
@@ -33,6 +38,8 @@ class OutputComparison:
     atol: float
     rtol: float
     passed: bool
+    nonfinite_candidate: int = 0  # NaN/Inf elements in the candidate output
+    nonfinite_reference: int = 0
 
     @property
     def min_rtol(self) -> float:
@@ -72,19 +79,26 @@ class ParityReport:
         rows = [
             f"  {o.name:<14} {'x'.join(map(str, o.shape)):<20} {o.max_abs:>10.3e} {o.max_rel:>10.3e} "
             f"{o.mean_abs:>10.3e} {o.min_rtol:>10.3e}  {'PASSED' if o.passed else 'FAILED'}"
-            f" (atol={o.atol:g}, rtol={o.rtol:g})"
+            f" (atol={o.atol:g}, rtol={o.rtol:g})" + _nonfinite_note(o)
             for o in self.outputs
         ]
         verdict = f"  {'PASSED' if self.passed else 'FAILED'}: {sum(o.passed for o in self.outputs)}/{len(self.outputs)} outputs within tolerance"
         return "\n".join([header, columns, *rows, verdict])
 
 
+def _nonfinite_note(output: OutputComparison) -> str:
+    if not (output.nonfinite_candidate or output.nonfinite_reference):
+        return ""
+    return (f"; NaN/Inf: {output.nonfinite_candidate} in the candidate, {output.nonfinite_reference} in the "
+            "reference (non-finite values never pass)")
+
+
 def compare_outputs(
     candidate: dict[str, np.ndarray] | list[np.ndarray],
     reference: dict[str, np.ndarray] | list[np.ndarray],
     *,
-    atol: float = 1e-6,
-    rtol: float = 1e-4,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
     candidate_name: str = "candidate",
     reference_name: str = "reference",
 ) -> ParityReport:
@@ -112,21 +126,21 @@ def _compare(name, a, b, atol, rtol, candidate_name, reference_name) -> OutputCo
     if a.shape != b.shape:
         raise FoldkitError(f"output '{name}': {candidate_name} has shape {a.shape}, {reference_name} {b.shape}")
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    diff = np.abs(a64 - b64)
-    finite = np.isfinite(a64) & np.isfinite(b64)
-    if not finite.all():
-        # matching non-finite values (both inf of the same sign, or both nan) are equal
-        same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
-        diff = np.where(finite, diff, np.where(same, 0.0, np.inf))
-    magnitude = np.abs(np.where(np.isfinite(b64), b64, 0.0))
-    nonzero = magnitude > 0
+    finite_a, finite_b = np.isfinite(a64), np.isfinite(b64)
+    both = finite_a & finite_b
+    diff = np.abs(np.where(both, a64, 0.0) - np.where(both, b64, 0.0))
+    magnitude = np.abs(np.where(finite_b, b64, 0.0))
+    nonzero = both & (magnitude > 0)
+    nonfinite_a, nonfinite_b = int(a64.size - finite_a.sum()), int(b64.size - finite_b.sum())
     max_abs = float(diff.max()) if diff.size else 0.0
+    if nonfinite_a or nonfinite_b:
+        max_abs = math.inf
     ref_max = float(magnitude.max()) if magnitude.size else 0.0
     return OutputComparison(
         name=name, shape=tuple(a.shape), max_abs=max_abs,
         max_rel=float((diff[nonzero] / magnitude[nonzero]).max()) if nonzero.any() else 0.0,
         mean_abs=float(diff.mean()) if diff.size else 0.0, ref_max=ref_max, atol=atol, rtol=rtol,
-        passed=bool(max_abs <= atol + rtol * ref_max),
+        passed=bool(max_abs <= atol + rtol * ref_max), nonfinite_candidate=nonfinite_a, nonfinite_reference=nonfinite_b,
     )
 
 
@@ -134,8 +148,8 @@ def compare_onnx_models(
     candidate: onnx.ModelProto | os.PathLike | str,
     reference: onnx.ModelProto | os.PathLike | str,
     *,
-    atol: float = 1e-6,
-    rtol: float = 1e-4,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
     seed: int = 0,
     batch: int = 1,
     providers: str = "auto",
@@ -162,10 +176,7 @@ def compare_onnx_models(
         except FoldkitError as exc:
             raise FoldkitError(f"{label}: {str(exc).split(': ', 1)[-1]}") from None
     feeds = random_inputs(sessions[1], seed=seed, batch=batch)
-    expected = sorted(i.name for i in sessions[1].get_inputs())
-    found = sorted(i.name for i in sessions[0].get_inputs())
-    if expected != found:
-        raise FoldkitError(f"{labels[0]}: inputs {found} do not match {labels[1]}'s {expected}")
+    _check_same_inputs(sessions[0], sessions[1], labels)
     outputs = [run(s, feeds) for s in sessions]
     report = compare_outputs(
         outputs[0], outputs[1], atol=atol, rtol=rtol, candidate_name=labels[0], reference_name=labels[1]
@@ -174,6 +185,23 @@ def compare_onnx_models(
     report.settings = (f"onnxruntime {sessions[0].get_providers()[0]}, graph optimizations '{opt_level}'{disabled}, "
                        f"seed {seed}, batch {batch}")
     return report
+
+
+def _check_same_inputs(candidate, reference, labels: tuple[str, str]) -> None:
+    """Both sessions take the same inputs: names, types, ranks, and every dimension fixed in both equal."""
+    def described(session) -> dict[str, tuple[str, list]]:
+        return {arg.name: (arg.type, list(arg.shape)) for arg in session.get_inputs()}
+
+    found, expected = described(candidate), described(reference)
+    if sorted(found) != sorted(expected):
+        raise FoldkitError(f"{labels[0]}: inputs {sorted(found)} do not match {labels[1]}'s {sorted(expected)}")
+    for name, (kind, shape) in expected.items():
+        other_kind, other_shape = found[name]
+        compatible = kind == other_kind and len(shape) == len(other_shape) and all(
+            a == b for a, b in zip(shape, other_shape, strict=True) if isinstance(a, int) and isinstance(b, int))
+        if not compatible:
+            raise FoldkitError(f"{labels[0]}: input '{name}' is {other_kind} {other_shape}, but {labels[1]}'s is "
+                               f"{kind} {shape}")
 
 
 def torch_outputs(model: "torch.nn.Module", images: np.ndarray, *, float64: bool = False) -> list[np.ndarray]:

@@ -9,8 +9,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from foldkit.errors import FoldkitError
-from foldkit.onnxio.files import atomic_path, load_onnx, save_onnx, write_text_atomic
+from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL
+from foldkit.onnxio.files import atomic_path, check_outputs, load_onnx, require_input_file, save_onnx, write_text_atomic
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FoldReport
 from foldkit.onnxio.lazy import open_lazy
@@ -58,8 +58,8 @@ def fold_file(
     report_path: str | os.PathLike | None = None,
     check: bool = False,
     allow_initializer_inputs: bool = False,
-    atol: float = 1e-6,
-    rtol: float = 1e-4,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
 ) -> FoldFileResult:
     """Fold ``input_path`` into ``output_path``; the input file is only read.
 
@@ -68,9 +68,8 @@ def fold_file(
     Runtime's ConvBNFusion off) and the written result run on the same seeded inputs, and the
     result replaces ``output_path`` only if parity passes.
     """
-    input_path, output_path = Path(input_path), Path(output_path)
-    if input_path.resolve() == output_path.resolve():
-        raise FoldkitError(f"{output_path}: refusing to overwrite the input; choose another output path")
+    check_outputs([output_path, report_path], [input_path])
+    input_path, output_path = require_input_file(input_path, "model"), Path(output_path)
     seconds = {}
     start = time.perf_counter()
     lazy = open_lazy(input_path)
@@ -84,7 +83,7 @@ def fold_file(
         ops_before = node_counts(model)
         start = time.perf_counter()
         folded, report = fold_onnx(model, allow_initializer_inputs=allow_initializer_inputs, inplace=True, store=store)
-        validate_model(folded, where=str(output_path), weights=False)
+        validate_model(folded, where=f"{input_path} (folded)", weights=False)
         seconds["fold"] = time.perf_counter() - start
         result = FoldFileResult(input_path, output_path, report, ops_before, node_counts(folded),
                                 input_path.stat().st_size, 0, seconds)

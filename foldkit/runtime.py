@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from foldkit.errors import FoldkitError
+from foldkit.limits import ensure_fits
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -27,6 +28,13 @@ OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 CONV_BN_FUSION = "ConvBNFusion"
+# What onnxruntime raises for a model or input it cannot handle (its errors are not Exception subclasses
+# of one base): turned into one-line FoldkitErrors.
+ORT_ERRORS = tuple(
+    getattr(ort.capi.onnxruntime_pybind11_state, name)
+    for name in ("Fail", "InvalidGraph", "InvalidArgument", "InvalidProtobuf", "NoSuchFile", "NoModel",
+                 "NotImplemented", "RuntimeException", "EPFail")
+)
 _PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _SHORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
@@ -72,8 +80,7 @@ def create_session(
             source, sess_options=options, providers=resolve_providers(providers),
             disabled_optimizers=list(disabled_optimizers) or None,
         )
-    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-            ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.NotImplemented) as exc:
+    except ORT_ERRORS as exc:
         where = model.graph.name if isinstance(model, onnx.ModelProto) else Path(model).name
         raise FoldkitError(f"{where}: onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
 
@@ -93,6 +100,7 @@ def random_inputs(session: ort.InferenceSession, *, seed: int = 0, batch: int = 
         if dtype is None:
             raise FoldkitError(f"input '{arg.name}' has type {arg.type}, which foldkit cannot generate")
         shape = [d if isinstance(d, int) and d > 0 else batch for d in arg.shape]
+        ensure_fits(float(np.prod(shape, dtype=np.float64)) * 8, f"input '{arg.name}' of shape {shape}")
         values = rng.random(shape) if np.dtype(dtype).kind == "f" else rng.integers(0, 2, shape)
         feeds[arg.name] = values.astype(dtype)
     return feeds
@@ -101,10 +109,13 @@ def random_inputs(session: ort.InferenceSession, *, seed: int = 0, batch: int = 
 def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run and return outputs by name."""
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
+    try:
+        results = session.run(names, feeds)
+    except ORT_ERRORS as exc:
+        raise FoldkitError(f"onnxruntime failed running the model: {str(exc).splitlines()[0]}") from None
+    return dict(zip(names, results, strict=True))
 
 
-OPTIMIZED_FOR_KEY = "foldkit.optimized_for"
 
 
 class ProviderWarning(UserWarning):
@@ -157,13 +168,13 @@ class Predictor:
     ) -> None:
         self.path = Path(model)
         from foldkit.onnxio.files import load_onnx
-        from foldkit.onnxio.metadata import read_metadata
+        from foldkit.onnxio.metadata import OPTIMIZED_FOR_KEY, read_metadata
 
         proto = load_onnx(self.path, load_external_data=False)
         self.metadata = read_metadata(proto)
         self._settings = dict(opt_level=opt_level, threads=threads)
         self.session, self.provider = self._open(provider_preference(providers, strict=strict), strict)
-        optimized_for = self.metadata.get(OPTIMIZED_FOR_KEY.split(".", 1)[1])
+        optimized_for = self.metadata.get(OPTIMIZED_FOR_KEY)
         if optimized_for and optimized_for != self.provider:
             raise FoldkitError(
                 f"{self.path}: this model was optimized offline by ONNX Runtime for {optimized_for} and must not run "
@@ -216,7 +227,7 @@ class Predictor:
     def save_optimized(self, target: str | os.PathLike) -> None:
         """Save the graph ONNX Runtime optimized for this provider, recording the provider in its metadata."""
         from foldkit.onnxio.files import load_onnx, save_onnx
-        from foldkit.onnxio.metadata import add_metadata
+        from foldkit.onnxio.metadata import OPTIMIZED_FOR_KEY, add_metadata
 
         with tempfile.TemporaryDirectory() as folder:
             raw = Path(folder) / "optimized.onnx"

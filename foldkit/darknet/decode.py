@@ -18,6 +18,8 @@ from foldkit.darknet.build import DarknetModel, YoloHead
 class YoloDecoder(nn.Module):
     """Wraps a detector so that its forward returns decoded boxes from every head, concatenated."""
 
+    decodes_boxes = True  # read by foldkit.export_onnx for the model's metadata
+
     def __init__(self, model: DarknetModel) -> None:
         super().__init__()
         if not model.is_detector:

@@ -1,8 +1,12 @@
-"""``foldkit detect``: run a YOLO ONNX model on images, write detections as JSON and drawn images."""
+"""``foldkit detect``: run a YOLO ONNX model on images, write detections as JSON and drawn images.
+
+Outputs never touch inputs: the output folder may not be (or lie inside) an input folder, every
+output path is checked before the model runs, and the whole set is staged beside its targets and
+renamed into place only when every image is done.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +17,9 @@ import numpy as np
 from foldkit.deploy.yolo import (Detection, HeadSpec, decode_heads, heads_from_metadata, letterbox, parse_anchors,
                                  postprocess)
 from foldkit.errors import FoldkitError
-from foldkit.onnxio.files import write_atomic, write_text_atomic
+from foldkit.onnxio.metadata import DECODED_KEY
+from foldkit.onnxio.files import OutputTransaction, check_outputs, require_input_file
+from foldkit import strict_json
 from foldkit.runtime import Predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -28,15 +34,15 @@ class ImageResult:
 
 
 def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders expanded to their image files, sorted."""
+    """Files as given; folders expanded to their regular image files, sorted."""
     images: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            images += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.exists():
-            images.append(item)
-        else:
+            images += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif not item.exists():
             raise FoldkitError(f"{item}: no such image or folder")
+        else:
+            images.append(require_input_file(item, "image"))
     if not images:
         raise FoldkitError(f"no images found in {', '.join(map(str, inputs))}")
     return images
@@ -44,12 +50,17 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 def load_image(path: Path) -> np.ndarray:
     """An RGB uint8 HWC array, or a one-line error naming the file."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a bomb is an error, not a warning
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
         raise FoldkitError(f"{path}: cannot read the image ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
 
 
@@ -58,9 +69,33 @@ def load_names(path: str | os.PathLike | None) -> list[str] | None:
     if path is None:
         return None
     try:
-        return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    except OSError as exc:
-        raise FoldkitError(f"{path}: cannot read class names: {exc.strerror}") from None
+        text = require_input_file(path, "class names file").read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FoldkitError(f"{path}: class names must be UTF-8 text, one per line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def output_stems(images: Sequence[Path]) -> list[str]:
+    """Each image's output name: its stem, or its file name where stems collide (a.jpg + a.png)."""
+    stems = [p.stem for p in images]
+    chosen = [p.stem if stems.count(p.stem) == 1 else p.name for p in images]
+    first: dict[str, Path] = {}
+    for path, name in zip(images, chosen, strict=True):
+        if name in first and first[name] != path:
+            raise FoldkitError(f"{first[name]} and {path} would write the same outputs ({name}.json); "
+                               "detect them in separate runs or into separate folders")
+        first[name] = path
+    return chosen
+
+
+def _check_out_dir(out: Path, inputs: Sequence[str | os.PathLike]) -> None:
+    resolved = out.resolve()
+    for folder in (Path(i).resolve() for i in inputs if Path(i).is_dir()):
+        if resolved == folder or folder in resolved.parents:
+            raise FoldkitError(f"{out}: the output folder is (inside) the input folder {folder}; its drawn images "
+                               "would mix with the inputs — choose another folder")
+    if out.exists() and not out.is_dir():
+        raise FoldkitError(f"{out}: exists and is not a folder")
 
 
 class YoloRunner:
@@ -72,7 +107,7 @@ class YoloRunner:
         if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[2:]):
             raise FoldkitError(f"{predictor.path}: input shape {shape} is not NCHW with a fixed height and width")
         self.input_size = (shape[2], shape[3])
-        self.decoded = predictor.metadata.get("decoded") == "true"
+        self.decoded = predictor.metadata.get(DECODED_KEY) == "true"
         self.heads = heads
         if not self.decoded and heads is None:
             raise FoldkitError(
@@ -105,7 +140,18 @@ def detect_images(
     scale_x_y: float = 1.0,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[ImageResult]:
-    """Detect objects in every image; with ``out_dir``, write ``<stem>.json`` and ``<stem>.jpg`` per image."""
+    """Detect objects in every image; with ``out_dir``, write ``<stem>.json`` and ``<stem>.jpg`` per image.
+
+    Where two images share a stem their file names are used instead (``a.png.json``). Nothing is
+    written unless every image succeeds.
+    """
+    paths = collect_images(inputs)
+    out = Path(out_dir) if out_dir is not None else None
+    stems = output_stems(paths)
+    if out is not None:
+        _check_out_dir(out, inputs)
+        targets = [out / f"{stem}{suffix}" for stem in stems for suffix in (".json", ".jpg")]
+        check_outputs(targets if out.is_dir() else [], [model, names, *paths])
     predictor = Predictor(model, providers=providers, strict=strict)
     if anchors is not None:
         if classes is None:
@@ -115,11 +161,18 @@ def detect_images(
         heads = heads_from_metadata(predictor.metadata)
     runner = YoloRunner(predictor, heads)
     class_names = load_names(names)
-    paths = collect_images(inputs)
     batch = predictor.fixed_batch or batch
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    with OutputTransaction() as staged:
+        if out is not None:
+            staged.make_folder(out)
+        return _detect_all(runner, paths, stems, out, staged, batch=batch, conf=conf, iou=iou, names=class_names,
+                           progress=progress)
+
+
+def _detect_all(runner: YoloRunner, paths: list[Path], stems: list[str], out: Path | None,
+                staged: OutputTransaction, *, batch: int, conf: float, iou: float, names: list[str] | None,
+                progress: Callable[[int, int, str], None] | None) -> list[ImageResult]:
+    predictor = runner.predictor
     results: list[ImageResult] = []
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
@@ -129,26 +182,27 @@ def detect_images(
         if len(chunk) < batch and predictor.fixed_batch:
             tensors = np.concatenate([tensors, np.zeros((batch - len(chunk), *tensors.shape[1:]), np.float32)])
         detections = postprocess(runner(tensors)[:len(chunk)], [lb for _, lb in fitted], conf=conf, iou=iou,
-                                 names=class_names)
-        for path, image, found in zip(chunk, images, detections):
+                                 names=names)
+        for path, stem, image, found in zip(chunk, stems[start:start + batch], images, detections, strict=True):
             result = ImageResult(path, found)
             if out is not None:
-                result.json_path, result.drawn_path = _write_outputs(out, path, image, found, predictor)
+                result.json_path, result.drawn_path = _write_outputs(staged, out / stem, path, image, found, predictor)
             results.append(result)
         if progress is not None:
             progress(len(results), len(paths), chunk[-1].name)
     return results
 
 
-def _write_outputs(out: Path, path: Path, image: np.ndarray, found: list[Detection], predictor: Predictor):
-    json_path, drawn_path = out / f"{path.stem}.json", out / f"{path.stem}.jpg"
+def _write_outputs(staged: OutputTransaction, base: Path, path: Path, image: np.ndarray, found: list[Detection],
+                   predictor: Predictor) -> tuple[Path, Path]:
+    json_path, drawn_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".jpg")
     record = {
         "image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
         "model": str(predictor.path), "provider": predictor.provider,
         "detections": [d.to_dict() for d in found],
     }
-    write_text_atomic(json_path, json.dumps(record, indent=2))
-    write_atomic(drawn_path, lambda tmp: draw(image, found).save(tmp, format="JPEG", quality=92))
+    staged.write_text(json_path, strict_json.dumps(record, indent=2))
+    draw(image, found).save(staged.path(drawn_path), format="JPEG", quality=92)
     return json_path, drawn_path
 
 

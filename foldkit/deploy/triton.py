@@ -16,7 +16,10 @@ from pathlib import Path
 import onnx
 
 from foldkit.errors import FoldkitError
-from foldkit.onnxio.files import load_onnx, write_atomic, write_text_atomic
+from foldkit.onnxio.files import (OutputTransaction, check_external_locations, check_outputs, load_onnx,
+                                  require_input_file)
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 TRITON_TYPES = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.DOUBLE: "TYPE_FP64",
@@ -32,6 +35,8 @@ def _dims(value: onnx.ValueInfoProto) -> list[int]:
 
 
 def _tensor_block(kind: str, value: onnx.ValueInfoProto, drop_batch: bool, where: str) -> str:
+    if not value.name.isprintable() or '"' in value.name or "\\" in value.name:
+        raise FoldkitError(f"{where}: {kind} name {value.name!r} cannot be written into config.pbtxt safely")
     elem = value.type.tensor_type.elem_type
     if elem not in TRITON_TYPES:
         raise FoldkitError(f"{where}: {kind} '{value.name}' has ONNX type {elem}, which Triton cannot serve")
@@ -61,19 +66,50 @@ def triton_config(model: onnx.ModelProto, name: str, *, max_batch: int = 8, inst
     return "\n".join(lines) + "\n"
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if Triton can use it as a model folder name: letters, digits, ``_ . -``, not ``.``/``..``.
+
+    Anything else (a path separator, a quote, a control character) could write outside the
+    repository or inject fields into config.pbtxt.
+    """
+    if not MODEL_NAME.fullmatch(name) or name in (".", ".."):
+        raise FoldkitError(f"model name {name!r} is not a valid Triton model folder name: use letters, digits, "
+                           "'_', '.' and '-', starting with a letter, digit or '_'")
+    return name
+
+
+def default_model_name(model_path: Path) -> str:
+    """The file's stem with every character Triton would not accept replaced by '_'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", model_path.stem).lstrip(".-")
+    return name if MODEL_NAME.fullmatch(name) else "model"
+
+
 def write_repository(
     model_path: str | os.PathLike, repo: str | os.PathLike, *, name: str | None = None, max_batch: int = 8,
     instances: int = 1, kind: str = "cpu",
 ) -> Path:
-    """Write the model's folder in ``repo``; returns the config path. The model file is copied."""
-    model_path, repo = Path(model_path), Path(repo)
+    """Write the model's folder in ``repo``; returns the config path. The model file is copied.
+
+    Everything (config, model, its external data files) is staged and renamed into place together,
+    so a failure leaves an existing entry as it was.
+    """
+    model_path, repo = require_input_file(model_path, "model"), Path(repo)
+    name = check_model_name(name) if name is not None else default_model_name(model_path)
     model = load_onnx(model_path, load_external_data=False)
-    name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", model_path.stem)
-    version = repo / name / "1"
-    version.mkdir(parents=True, exist_ok=True)
     config = triton_config(model, name, max_batch=max_batch, instances=instances, kind=kind, where=str(model_path))
-    write_atomic(version / "model.onnx", lambda tmp: shutil.copyfile(model_path, tmp))
-    for location in {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}:
-        write_atomic(version / location, lambda tmp, src=model_path.parent / location: shutil.copyfile(src, tmp))
-    write_text_atomic(repo / name / "config.pbtxt", config)
-    return repo / name / "config.pbtxt"
+    entry, version = repo / name, repo / name / "1"
+    if repo.exists() and not repo.is_dir():
+        raise FoldkitError(f"{repo}: exists and is not a folder")
+    locations = sorted(check_external_locations(model, model_path))
+    sources = [model_path, *(model_path.parent / location for location in locations)]
+    targets = [entry / "config.pbtxt", version / "model.onnx", *(version / location for location in locations)]
+    for folder in {t.parent for t in targets}:
+        if folder.exists():
+            check_outputs([t for t in targets if t.parent == folder], sources)
+    with OutputTransaction() as staged:
+        for folder in sorted({t.parent for t in targets}):
+            staged.make_folder(folder)
+        staged.write_text(targets[0], config)
+        for source, target in zip(sources, targets[1:], strict=True):
+            shutil.copyfile(require_input_file(source, "external data file"), staged.path(target))
+    return targets[0]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from foldkit.errors import FoldkitError
+from foldkit.onnxio.metadata import YOLO_HEADS_KEY
 
 MAX_CANDIDATES = 4096  # per image, by score, before suppression (the IoU matrix is candidates²)
 LETTERBOX_FILL = 0.5  # Darknet's letterbox gray
@@ -55,10 +56,10 @@ class Detection:
 
 def heads_from_metadata(metadata: dict[str, str]) -> list[HeadSpec] | None:
     """Head specs from foldkit's ONNX metadata (``foldkit.yolo_heads``), or None if absent."""
-    if "yolo_heads" not in metadata:
+    if YOLO_HEADS_KEY not in metadata:
         return None
     return [HeadSpec(tuple(map(tuple, h["anchors"])), h["classes"], h.get("scale_x_y", 1.0), h.get("new_coords", False))
-            for h in json.loads(metadata["yolo_heads"])]
+            for h in json.loads(metadata[YOLO_HEADS_KEY])]
 
 
 def parse_anchors(text: str, classes: int, scale_x_y: float = 1.0) -> list[HeadSpec]:

@@ -1,38 +1,53 @@
 """What deployment needs to know about an exported network, kept in the ONNX model's metadata_props.
 
 Keys are prefixed ``foldkit.``; list and dict values are JSON. Deploy code reads them back; a
-model exported elsewhere has none, and then the values must be given explicitly.
+model exported elsewhere has none, and then the values must be given explicitly. Every key is
+named once, here.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import onnx
 
 PREFIX = "foldkit."
+VERSION_KEY = PREFIX + "version"
+FOLDED_KEY = PREFIX + "folded"
+FOLD_SUMMARY_KEY = PREFIX + "fold_summary"
+EXPORTER_KEY = PREFIX + "exporter"
+NETWORK_KEY = PREFIX + "network"  # "detector" or "classifier"
+INPUT_SHAPE_KEY = PREFIX + "input_shape"
+INPUT_LAYOUT_KEY = PREFIX + "input_layout"
+CLASSES_KEY = PREFIX + "classes"
+YOLO_HEADS_KEY = PREFIX + "yolo_heads"
+DECODED_KEY = PREFIX + "decoded"
+OPTIMIZED_FOR_KEY = PREFIX + "optimized_for"  # the provider an offline-optimized model was saved for
+
+INPUT_LAYOUT = "NCHW RGB [0,1]"
 
 
-def fold_metadata(report) -> dict[str, str]:
+def fold_metadata(report: Any) -> dict[str, str]:
     """Whether the model was folded (``report`` is None when not) and the fold's one-line summary."""
-    props = {"foldkit.folded": str(report is not None).lower()}
+    props = {FOLDED_KEY: str(report is not None).lower()}
     if report is not None:
-        props["foldkit.fold_summary"] = report.summary()
+        props[FOLD_SUMMARY_KEY] = report.summary()
     return props
 
 
-def network_metadata(info, input_shape: tuple) -> dict[str, str]:
+def network_metadata(info: Any, input_shape: tuple, *, decoded: bool = False) -> dict[str, str]:
     """Metadata for a Darknet network's ``NetInfo``: kind, input, classes, anchors, strides, scale_x_y."""
     from foldkit import __version__
 
-    props = {"foldkit.version": __version__, "foldkit.input_shape": json.dumps(list(input_shape)),
-             "foldkit.input_layout": "NCHW RGB [0,1]"}
+    props = {VERSION_KEY: __version__, INPUT_SHAPE_KEY: json.dumps(list(input_shape)), INPUT_LAYOUT_KEY: INPUT_LAYOUT,
+             DECODED_KEY: str(decoded).lower()}
     if info is None:
         return props
-    props["foldkit.network"] = "detector" if info.heads else "classifier"
+    props[NETWORK_KEY] = "detector" if info.heads else "classifier"
     if info.heads:
-        props["foldkit.classes"] = str(info.heads[0].classes)
-        props["foldkit.yolo_heads"] = json.dumps(
+        props[CLASSES_KEY] = str(info.heads[0].classes)
+        props[YOLO_HEADS_KEY] = json.dumps(
             [
                 {"classes": h.classes, "anchors": h.anchors, "mask": h.mask, "stride": h.stride,
                  "scale_x_y": h.scale_x_y, "new_coords": h.new_coords}
@@ -43,8 +58,8 @@ def network_metadata(info, input_shape: tuple) -> dict[str, str]:
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    """foldkit's metadata of a model, without the prefix."""
-    return {p.key[len(PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    """foldkit's metadata entries of a model, by their full keys."""
+    return {p.key: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
 
 
 def add_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:

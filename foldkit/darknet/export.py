@@ -1,0 +1,113 @@
+"""The one Darknet export: a built-in name or cfg (with or without ``.weights``) → an ONNX file.
+
+Two routes, one result. With ``.weights`` and no in-graph decoding the graph is written directly
+from the cfg and the weights with numpy (:mod:`foldkit.darknet.to_onnx`): no PyTorch, tensors
+streamed into the file. Otherwise the network is built in PyTorch and exported through
+:func:`foldkit.export.export_onnx` (``torchscript`` or ``dynamo``). Either way BatchNorm is folded
+by the same float64 arithmetic, the file carries the same metadata, and the same inputs give the
+same bytes: a network without ``.weights`` gets seeded random weights (seed 0 unless told), never
+unseeded ones.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from foldkit.darknet.layers import NetInfo
+from foldkit.darknet.to_onnx import MIN_OPSET, darknet_to_onnx
+from foldkit.defaults import DEFAULT_OPSET
+from foldkit.errors import FoldkitError
+from foldkit.export import ExportResult, export_onnx
+from foldkit.onnxio.metadata import add_metadata, network_metadata
+
+ROUTES = ("auto", "direct", "torchscript", "dynamo")
+Route = Literal["auto", "direct", "torchscript", "dynamo"]
+DEFAULT_SEED = 0  # the seed of a network exported without .weights when none is given
+
+
+def input_shape(info: NetInfo, batch: int | None) -> tuple[int, int, int, int]:
+    """NCHW input shape of a network; a dynamic batch (``None``) is traced with batch 1."""
+    return (1 if batch is None else batch, info.channels, info.height, info.width)
+
+
+def choose_route(route: Route, *, weights: bool, decode: bool, opset: int) -> str:
+    """The route ``auto`` resolves to: direct when it can (weights given, no decoding), else torchscript."""
+    if route not in ROUTES:
+        raise FoldkitError(f"unknown exporter {route!r}; choose one of {', '.join(ROUTES)}")
+    if route != "auto":
+        return route
+    return "direct" if weights and not decode and opset >= MIN_OPSET else "torchscript"
+
+
+def export_darknet(
+    model: str | os.PathLike,
+    output: str | os.PathLike | None,
+    *,
+    weights: str | os.PathLike | None = None,
+    seed: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    batch: int | None = 1,
+    opset: int = DEFAULT_OPSET,
+    fold: bool = True,
+    decode: bool = False,
+    exporter: Route = "auto",
+    bn_variant: str = "alexeyab",
+) -> ExportResult:
+    """Export a Darknet network to ONNX at ``output`` (``None``: build and validate only).
+
+    ``weights`` is a Darknet ``.weights`` file; without it the weights are seeded random ones with
+    realistic BatchNorm statistics (``seed``, default :data:`DEFAULT_SEED`), and the result says so.
+    ``batch=None`` makes the batch dimension dynamic. ``decode`` puts YOLO decoding in the graph
+    (PyTorch routes only).
+    """
+    if weights is not None and seed is not None:
+        raise FoldkitError("weights and a random-weights seed exclude each other: give one of them")
+    route = choose_route(exporter, weights=weights is not None, decode=decode, opset=opset)
+    if route == "direct":
+        if weights is None:
+            raise FoldkitError("the direct exporter converts a cfg with its .weights; without weights use torchscript")
+        if decode:
+            raise FoldkitError("in-graph decoding goes through PyTorch: use the torchscript (or auto) exporter")
+        return _export_direct(model, output, weights=weights, img_size=img_size, batch=batch, opset=opset, fold=fold,
+                              bn_variant=bn_variant)
+    return _export_torch(model, output, weights=weights, seed=DEFAULT_SEED if seed is None else seed,
+                         img_size=img_size, batch=batch, opset=opset, fold=fold, decode=decode, exporter=route,
+                         bn_variant=bn_variant)
+
+
+def _export_direct(model, output, *, weights, img_size, batch, opset, fold, bn_variant) -> ExportResult:
+    converted = darknet_to_onnx(model, weights, img_size=img_size, batch=batch, opset=opset, fold=fold,
+                                bn_variant=bn_variant)
+    shape = input_shape(converted.plan.info, batch)
+    add_metadata(converted.graph_model, network_metadata(converted.plan.info, shape, decoded=False))
+    if output is not None:
+        converted.save(output)
+    return ExportResult(path=None if output is None else Path(output), model=None,
+                        fold_report=converted.fold_report, opset=opset, input_shape=shape,
+                        dynamic_batch=batch is None, exporter="direct", weights_source=os.fspath(weights))
+
+
+def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold, decode, exporter,
+                  bn_variant) -> ExportResult:
+    from foldkit.darknet.build import build_model
+    from foldkit.darknet.decode import YoloDecoder
+    from foldkit.darknet.weights import load_weights
+    from foldkit.synthetic import randomize_batchnorm
+
+    network = build_model(model, img_size, seed=seed)
+    shape = input_shape(network.info, batch)
+    if weights is not None:
+        load_weights(network, weights, bn_variant=bn_variant)
+        source = os.fspath(weights)
+    else:
+        randomize_batchnorm(network, (2, *shape[1:]), seed=seed)
+        source = f"seeded random weights (seed {seed})"
+    if decode and not network.is_detector:
+        raise FoldkitError(f"{model}: in-graph decoding needs a detector with [yolo] sections")
+    exported = YoloDecoder(network) if decode else network
+    result = export_onnx(exported, output, input_shape=shape, fold=fold, opset=opset, dynamic_batch=batch is None,
+                         exporter=exporter)
+    result.weights_source = source
+    return result
