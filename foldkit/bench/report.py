@@ -83,7 +83,8 @@ def write_plot(result: BenchResult, path: str | os.PathLike) -> None:
         top, bottom = axes[0][column], axes[1][column]
         top.boxplot([r.samples_ms for r in rows], orientation="horizontal", tick_labels=names, showfliers=True)
         top.set_xlabel("latency (ms), lower is better")
-        top.set_title(f"{Path(result.config['model']).name}: {provider.replace('ExecutionProvider', '')}, batch {batch}")
+        device = provider.replace("ExecutionProvider", "")
+        top.set_title(f"{Path(result.config['model']).name}: {device}, batch {batch}")
         bottom.barh(names, ratios, color=["tab:blue" if "unfolded" in n else "tab:green" for n in names])
         bottom.axvline(1.0, color="black", linewidth=0.8)
         bottom.set_xlabel(f"p50 / {result.config['baseline']} p50 (lower is faster)")
