@@ -208,3 +208,12 @@ def test_feeds_and_providers_come_from_the_runtime(unfolded_tiny):
     assert not np.array_equal(feeds[INPUT_NAME], input_feeds(unfolded_tiny, batch=2, seed=6)[INPUT_NAME])
     providers = available_providers()
     assert providers[0] == "CPUExecutionProvider" and sorted(providers) == sorted(provider_preference("auto"))
+
+
+def test_a_fixed_batch_model_refuses_another_batch(tmp_path, capsys):
+    """random_inputs keeps a fixed batch dim, so the bench must refuse rather than time batch 1 as batch 2."""
+    model = tmp_path / "fixed.onnx"
+    assert main(["export", "yolov3-tiny", "-o", str(model), "--img-size", "64", "--random-weights", "1"]) == 0
+    assert main(["bench", str(model), "--variants", "ort-folded-disable", "--batch", "2", "--rounds", "1",
+                 "--no-memory"]) == 2
+    assert "batch size is fixed at 1; cannot run batch 2" in capsys.readouterr().err

@@ -42,6 +42,7 @@ def input_feeds(model: Path, batch: int, seed: int) -> dict[str, np.ndarray]:
     session = create_session(model, providers="cpu", opt_level="disable")
     if len(session.get_inputs()) != 1:
         raise FoldkitError(f"{model}: bench needs a model with one input, found {len(session.get_inputs())}")
+    _check_batch(model, session.get_inputs()[0].shape, batch)
     return random_inputs(session, seed=seed, batch=batch)
 
 
@@ -51,7 +52,7 @@ def open_runner(variant: Variant, path: Path, *, provider: str, feeds: dict[str,
     if variant.runtime == "ort":
         session = create_session(path, providers=resolve_providers(provider), opt_level=variant.level,
                                  disabled_optimizers=variant.disabled, threads=threads, spinning=False)
-        _check_batch(path, session.get_inputs()[0].shape, feeds)
+        _check_batch(path, session.get_inputs()[0].shape, next(iter(feeds.values())).shape[0])
         return Runner(lambda: session.run(None, feeds), session.get_providers()[0])
     import torch
 
@@ -80,7 +81,7 @@ def ran_ops(variant: Variant, path: Path, *, provider: str, threads: int | None,
     return dict(sorted(Counter(type(m).__name__ for m in module.modules() if not list(m.children())).items()))
 
 
-def _check_batch(path: Path, shape: list, feeds: dict[str, np.ndarray]) -> None:
-    batch = next(iter(feeds.values())).shape[0]
+def _check_batch(path: Path, shape: list, batch: int) -> None:
+    """A fixed batch dimension is kept by random_inputs, so another batch size must be refused, not run as it."""
     if shape and isinstance(shape[0], int) and shape[0] > 0 and shape[0] != batch:
         raise FoldkitError(f"{path}: the model's batch size is fixed at {shape[0]}; cannot run batch {batch}")
