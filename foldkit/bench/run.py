@@ -18,7 +18,7 @@ from foldkit.bench.config import BenchConfig
 from foldkit.bench.memory import peak_rss_mb
 from foldkit.bench.results import BenchResult, Row, environment
 from foldkit.bench.runners import Runner, input_feeds, open_runner, ran_ops
-from foldkit.bench.variants import UNFOLDED, VARIANTS, ModelFiles, Variant, prepare_models
+from foldkit.bench.variants import UNFOLDED, VARIANTS, ModelFiles, Variant, prepare_models, require_known
 from foldkit.errors import FoldkitError
 from foldkit.fold.onnx import node_counts
 from foldkit.runtime import resolve_providers
@@ -31,9 +31,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
     """Run every variant × provider × batch; ``progress(done, total, label)`` is called as it goes."""
     if not config.batches or min(config.batches) < 1:
         raise FoldkitError(f"batch sizes must be at least 1, got {config.batches}")
-    unknown = [v for v in config.variants if v not in VARIANTS]
-    if unknown or not config.variants:
-        raise FoldkitError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(VARIANTS)}")
+    require_known(config.variants)
     baseline = config.baseline or config.variants[0]
     if baseline not in config.variants:
         raise FoldkitError(f"baseline {baseline!r} is not among the variants {', '.join(config.variants)}")

@@ -49,10 +49,15 @@ def parse_variants(text: str | None, *, int8: bool = False) -> list[str]:
     """Variant names from ``a,b,c`` or ``all``; ``all`` has the int8 row only when ``int8`` (a model for it exists)."""
     if not text or text == "all":
         return [name for name, v in VARIANTS.items() if int8 or v.model != INT8]
-    names = [v.strip() for v in text.split(",") if v.strip()]
+    return require_known([v.strip() for v in text.split(",") if v.strip()])
+
+
+def require_known(names: list[str]) -> list[str]:
+    """``names``, if it is a non-empty list of variant names; else a FoldkitError that lists the known ones."""
     unknown = [v for v in names if v not in VARIANTS]
-    if unknown:
-        raise FoldkitError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    if unknown or not names:
+        problem = f"unknown variant(s) {', '.join(unknown)}" if unknown else "no variants given"
+        raise FoldkitError(f"{problem}; known: {', '.join(VARIANTS)}")
     return names
 
 
