@@ -63,7 +63,7 @@ def _bench_group(config: BenchConfig, files: ModelFiles, provider: str, batch: i
     runners = {v.name: open_variant(v) for v in variants}  # also the creation warm-up: first loads are slow
     rows = [_row(config, v, files, runners[v.name], provider, batch, folder) for v in variants]
     for r in range(config.rounds):
-        for v, row in zip(variants, rows):
+        for v, row in zip(variants, rows, strict=True):
             start = time.perf_counter()
             open_variant(v)
             row.session_samples_ms.append((time.perf_counter() - start) * 1e3)
@@ -78,7 +78,7 @@ def _bench_group(config: BenchConfig, files: ModelFiles, provider: str, batch: i
             runners[row.variant].run()
             row.samples_ms.append((time.perf_counter() - start) * 1e3)
         ticker.tick(f"{label}: round {r + 1}/{config.rounds}")
-    for v, row in zip(variants, rows):
+    for v, row in zip(variants, rows, strict=True):
         row.summarize()
         if config.measure_memory:
             row.peak_rss_mb = peak_rss_mb(v, files[v.runtime, v.model], provider=provider, feeds=feeds,
