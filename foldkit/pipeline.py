@@ -1,4 +1,7 @@
-"""``foldkit fold`` as an API: load an ONNX file, fold it, optionally prove parity, write atomically."""
+"""``foldkit fold`` as an API: open an ONNX file, fold it, optionally prove parity, write atomically.
+
+File I/O lives here; :func:`foldkit.fold.onnx.fold_onnx` only edits a model in memory.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import onnx
+
 from foldkit.errors import FoldkitError
 from foldkit.fileio import atomic_path, load_onnx, save_onnx, write_text_atomic
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FoldReport
-from foldkit.onnx_lazy import open_lazy
-from foldkit.tensors import TensorStore
+from foldkit.onnx_lazy import LazyModel, open_lazy
 from foldkit.validate import validate_model
 
 if TYPE_CHECKING:
@@ -73,17 +77,14 @@ def fold_file(
         raise FoldkitError(f"{output_path}: refusing to overwrite the input; choose another output path")
     seconds = {}
     start = time.perf_counter()
-    lazy = open_lazy(input_path)
-    if lazy is not None:
-        model, store, write = lazy.model, lazy.store, lazy.save
-    else:
-        model, store = load_onnx(input_path), TensorStore()
-        write = partial(save_onnx, model)
+    source = open_for_fold(input_path)
+    lazy = source if isinstance(source, LazyModel) else None
     try:
         seconds["load"] = time.perf_counter() - start
-        ops_before = node_counts(model)
+        ops_before = node_counts(lazy.model if lazy else source)
         start = time.perf_counter()
-        folded, report = fold_onnx(model, allow_initializer_inputs=allow_initializer_inputs, inplace=True, store=store)
+        folded, report = fold_onnx(source, allow_initializer_inputs=allow_initializer_inputs, inplace=True)
+        write = lazy.save if lazy else partial(save_onnx, folded)
         validate_model(folded, where=str(output_path), weights=False)
         seconds["fold"] = time.perf_counter() - start
         result = FoldFileResult(input_path, output_path, report, ops_before, node_counts(folded),
@@ -108,6 +109,15 @@ def fold_file(
     if report_path:
         write_text_atomic(report_path, report.to_json())
     return result
+
+
+def open_for_fold(path: str | os.PathLike) -> LazyModel | onnx.ModelProto:
+    """The model at ``path`` for :func:`~foldkit.fold.onnx.fold_onnx`: lazily opened when its layout allows.
+
+    A lazy model keeps its weights in the file until saved (close it when done); a model with
+    external data or an unusual encoding is loaded whole.
+    """
+    return open_lazy(path) or load_onnx(path)
 
 
 class _ParityFailed(Exception):

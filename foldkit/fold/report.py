@@ -7,12 +7,24 @@ computing it. Nothing is skipped silently: every normalization the pass saw has 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
 
-FOLDED = "folded"
-SKIPPED = "skipped"  # could fold in principle, but this instance can't (shared output, training mode…)
-NOT_FOLDABLE = "not-foldable"  # the normalization itself uses per-sample statistics
+
+class FoldStatus(str, Enum):
+    """What became of one normalization; the values are what the JSON report and the text say."""
+
+    __str__ = str.__str__  # "folded", not "FoldStatus.FOLDED", in f-strings on every Python
+
+    FOLDED = "folded"
+    SKIPPED = "skipped"  # could fold in principle, but this instance can't (shared output, training mode, NaN…)
+    NOT_FOLDABLE = "not-foldable"  # the normalization itself uses per-sample statistics
+
+
+FOLDED, SKIPPED, NOT_FOLDABLE = FoldStatus.FOLDED, FoldStatus.SKIPPED, FoldStatus.NOT_FOLDABLE
 
 
 @dataclass
@@ -21,7 +33,7 @@ class FoldEntry:
 
     node: str  # the norm's module path or ONNX node name
     op: str  # BatchNorm2d, BatchNormalization, GroupNorm, Mul, …
-    status: str
+    status: FoldStatus
     reason: str = ""
     target: str | None = None  # the conv/gemm it was folded into
     pattern: str = ""  # e.g. "Conv → BatchNormalization"
@@ -69,7 +81,8 @@ class FoldReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        """Strict JSON: a NaN or Inf (an amplification of a refused fold) is written as a string."""
+        return json.dumps(_strict(self.to_dict()), indent=2, allow_nan=False)
 
     def summary(self) -> str:
         """One line: how many folded, how many left and why."""
@@ -93,3 +106,14 @@ class FoldReport:
             lines.append(f"  {e.status:<12} {e.node} ({e.op}){into}{amp}{why}")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its name ("nan", "inf", "-inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
