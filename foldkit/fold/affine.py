@@ -9,8 +9,9 @@ weight is the correctly rounded fold, not the product of rounded steps.
 A fold must never write a number the model did not already compute with: parameters that are not
 a normalization (variance + ε ≤ 0, NaN or Inf anywhere) raise :class:`UnsafeFold` when the map is
 read, and a fold whose result is not finite (NaN/Inf in the weights, or an overflow of the target
-dtype) carries the reason in :attr:`AffineFold.refusal`. Every caller, the PyTorch pass, each ONNX
-pattern and the Darknet converter, reads the map and folds through these two functions only.
+dtype) carries the reason in :attr:`AffineFold.refusal` (:func:`fold_batchnorm` raises it instead).
+The PyTorch pass and the Darknet converter fold through :func:`fold_batchnorm`; the ONNX pass
+reads the map once per node and refuses any plan whose fold carries a refusal.
 """
 
 from __future__ import annotations
@@ -149,6 +150,28 @@ def fold_affine(
     # A bias broadcasts with channels on its last axis: Conv's [C], Gemm's C of shape [N], [1, N], [M, N]…
     bias64 = shift if bias is None else np.asarray(bias, dtype=np.float64) * scale + shift
     return _finish(weight64, bias64, scale, dtype)
+
+
+def fold_batchnorm(
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    norm: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    eps: float,
+    *,
+    axis: int = 0,
+    groups: int = 1,
+    dtype: np.dtype | None = None,
+) -> AffineFold:
+    """Fold a BatchNorm (``norm`` = γ, β, μ, σ²) into the linear op before it; only finite results.
+
+    Raises :class:`UnsafeFold` with the reason when the parameters are not a normalization or the
+    folded weight or bias would not be finite, so a caller can never write such a fold.
+    """
+    scale, shift = batchnorm_scale_shift(*norm, eps=eps)
+    result = fold_affine(weight, bias, scale, shift, axis=axis, groups=groups, dtype=dtype)
+    if result.refusal:
+        raise UnsafeFold(result.refusal)
+    return result
 
 
 def fold_affine_input(
