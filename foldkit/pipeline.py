@@ -81,7 +81,7 @@ def fold_file(
     lazy = source if isinstance(source, LazyModel) else None
     try:
         seconds["load"] = time.perf_counter() - start
-        ops_before = node_counts(lazy.model if lazy else source)
+        ops_before = node_counts(source.model if isinstance(source, LazyModel) else source)
         start = time.perf_counter()
         folded, report = fold_onnx(source, allow_initializer_inputs=allow_initializer_inputs, inplace=True)
         write = lazy.save if lazy else partial(save_onnx, folded)

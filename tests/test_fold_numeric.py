@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 from onnx import helper, numpy_helper
+from onnx_graphs import bn_node, make_model
 from torch import nn
 
 from foldkit import build_model, fold_module
@@ -19,10 +20,9 @@ from foldkit.cli import main
 from foldkit.darknet.to_onnx import darknet_to_onnx
 from foldkit.darknet.weights import save_weights
 from foldkit.fileio import save_onnx
-from foldkit.fold.affine import UnsafeFold, batchnorm_scale_shift, fold_affine, fold_batchnorm
+from foldkit.fold.affine import UnsafeFoldError, batchnorm_scale_shift, fold_affine, fold_batchnorm
 from foldkit.fold.onnx import fold_onnx
 from foldkit.fold.report import FOLDED, SKIPPED, FoldEntry, FoldReport
-from onnx_graphs import bn_node, make_model
 
 
 def _strict_json(text: str):
@@ -141,11 +141,11 @@ def test_darknet_direct_converter_writes_an_unsafe_layer_unfolded(tmp_path):
 
 def test_the_refusals_come_from_the_shared_arithmetic():
     ones = np.ones(2)
-    with pytest.raises(UnsafeFold, match="variance \\+ epsilon is not positive in 1 channel"):
+    with pytest.raises(UnsafeFoldError, match="variance \\+ epsilon is not positive in 1 channel"):
         batchnorm_scale_shift(ones, ones, ones, np.array([1.0, -0.5]), eps=1e-5)
-    with pytest.raises(UnsafeFold, match="√variance \\+ epsilon is not positive"):
+    with pytest.raises(UnsafeFoldError, match="√variance \\+ epsilon is not positive"):
         batchnorm_scale_shift(ones, ones, ones, np.array([1.0, -0.5]), eps=1e-5, eps_outside_sqrt=True)
-    with pytest.raises(UnsafeFold, match="overflow float16 in 1 value"):
+    with pytest.raises(UnsafeFoldError, match="overflow float16 in 1 value"):
         fold_batchnorm(np.array([1.0, 60000.0], np.float16).reshape(2, 1, 1, 1), None,
                        (np.array([1.0, 300.0]), ones, ones, ones), 0.0)
     safe = fold_affine(np.ones((2, 1, 1, 1), np.float32), None, np.array([2.0, 3.0]), np.zeros(2))

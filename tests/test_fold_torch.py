@@ -216,7 +216,7 @@ def test_fold_in_float16_and_bfloat16():
         folded, report = fold_module(model.to(dtype))
         assert folded[0].weight.dtype == dtype and folded[0].bias.dtype == dtype
         assert report.entries[0].status == FOLDED
-        assert any("less accurate" in w for w in report.entries[0].warnings)  
+        assert any("less accurate" in w for w in report.entries[0].warnings)
 
 
 

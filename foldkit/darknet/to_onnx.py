@@ -22,7 +22,7 @@ from foldkit.darknet.layers import NetworkPlan, plan_network
 from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME, LEAKY_SLOPE
 from foldkit.darknet.weights import ConvRecord, read_weights
 from foldkit.errors import FoldkitError
-from foldkit.fold.affine import UnsafeFold, fold_batchnorm
+from foldkit.fold.affine import UnsafeFoldError, fold_batchnorm
 from foldkit.fold.report import FOLDED, SKIPPED, FoldEntry, FoldReport
 from foldkit.metadata import add_metadata, fold_metadata
 from foldkit.onnx_stream import save_with_arrays
@@ -79,8 +79,9 @@ def _conv(g: _GraphWriter, p: spec.Conv, record: ConvRecord, x: str, base: str, 
     folded, refusal = None, ""
     if fold and record.gamma is not None:
         try:
-            folded = fold_batchnorm(record.weight, None, (record.gamma, record.bias, record.mean, record.var), record.eps)
-        except UnsafeFold as unsafe:  # NaN/Inf or variance + eps <= 0: written unfolded, reported
+            norm = (record.gamma, record.bias, record.mean, record.var)
+            folded = fold_batchnorm(record.weight, None, norm, record.eps)
+        except UnsafeFoldError as unsafe:  # NaN/Inf or variance + eps <= 0: written unfolded, reported
             refusal = str(unsafe)
     if record.gamma is None:
         out = g.node("Conv", [x, g.const(record.weight, f"{base}.weight"), g.const(record.bias, f"{base}.bias")],

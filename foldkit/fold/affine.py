@@ -7,8 +7,8 @@ Everything is computed in float64 and cast exactly once to the target dtype, so 
 weight is the correctly rounded fold, not the product of rounded steps.
 
 A fold must never write a number the model did not already compute with: parameters that are not
-a normalization (variance + ε ≤ 0, NaN or Inf anywhere) raise :class:`UnsafeFold` when the map is
-read, and a fold whose result is not finite (NaN/Inf in the weights, or an overflow of the target
+a normalization (variance + ε ≤ 0, NaN or Inf anywhere) raise :class:`UnsafeFoldError` when the
+map is read, and a fold whose result is not finite (NaN/Inf in the weights, or an overflow of the target
 dtype) carries the reason in :attr:`AffineFold.refusal` (:func:`fold_batchnorm` raises it instead).
 The PyTorch pass and the Darknet converter fold through :func:`fold_batchnorm`; the ONNX pass
 reads the map once per node and refuses any plan whose fold carries a refusal.
@@ -22,7 +22,7 @@ import ml_dtypes
 import numpy as np
 
 
-class UnsafeFold(ValueError):
+class UnsafeFoldError(ValueError):
     """The parameters are not a finite normalization: folding them would write NaN or Inf."""
 
 
@@ -44,28 +44,30 @@ def batchnorm_scale_shift(
     """BatchNorm's inference map as ``(s, t)`` in float64: ``y = x·s + t``.
 
     ``eps_outside_sqrt`` gives pjreddie Darknet's CPU variant, ``γ/(√σ² + ε)``. Raises
-    :class:`UnsafeFold` when a parameter is NaN/Inf or the denominator is not positive (variance +
-    ε ≤ 0): such a norm computes NaN/Inf itself, and a fold would hide that in the weights.
+    :class:`UnsafeFoldError` when a parameter is NaN/Inf or the denominator is not positive
+    (variance + ε ≤ 0): such a norm computes NaN/Inf itself, and a fold would hide that in the weights.
     """
     gamma, beta, mean, var = (np.asarray(a, dtype=np.float64) for a in (gamma, beta, mean, var))
     for role, values in (("scale (gamma)", gamma), ("bias (beta)", beta), ("mean", mean), ("variance", var)):
         if not np.isfinite(values).all():
-            raise UnsafeFold(f"its {role} is not finite ({_first_non_finite(values)}); the fold would write NaN/Inf")
+            raise UnsafeFoldError(
+                f"its {role} is not finite ({_first_non_finite(values)}); the fold would write NaN/Inf"
+            )
     if not np.isfinite(eps):
-        raise UnsafeFold(f"its epsilon {eps} is not finite; the fold would write NaN/Inf")
+        raise UnsafeFoldError(f"its epsilon {eps} is not finite; the fold would write NaN/Inf")
     with np.errstate(invalid="ignore"):  # a negative variance is reported below, channel by channel
         denominator = np.sqrt(var) + eps if eps_outside_sqrt else np.sqrt(var + eps)
     bad = np.flatnonzero(~(denominator > 0))
     if bad.size:
         form = "√variance + epsilon" if eps_outside_sqrt else "variance + epsilon"
-        raise UnsafeFold(
+        raise UnsafeFoldError(
             f"its {form} is not positive in {bad.size} channel(s) (channel {bad[0]}: variance {var[bad[0]]:g}, "
             f"epsilon {eps:g}), so it divides by zero or takes the root of a negative number"
         )
     scale = gamma / denominator
     shift = beta - mean * scale
     if not (np.isfinite(scale).all() and np.isfinite(shift).all()):
-        raise UnsafeFold("its scale γ/√(σ²+ε) or shift overflows float64; the fold would write Inf")
+        raise UnsafeFoldError("its scale γ/√(σ²+ε) or shift overflows float64; the fold would write Inf")
     return scale, shift
 
 
@@ -164,13 +166,13 @@ def fold_batchnorm(
 ) -> AffineFold:
     """Fold a BatchNorm (``norm`` = γ, β, μ, σ²) into the linear op before it; only finite results.
 
-    Raises :class:`UnsafeFold` with the reason when the parameters are not a normalization or the
-    folded weight or bias would not be finite, so a caller can never write such a fold.
+    Raises :class:`UnsafeFoldError` with the reason when the parameters are not a normalization or
+    the folded weight or bias would not be finite, so a caller can never write such a fold.
     """
     scale, shift = batchnorm_scale_shift(*norm, eps=eps)
     result = fold_affine(weight, bias, scale, shift, axis=axis, groups=groups, dtype=dtype)
     if result.refusal:
-        raise UnsafeFold(result.refusal)
+        raise UnsafeFoldError(result.refusal)
     return result
 
 
@@ -229,7 +231,8 @@ def _non_finite(cast: np.ndarray, exact: np.ndarray, dtype: np.dtype, what: str)
     """
     inherited = int(np.count_nonzero(~np.isfinite(exact)))
     if inherited:
-        return f"the folded {what} would hold {inherited} NaN/Inf value(s): the weight, the bias or the per-channel map is not finite"
+        return (f"the folded {what} would hold {inherited} NaN/Inf value(s): the weight, the bias or the "
+                "per-channel map is not finite")
     overflow = int(np.count_nonzero(~np.isfinite(np.asarray(cast, dtype=np.float64))))
     largest = float(np.max(np.abs(exact)))
     return (f"the folded {what} would overflow {dtype.name} in {overflow} value(s) (largest |value| {largest:.4g}, "

@@ -19,7 +19,7 @@ import torch.fx
 from torch import nn
 
 from foldkit.errors import FoldkitError
-from foldkit.fold.affine import UnsafeFold, fold_batchnorm
+from foldkit.fold.affine import UnsafeFoldError, fold_batchnorm
 from foldkit.fold.report import FOLDED, NOT_FOLDABLE, SKIPPED, FoldEntry, FoldReport
 
 _LINEAR_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
@@ -83,7 +83,7 @@ def fold_module(model: nn.Module, *, inplace: bool = False) -> tuple[nn.Module, 
 def _trace(model: nn.Module) -> torch.fx.Graph:
     try:
         return torch.fx.Tracer().trace(model)
-    except Exception as exc:  # noqa: BLE001 - fx raises many types for untraceable code
+    except Exception as exc:  # fx raises many types for untraceable code
         raise FoldkitError(
             f"cannot trace {type(model).__name__} with torch.fx to find conv→norm pairs "
             f"({type(exc).__name__}: {exc}); export it to ONNX and fold the graph instead"
@@ -136,21 +136,25 @@ def _fold_pair(conv: nn.Module, norm: nn.Module, entry: FoldEntry) -> str:
     Returns '' when folded; otherwise why the numbers forbid it (NaN/Inf, variance + ε ≤ 0, an
     overflow of the conv's dtype), and then nothing has been changed.
     """
+    assert isinstance(conv, _LINEAR_TYPES) and isinstance(norm, _RUNNING_STAT_NORMS)  # _pair_refusal checked
     channels = norm.num_features
     gamma = norm.weight if norm.weight is not None else torch.ones(channels)
     beta = norm.bias if norm.bias is not None else torch.zeros(channels)
     transposed = isinstance(conv, nn.modules.conv._ConvTransposeNd)
+    groups = conv.groups if isinstance(conv, nn.modules.conv._ConvTransposeNd) else 1
     dtype = conv.weight.dtype
+    assert norm.running_mean is not None and norm.running_var is not None  # _norm_refusal checked
     try:
         result = fold_batchnorm(
             _float64(conv.weight), None if conv.bias is None else _float64(conv.bias),
             (_float64(gamma), _float64(beta), _float64(norm.running_mean), _float64(norm.running_var)), norm.eps,
-            axis=1 if transposed else 0, groups=conv.groups if transposed else 1, dtype=_NUMPY_DTYPES[dtype],
+            axis=1 if transposed else 0, groups=groups, dtype=_NUMPY_DTYPES[dtype],
         )
-    except UnsafeFold as refusal:
+    except UnsafeFoldError as refusal:
         return str(refusal)
     conv.weight.copy_(_to_torch(result.weight, dtype))
-    conv.bias = nn.Parameter(_to_torch(result.bias, dtype).to(conv.weight.device), requires_grad=conv.weight.requires_grad)
+    bias = _to_torch(result.bias, dtype).to(conv.weight.device)
+    conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
     entry.max_amplification = result.max_amplification
     entry.warnings.extend(result.warnings)
     return ""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from foldkit.fold.affine import UnsafeFold, batchnorm_scale_shift
+from foldkit.fold.affine import UnsafeFoldError, batchnorm_scale_shift
 from foldkit.fold.onnx.graph import GraphView, Refusal, attributes
 
 SPEC_EPSILON = 1e-5  # the ONNX spec's default for BatchNormalization's epsilon attribute
@@ -57,6 +57,7 @@ def _read(graph: GraphView, bn: onnx.NodeProto) -> ChannelMap | Refusal:
     if len({p.size for p in params}) != 1 or any(p.ndim != 1 for p in params):
         return Refusal(f"BatchNormalization parameters have shapes {[list(p.shape) for p in params]}, not one [C] each")
     try:
-        return ChannelMap(*batchnorm_scale_shift(*params, eps=attrs.get("epsilon", SPEC_EPSILON)))
-    except UnsafeFold as refusal:
+        gamma, beta, mean, var = params
+        return ChannelMap(*batchnorm_scale_shift(gamma, beta, mean, var, eps=attrs.get("epsilon", SPEC_EPSILON)))
+    except UnsafeFoldError as refusal:
         return Refusal(str(refusal))

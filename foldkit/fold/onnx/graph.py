@@ -142,7 +142,7 @@ def known_ranks(model: onnx.ModelProto) -> dict[str, int]:
     """Ranks of values, from shape inference on the graph's skeleton (unknown ranks are left out)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton(model), data_prop=False)
-    except Exception:  # noqa: BLE001 - a model shape inference cannot read just gives no ranks
+    except Exception:  # a model shape inference cannot read just gives no ranks
         return {}
     ranks = {}
     for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:

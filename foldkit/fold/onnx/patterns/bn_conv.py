@@ -17,8 +17,8 @@ from foldkit.fold.onnx.plan import Plan, write_fold
 
 
 class BatchNormConv:
-    anchors = ("BatchNormalization",)
-    norm_first = True
+    anchors: tuple[str, ...] = ("BatchNormalization",)
+    norm_first: bool = True
     name = "BatchNormalization → Conv"
 
     def match(self, graph: GraphView, bn: onnx.NodeProto) -> Plan | Refusal | None:
@@ -46,12 +46,11 @@ class BatchNormConv:
         if weight.ndim < 3:
             return Refusal(f"Conv '{conv.name}' weight has shape {list(weight.shape)}")
         if weight.shape[1] * groups != norm.scale.size:
-            return Refusal(f"Conv '{conv.name}' reads {weight.shape[1] * groups} channels, the BN has {norm.scale.size}")
-        bias = None
-        if len(conv.input) > 2 and conv.input[2]:
-            bias = graph.constant(conv.input[2], "Conv bias")
-            if isinstance(bias, Refusal):
-                return bias
+            channels = weight.shape[1] * groups
+            return Refusal(f"Conv '{conv.name}' reads {channels} channels, the BN has {norm.scale.size}")
+        bias = graph.constant(conv.input[2], "Conv bias") if len(conv.input) > 2 and conv.input[2] else None
+        if isinstance(bias, Refusal):
+            return bias
         result = fold_affine_input(weight, bias, norm.scale, norm.shift, groups=groups)
         return Plan(self.name, result, conv, bn)
 

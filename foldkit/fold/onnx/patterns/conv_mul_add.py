@@ -27,8 +27,8 @@ def per_channel_values(const: np.ndarray, rank: int | None) -> np.ndarray | None
 
 
 class ConvMulAdd:
-    anchors = ("Mul", "Add")
-    norm_first = False
+    anchors: tuple[str, ...] = ("Mul", "Add")
+    norm_first: bool = False
 
     def match(self, graph: GraphView, node: onnx.NodeProto) -> Plan | Refusal | None:
         for data_index in (0, 1):

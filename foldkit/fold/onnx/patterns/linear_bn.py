@@ -17,8 +17,8 @@ from foldkit.fold.onnx.plan import Plan, apply_output_fold, plan_output_fold
 class LinearThenBatchNorm:
     """``op_type`` → BatchNormalization, the norm folded into the op's output channels."""
 
-    anchors = ("BatchNormalization",)
-    norm_first = False
+    anchors: tuple[str, ...] = ("BatchNormalization",)
+    norm_first: bool = False
     op_type = ""  # set by each pattern
 
     @property

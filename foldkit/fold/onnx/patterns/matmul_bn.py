@@ -36,11 +36,11 @@ class MatMulBatchNorm(LinearThenBatchNorm):
         return plan_output_fold(graph, matmul, bn, norm.scale, norm.shift, name or self.name, bias=bias)
 
     def _match_add(self, graph: GraphView, add: onnx.NodeProto, bn: onnx.NodeProto) -> Plan | Refusal:
-        found = [(graph.producer.get(add.input[i]), j) for i, j in ((0, 1), (1, 0))]
-        found = [(node, j) for node, j in found if node is not None and node.op_type == "MatMul"]
-        if not found:
+        matmuls = [(node, bias_input) for data_input, bias_input in ((0, 1), (1, 0))
+                   if (node := graph.producer.get(add.input[data_input])) is not None and node.op_type == "MatMul"]
+        if not matmuls:
             return Refusal(f"its input comes from Add '{add.name}', which does not add a bias to a MatMul")
-        matmul, bias_input = found[-1]
+        matmul, bias_input = matmuls[-1]
         for value, reader in ((matmul.output[0], add), (add.output[0], bn)):
             if reason := graph.sole_reader(value, reader):
                 return Refusal(reason)
