@@ -136,7 +136,7 @@ def parse_variants(text: str | None) -> list[str]:
 def _prepare_models(config: BenchConfig, folder: Path, notes: list[str]):
     """(unfolded.onnx, folded.onnx, torch unfolded, torch folded or None) for the benchmarked network."""
     if Path(config.model).suffix.lower() == ".onnx":
-        from foldkit.fileio import load_onnx, save_onnx
+        from foldkit.onnxio.files import load_onnx, save_onnx
         from foldkit.fold.onnx import fold_onnx
 
         if config.weights:
@@ -406,7 +406,7 @@ def format_table(result: BenchResult) -> str:
 
 
 def write_json(result: BenchResult, path) -> None:
-    from foldkit.fileio import write_text_atomic
+    from foldkit.onnxio.files import write_text_atomic
 
     write_text_atomic(path, json.dumps(result.to_dict(), indent=2))
 
@@ -416,7 +416,7 @@ def write_csv(result: BenchResult, path) -> None:
     import csv
     import io
 
-    from foldkit.fileio import write_text_atomic
+    from foldkit.onnxio.files import write_text_atomic
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -438,7 +438,7 @@ def write_plot(result: BenchResult, path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise FoldkitError("--plot needs matplotlib: pip install 'foldkit[bench]'") from None
-    from foldkit.fileio import write_atomic
+    from foldkit.onnxio.files import write_atomic
 
     groups = [(p, b) for p in result.config["providers"] for b in result.config["batches"]]
     fig, axes = plt.subplots(2, len(groups), figsize=(max(7, 6 * len(groups)), 9), squeeze=False)

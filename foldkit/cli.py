@@ -148,7 +148,7 @@ def _export(args) -> int:
     from foldkit.darknet.decode import YoloDecoder
     from foldkit.darknet.weights import load_weights
     from foldkit.export import export_onnx
-    from foldkit.metadata import network_metadata
+    from foldkit.onnxio.metadata import network_metadata
     from foldkit.synthetic import randomize_batchnorm
 
     if args.weights and args.random_weights is not None:
@@ -174,7 +174,7 @@ def _export(args) -> int:
 
 def _export_direct(args) -> int:
     from foldkit.darknet.to_onnx import darknet_to_onnx
-    from foldkit.metadata import add_metadata, network_metadata
+    from foldkit.onnxio.metadata import add_metadata, network_metadata
 
     if not args.weights:
         raise FoldkitError("the direct exporter converts a cfg with its --weights")

@@ -13,7 +13,7 @@ from pathlib import Path
 from foldkit.bench import BenchConfig, format_table, run_benchmark
 from foldkit.darknet.build import build_model
 from foldkit.export import export_onnx
-from foldkit.metadata import network_metadata
+from foldkit.onnxio.metadata import network_metadata
 from foldkit.synthetic import randomize_batchnorm
 from foldkit.parity import compare_outputs, torch_outputs
 from foldkit.runtime import create_session, random_inputs, resolve_providers, run

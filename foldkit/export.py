@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from foldkit.errors import FoldkitError
-from foldkit.fileio import save_onnx
+from foldkit.onnxio.files import save_onnx
 from foldkit.fold.constants import fold_constants
 from foldkit.fold.report import FoldReport
 from foldkit.fold.torch import fold_module
 from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME
-from foldkit.metadata import add_metadata, fold_metadata
-from foldkit.validate import validate_model
+from foldkit.onnxio.metadata import add_metadata, fold_metadata
+from foldkit.onnxio.validate import validate_model
 
 EXPORTERS = ("torchscript", "dynamo")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from foldkit.darknet.build import DarknetModel, build_model
-from foldkit.fileio import load_onnx
+from foldkit.onnxio.files import load_onnx
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.torch import fold_module
 

@@ -148,7 +148,7 @@ def compare_onnx_models(
     Both run at ``opt_level`` (default: every ORT graph optimization off, so each model runs as
     written and ORT's own Conv+BN fusion cannot hide a difference).
     """
-    from foldkit.fileio import load_onnx
+    from foldkit.onnxio.files import load_onnx
     from foldkit.runtime import create_session, random_inputs, run
 
     labels = names or (str(candidate), str(reference))

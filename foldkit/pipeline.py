@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import onnx
 
 from foldkit.errors import FoldkitError
-from foldkit.fileio import atomic_path, load_onnx, save_onnx, write_text_atomic
+from foldkit.onnxio.files import atomic_path, load_onnx, save_onnx, write_text_atomic
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FoldReport
-from foldkit.onnx_lazy import LazyModel, open_lazy
-from foldkit.validate import validate_model
+from foldkit.onnxio.lazy import LazyModel, open_lazy
+from foldkit.onnxio.validate import validate_model
 
 if TYPE_CHECKING:
     from foldkit.parity import ParityReport
@@ -67,7 +67,7 @@ def fold_file(
 ) -> FoldFileResult:
     """Fold ``input_path`` into ``output_path``; the input file is only read.
 
-    The weights stay in the input file until written (:mod:`foldkit.onnx_lazy`) unless the model
+    The weights stay in the input file until written (:mod:`foldkit.onnxio.lazy`) unless the model
     keeps them in external data files, which are loaded. With ``check``, the original (ONNX
     Runtime's ConvBNFusion off) and the written result run on the same seeded inputs, and the
     result replaces ``output_path`` only if parity passes.

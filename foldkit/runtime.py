@@ -156,8 +156,8 @@ class Predictor:
         warmup: int = 0,
     ) -> None:
         self.path = Path(model)
-        from foldkit.fileio import load_onnx
-        from foldkit.metadata import read_metadata
+        from foldkit.onnxio.files import load_onnx
+        from foldkit.onnxio.metadata import read_metadata
 
         proto = load_onnx(self.path, load_external_data=False)
         self.metadata = read_metadata(proto)
@@ -215,8 +215,8 @@ class Predictor:
 
     def save_optimized(self, target: str | os.PathLike) -> None:
         """Save the graph ONNX Runtime optimized for this provider, recording the provider in its metadata."""
-        from foldkit.fileio import load_onnx, save_onnx
-        from foldkit.metadata import add_metadata
+        from foldkit.onnxio.files import load_onnx, save_onnx
+        from foldkit.onnxio.metadata import add_metadata
 
         with tempfile.TemporaryDirectory() as folder:
             raw = Path(folder) / "optimized.onnx"

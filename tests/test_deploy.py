@@ -13,7 +13,7 @@ from foldkit import FoldkitError, build_model, randomize_batchnorm
 from foldkit.cli import main
 from foldkit.darknet.weights import save_weights
 from foldkit.deploy.yolo import HeadSpec, Letterbox, decode_heads, letterbox, nms, postprocess, unletterbox
-from foldkit.metadata import add_metadata
+from foldkit.onnxio.metadata import add_metadata
 from foldkit.runtime import Predictor, ProviderWarning
 
 SPEC = HeadSpec(anchors=((10, 14), (23, 27), (37, 58)), classes=3)

@@ -19,10 +19,10 @@ from foldkit import build_model, fold_module
 from foldkit.cli import main
 from foldkit.darknet.to_onnx import darknet_to_onnx
 from foldkit.darknet.weights import save_weights
-from foldkit.fileio import save_onnx
 from foldkit.fold.affine import UnsafeFoldError, batchnorm_scale_shift, fold_affine, fold_batchnorm
 from foldkit.fold.onnx import fold_onnx
 from foldkit.fold.report import FOLDED, SKIPPED, FoldEntry, FoldReport
+from foldkit.onnxio.files import save_onnx
 
 
 def _strict_json(text: str):

@@ -14,7 +14,7 @@ from onnx import helper
 
 from foldkit import build_model, randomize_batchnorm
 from foldkit.cli import main
-from foldkit.fileio import save_onnx
+from foldkit.onnxio.files import save_onnx
 from foldkit.fold.onnx import fold_onnx
 from foldkit.runtime import create_session, random_inputs, run
 from onnx_graphs import bn_node, bn_params, make_model, max_rel_error
@@ -136,7 +136,7 @@ def test_external_data_models_fold(tmp_path):
 
 
 def test_lazy_open_and_save_round_trips(unfolded_tiny, tmp_path):
-    from foldkit.onnx_lazy import open_lazy
+    from foldkit.onnxio.lazy import open_lazy
 
     with open_lazy(unfolded_tiny) as lazy:
         assert len(lazy.store.locations) >= 13  # the conv weights stay in the file
@@ -146,7 +146,7 @@ def test_lazy_open_and_save_round_trips(unfolded_tiny, tmp_path):
 
 
 def test_lazy_fold_equals_in_memory_fold(unfolded_tiny, tmp_path):
-    from foldkit.onnx_lazy import open_lazy
+    from foldkit.onnxio.lazy import open_lazy
 
     in_memory, _ = fold_onnx(onnx.load(str(unfolded_tiny)))
     with open_lazy(unfolded_tiny) as lazy:

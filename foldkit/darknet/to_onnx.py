@@ -24,9 +24,9 @@ from foldkit.darknet.weights import ConvRecord, read_weights
 from foldkit.errors import FoldkitError
 from foldkit.fold.affine import UnsafeFoldError, fold_batchnorm
 from foldkit.fold.report import FOLDED, SKIPPED, FoldEntry, FoldReport
-from foldkit.metadata import add_metadata, fold_metadata
-from foldkit.onnx_stream import save_with_arrays
-from foldkit.validate import validate_model
+from foldkit.onnxio.metadata import add_metadata, fold_metadata
+from foldkit.onnxio.stream import save_with_arrays
+from foldkit.onnxio.validate import validate_model
 
 MIN_OPSET = 13  # Resize with an empty roi, Slice with tensor inputs
 

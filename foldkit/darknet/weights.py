@@ -21,7 +21,7 @@ import numpy as np
 
 from foldkit.darknet.layers import Conv, NetworkPlan
 from foldkit.errors import FoldkitError
-from foldkit.fileio import write_atomic
+from foldkit.onnxio.files import write_atomic
 
 if TYPE_CHECKING:
     from foldkit.darknet.build import DarknetModel

@@ -13,7 +13,7 @@ import numpy as np
 from foldkit.deploy.yolo import (Detection, HeadSpec, decode_heads, heads_from_metadata, letterbox, parse_anchors,
                                  postprocess)
 from foldkit.errors import FoldkitError
-from foldkit.fileio import write_atomic, write_text_atomic
+from foldkit.onnxio.files import write_atomic, write_text_atomic
 from foldkit.runtime import Predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}

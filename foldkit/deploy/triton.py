@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 
 from foldkit.errors import FoldkitError
-from foldkit.fileio import load_onnx, write_atomic, write_text_atomic
+from foldkit.onnxio.files import load_onnx, write_atomic, write_text_atomic
 
 TRITON_TYPES = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.DOUBLE: "TYPE_FP64",

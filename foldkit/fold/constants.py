@@ -14,7 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from foldkit.tensors import TensorStore
+from foldkit.onnxio.store import TensorStore
 
 # Nodes that must not be evaluated at fold time even with constant inputs.
 _NONDETERMINISTIC = {

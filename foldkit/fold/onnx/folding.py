@@ -29,8 +29,8 @@ from foldkit.fold.onnx.layout import LAYOUTS
 from foldkit.fold.onnx.patterns import PATTERNS
 from foldkit.fold.onnx.plan import Pattern, Plan
 from foldkit.fold.report import FOLDED, NOT_FOLDABLE, SKIPPED, FoldEntry, FoldReport
-from foldkit.onnx_lazy import LazyModel
-from foldkit.tensors import TensorStore
+from foldkit.onnxio.lazy import LazyModel
+from foldkit.onnxio.store import TensorStore
 
 PER_SAMPLE_NORMS = {
     "InstanceNormalization": "InstanceNormalization normalizes each sample and channel with its own statistics "
@@ -51,7 +51,7 @@ def fold_onnx(
 ) -> tuple[onnx.ModelProto, FoldReport]:
     """Fold every normalization and per-channel affine op that folds exactly; report every one.
 
-    ``model`` is a ModelProto (copied unless ``inplace``) or a :class:`~foldkit.onnx_lazy.LazyModel`
+    ``model`` is a ModelProto (copied unless ``inplace``) or a :class:`~foldkit.onnxio.lazy.LazyModel`
     (folded in place, its tensors read from and kept for its file). Opset imports and IR version
     are kept, unused initializers removed. ``allow_initializer_inputs`` treats initializers that
     are also listed as graph inputs as constants (as onnxsim does); by default they are inputs a
@@ -62,7 +62,7 @@ def fold_onnx(
         model, store = model.model, model.store
     elif not isinstance(model, onnx.ModelProto):
         raise TypeError(f"fold_onnx takes an onnx.ModelProto or a LazyModel, not {type(model).__name__}; "
-                        "read files with foldkit.pipeline.open_for_fold or foldkit.fileio.load_onnx")
+                        "read files with foldkit.pipeline.open_for_fold or foldkit.onnxio.files.load_onnx")
     elif not inplace:
         model = copy.deepcopy(model)
     store = store or TensorStore()

@@ -3,7 +3,7 @@
 Who produces and who reads each value, which values are constants (and why a value is not),
 known ranks, and the two edits a fold makes: give a node new initializer values (a private copy
 when the tensor is shared) and remove a node. Values are read and written through a
-:class:`~foldkit.tensors.TensorStore`, so the same patterns work on a lazily opened file.
+:class:`~foldkit.onnxio.store.TensorStore`, so the same patterns work on a lazily opened file.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import onnx
 from onnx import helper
 
 from foldkit.fold.constants import constant_names
-from foldkit.tensors import TensorStore
-from foldkit.validate import skeleton
+from foldkit.onnxio.store import TensorStore
+from foldkit.onnxio.validate import skeleton
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The default store keeps them where ONNX does, inside each ``TensorProto``. A pass that only reads
 and writes through a store also works on a graph whose tensors stay in the file until written
-out (:mod:`foldkit.onnx_lazy`), which is what lets ``foldkit fold`` handle a large model without
+out (:mod:`foldkit.onnxio.lazy`), which is what lets ``foldkit fold`` handle a large model without
 parsing and re-serializing every weight in memory.
 """
 

@@ -18,13 +18,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from foldkit.fileio import write_atomic
-
-MODEL_GRAPH_FIELD = 7
-GRAPH_INITIALIZER_FIELD = 5
-TENSOR_RAW_DATA_FIELD = 9
-LENGTH_DELIMITED = 2
-
+from foldkit.onnxio.files import write_atomic
+from foldkit.onnxio.wire import (GRAPH_INITIALIZER_FIELD, MODEL_GRAPH_FIELD, TENSOR_RAW_DATA_FIELD, encode_varint,
+                                 length_delimited_key)
 
 @dataclass(frozen=True)
 class FileRange:
@@ -38,29 +34,14 @@ class FileRange:
 Payload = Union[memoryview, FileRange]
 
 
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def key(field: int) -> bytes:
-    return varint(field << 3 | LENGTH_DELIMITED)
-
-
 def _length(payload: Payload) -> int:
     return payload.length if isinstance(payload, FileRange) else payload.nbytes
 
 
 def raw_tensor_entry(header: TensorProto, payload: Payload) -> tuple[bytes, Payload]:
     """A TensorProto without data (name, type, dims, …) plus its raw data, as an encoded entry."""
-    return header.SerializeToString() + key(TENSOR_RAW_DATA_FIELD) + varint(_length(payload)), payload
+    prefix = length_delimited_key(TENSOR_RAW_DATA_FIELD) + encode_varint(_length(payload))
+    return header.SerializeToString() + prefix, payload
 
 
 def array_entry(name: str, array: np.ndarray) -> tuple[bytes, Payload]:
@@ -76,8 +57,11 @@ def write_model(model: onnx.ModelProto, initializers: list[tuple[bytes, Payload 
 
     Each streamed initializer is (encoded TensorProto fields, payload or None for none).
     """
-    entries = [(key(GRAPH_INITIALIZER_FIELD) + varint(len(head) + (_length(p) if p is not None else 0)), head, p)
-               for head, p in initializers]
+    entries = [
+        (length_delimited_key(GRAPH_INITIALIZER_FIELD) + encode_varint(len(head) + (_length(p) if p is not None else 0)),
+         head, p)
+        for head, p in initializers
+    ]
     graph_bytes = model.graph.SerializeToString()
     graph_length = len(graph_bytes) + sum(len(k) + len(h) + (_length(p) if p is not None else 0) for k, h, p in entries)
     shell = onnx.ModelProto()
@@ -86,7 +70,7 @@ def write_model(model: onnx.ModelProto, initializers: list[tuple[bytes, Payload 
 
     def writer(tmp) -> None:
         with open(tmp, "wb") as handle:
-            handle.write(shell.SerializeToString() + key(MODEL_GRAPH_FIELD) + varint(graph_length))
+            handle.write(shell.SerializeToString() + length_delimited_key(MODEL_GRAPH_FIELD) + encode_varint(graph_length))
             handle.write(graph_bytes)
             for prefix, head, payload in entries:
                 handle.write(prefix + head)

@@ -20,46 +20,12 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 
 from foldkit.errors import FoldkitError
-from foldkit.onnx_stream import (GRAPH_INITIALIZER_FIELD, MODEL_GRAPH_FIELD, TENSOR_RAW_DATA_FIELD, FileRange,
-                                 array_entry, raw_tensor_entry, write_model)
-from foldkit.tensors import TensorStore
+from foldkit.onnxio.store import TensorStore
+from foldkit.onnxio.stream import FileRange, array_entry, raw_tensor_entry, write_model
+from foldkit.onnxio.wire import (GRAPH_INITIALIZER_FIELD, LENGTH_DELIMITED, MODEL_GRAPH_FIELD, TENSOR_RAW_DATA_FIELD,
+                                 iter_fields)
 
 LAZY_MIN_BYTES = 4096  # smaller tensors are read right away
-
-
-def _read_varint(buffer, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buffer[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, position
-        shift += 7
-
-
-def _fields(buffer, start: int, end: int):
-    """(field number, wire type, field start, value start, value end) for each field in [start, end)."""
-    position = start
-    while position < end:
-        field_start = position
-        tag, position = _read_varint(buffer, position)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            _, value_end = _read_varint(buffer, position)
-        elif wire == 1:
-            value_end = position + 8
-        elif wire == 2:
-            length, position = _read_varint(buffer, position)
-            value_end = position + length
-        elif wire == 5:
-            value_end = position + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if value_end > end:
-            raise ValueError("field runs past the end of its message")
-        yield number, wire, field_start, position, value_end
-        position = value_end
 
 
 class FileTensorStore(TensorStore):
@@ -157,21 +123,21 @@ def open_lazy(path: str | os.PathLike) -> LazyModel | None:
 
 def _parse(view, size: int):
     outside, graphs = [], []
-    for number, wire, field_start, start, end in _fields(view, 0, size):
-        (graphs if number == MODEL_GRAPH_FIELD and wire == 2 else outside).append((field_start, start, end))
+    for number, wire, field_start, start, end in iter_fields(view, 0, size):
+        (graphs if number == MODEL_GRAPH_FIELD and wire == LENGTH_DELIMITED else outside).append((field_start, start, end))
     if len(graphs) != 1:
         return None, {}
     model = onnx.ModelProto()
     model.ParseFromString(b"".join(view[s:e] for s, _, e in outside))
     _, graph_start, graph_end = graphs[0]
     graph_rest, headers, locations = [], [], {}
-    for number, wire, field_start, start, end in _fields(view, graph_start, graph_end):
+    for number, wire, field_start, start, end in iter_fields(view, graph_start, graph_end):
         if number != GRAPH_INITIALIZER_FIELD or wire != 2:
             graph_rest.append(view[field_start:end])
             continue
         header, raw = bytearray(), None
-        for t_number, t_wire, t_field_start, t_start, t_end in _fields(view, start, end):
-            if t_number == TENSOR_RAW_DATA_FIELD and t_wire == 2 and t_end - t_start >= LAZY_MIN_BYTES:
+        for t_number, t_wire, t_field_start, t_start, t_end in iter_fields(view, start, end):
+            if t_number == TENSOR_RAW_DATA_FIELD and t_wire == LENGTH_DELIMITED and t_end - t_start >= LAZY_MIN_BYTES:
                 raw = (t_start, t_end - t_start)
             else:
                 header += view[t_field_start:t_end]
