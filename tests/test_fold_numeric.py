@@ -159,5 +159,5 @@ def test_report_json_is_strict_even_for_non_finite_numbers():
     report.add(FoldEntry("bn", "BatchNormalization", FOLDED, max_amplification=float("inf")))
     report.add(FoldEntry("bn2", "BatchNormalization", FOLDED, max_amplification=float("nan")))
     data = _strict_json(report.to_json())
-    assert [e["max_amplification"] for e in data["entries"]] == ["inf", "nan"]
+    assert [e["max_amplification"] for e in data["entries"]] == [None, None]
     assert [e["status"] for e in data["entries"]] == ["folded", "folded"]

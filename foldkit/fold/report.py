@@ -81,8 +81,8 @@ class FoldReport:
         }
 
     def to_json(self) -> str:
-        """Strict JSON: a NaN or Inf (an amplification of a refused fold) is written as a string."""
-        return json.dumps(_strict(self.to_dict()), indent=2, allow_nan=False)
+        """Strict JSON that every parser reads: a NaN or Inf is written as null, never as bare NaN."""
+        return json.dumps(_finite_or_none(self.to_dict()), indent=2, allow_nan=False)
 
     def summary(self) -> str:
         """One line: how many folded, how many left and why."""
@@ -108,12 +108,12 @@ class FoldReport:
         return "\n".join(lines)
 
 
-def _strict(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by its name ("nan", "inf", "-inf")."""
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (in dicts and lists too) replaced by None."""
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return None
     if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
+        return {k: _finite_or_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
+        return [_finite_or_none(v) for v in value]
     return value
