@@ -19,15 +19,15 @@ class OpLayout:
     """How one op type lays out its weight (input 1) and bias."""
 
     output_axis: int  # weight axis holding the output channels (of one group, for axis 1)
-    weight_ranks: tuple[int, int]  # (lowest, highest) weight rank the layout describes; others do not fold
+    weight_ranks: tuple[int, int | None]  # (lowest, highest or None: any) weight rank the layout describes
     bias_input: int = 2  # input slot of the bias (MatMul has none: it becomes Gemm's C)
     groups_attribute: str | None = None  # attribute splitting channels into groups
     transposed_by: str | None = None  # attribute that, when 1, moves the output channels to axis 0
 
 
 LAYOUTS: dict[str, OpLayout] = {
-    "Conv": OpLayout(output_axis=0, weight_ranks=(3, 8), groups_attribute="group"),  # [C_out, C_in/g, k…]
-    "ConvTranspose": OpLayout(output_axis=1, weight_ranks=(3, 8), groups_attribute="group"),  # [C_in, C_out/g, k…]
+    "Conv": OpLayout(output_axis=0, weight_ranks=(3, None), groups_attribute="group"),  # [C_out, C_in/g, k…]
+    "ConvTranspose": OpLayout(output_axis=1, weight_ranks=(3, None), groups_attribute="group"),  # [C_in, C_out/g, k…]
     "Gemm": OpLayout(output_axis=1, weight_ranks=(2, 2), transposed_by="transB"),  # B: [K, N], or [N, K] transposed
     "MatMul": OpLayout(output_axis=1, weight_ranks=(2, 2)),  # B: [K, N]; a batched (3-D+) B has no one column axis
 }

@@ -76,8 +76,8 @@ def plan_output_fold(graph: GraphView, linear: onnx.NodeProto, absorbed: onnx.No
         return weight
     layout = LAYOUTS[linear.op_type]
     lowest, highest = layout.weight_ranks
-    if not lowest <= weight.ndim <= highest:
-        ranks = f"{lowest}-D" if lowest == highest else f"{lowest}-D to {highest}-D"
+    if weight.ndim < lowest or (highest is not None and weight.ndim > highest):
+        ranks = f"{lowest}-D" if lowest == highest else f"{lowest}-D or higher"
         return Refusal(f"{linear.op_type} '{linear.name}' weight has shape {list(weight.shape)}; only a {ranks} "
                        "weight folds")
     axis, groups = weight_axis_and_groups(linear)
