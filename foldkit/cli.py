@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument("-o", "--output", required=True)
     fold.add_argument("--report", help="write the per-node report as JSON here")
     fold.add_argument("--check", action="store_true", help="verify parity against the original (ConvBNFusion off)")
+    fold.add_argument("--simplify", action="store_true",
+                      help="run onnx-simplifier after the fold; the result is always parity-checked (implies --check)")
     fold.add_argument("--allow-initializer-inputs", action="store_true",
                       help="treat initializers that are also graph inputs as constants")
     _add_tolerances(fold)
@@ -300,6 +302,7 @@ def _fold(args: argparse.Namespace) -> int:
     result = fold_file(
         args.input, args.output, report_path=args.report, check=args.check,
         allow_initializer_inputs=args.allow_initializer_inputs, atol=args.atol, rtol=args.rtol,
+        simplify=args.simplify,
     )
     print(result.format())
     return EXIT_OK if result.parity is None or result.parity.passed else EXIT_PARITY_FAILED

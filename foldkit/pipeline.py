@@ -20,6 +20,7 @@ from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FoldReport
 from foldkit.onnxio.lazy import LazyModel, open_lazy
 from foldkit.onnxio.validate import validate_model
+from foldkit.simplify import simplify_model
 
 if TYPE_CHECKING:
     from foldkit.parity import ParityReport
@@ -64,19 +65,22 @@ def fold_file(
     allow_initializer_inputs: bool = False,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    simplify: bool = False,
 ) -> FoldFileResult:
     """Fold ``input_path`` into ``output_path``; the input file is only read.
 
     The weights stay in the input file until written (:mod:`foldkit.onnxio.lazy`) unless the model
     keeps them in external data files, which are loaded. With ``check``, the original (ONNX
     Runtime's ConvBNFusion off) and the written result run on the same seeded inputs, and the
-    result replaces ``output_path`` only if parity passes.
+    result replaces ``output_path`` only if parity passes. ``simplify`` runs onnx-simplifier after
+    the fold (on the model loaded whole) and always checks parity, as ``check`` does.
     """
     check_outputs([output_path, report_path], [input_path])
     input_path, output_path = require_input_file(input_path, "model"), Path(output_path)
     seconds = {}
     start = time.perf_counter()
-    source = open_for_fold(input_path)
+    check = check or simplify
+    source = load_onnx(input_path) if simplify else open_for_fold(input_path)
     lazy = source if isinstance(source, LazyModel) else None
     try:
         seconds["load"] = time.perf_counter() - start
@@ -85,6 +89,9 @@ def fold_file(
         folded, report = fold_onnx(source, allow_initializer_inputs=allow_initializer_inputs, inplace=True)
         write = lazy.save if lazy else partial(save_onnx, folded)
         validate_model(folded, where=f"{input_path} (folded)", weights=False)
+        if simplify:
+            folded = simplify_model(folded, where=str(input_path))
+            write = partial(save_onnx, folded)
         seconds["fold"] = time.perf_counter() - start
         result = FoldFileResult(input_path, output_path, report, ops_before, node_counts(folded),
                                 input_path.stat().st_size, 0, seconds)
