@@ -68,9 +68,8 @@ ModelFiles = dict[tuple[str, str], Path]  # (runtime, model) → the file that v
 def prepare_models(config: BenchConfig, folder: Path, notes: list[str]) -> ModelFiles:
     """Write (into ``folder``) or find every model file the chosen variants load."""
     chosen = [VARIANTS[name] for name in config.variants]
-    for given in (config.weights, config.int8_model):
-        if given is not None:
-            require_input_file(given)
+    if config.weights is not None:
+        require_input_file(config.weights, "weights")
     if Path(config.model).suffix.lower() == ".onnx":
         require_input_file(config.model, "model")
         files = _fold_onnx_file(config, folder, notes, chosen)
