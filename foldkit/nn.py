@@ -16,9 +16,17 @@ import torch
 from torch import nn
 
 from foldkit.defaults import (
-    ACTIVATION_NAMES, BN_EPS, GELU_C1, GELU_C3, LEAKY_SLOPE, NORMALIZE_CHANNELS_EPS, SELU_ALPHA, SELU_LAMBDA,
+    ACTIVATION_NAMES,
+    BN_EPS,
+    GELU_C1,
+    GELU_C3,
+    LEAKY_SLOPE,
+    NORMALIZE_CHANNELS_EPS,
+    SELU_ALPHA,
+    SELU_LAMBDA,
 )
 from foldkit.errors import FoldkitError
+
 
 class DarknetActivation(nn.Module):
     """A Darknet activation with no PyTorch twin, written as Darknet's formula (activations.h/.c).

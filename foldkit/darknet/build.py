@@ -6,6 +6,7 @@ Each section after ``[net]`` becomes one module with Darknet's layer index.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +14,17 @@ from torch import nn
 
 from foldkit.darknet import layers as spec
 from foldkit.darknet.layers import (  # noqa: F401 - re-exported for users of this module
-    BUILTIN_MODELS, NetInfo, NetworkPlan, YoloHead, builtin_cfg_path, plan_network, resolve_cfg,
+    BUILTIN_MODELS,
+    NetInfo,
+    NetworkPlan,
+    YoloHead,
+    builtin_cfg_path,
+    plan_network,
+    resolve_cfg,
 )
 from foldkit.defaults import BN_EPS
 from foldkit.nn import ConvNormAct, make_activation
+
 
 class Route(nn.Module):
     """Concatenate the listed layers' outputs along channels; with ``groups``, take one slice of each."""
@@ -71,6 +79,8 @@ class Shortcut(nn.Module):
 class Blur(nn.Module):
     """Darknet's fixed antialiasing blur: a depthwise conv with a constant kernel (a buffer, not a weight)."""
 
+    kernel: torch.Tensor
+
     def __init__(self, channels: int, antialiasing: int, stride: tuple[int, int]) -> None:
         super().__init__()
         kernel = torch.tensor(spec.blur_kernel(antialiasing), dtype=torch.float32)
@@ -84,7 +94,9 @@ class Blur(nn.Module):
 class SharedConv(nn.Module):
     """A conv with ``share_index``: the owner layer's weights and BatchNorm, its own stride, padding and dilation."""
 
-    def __init__(self, owner: ConvNormAct, p: spec.Conv) -> None:
+    owner: Any  # a ConvNormAct (torch types submodule attributes loosely)
+
+    def __init__(self, owner: nn.Module, p: spec.Conv) -> None:
         super().__init__()
         self.owner = owner
         self.stride, self.padding, self.dilation, self.groups = p.conv_stride, p.padding, p.dilation, p.groups
@@ -315,6 +327,8 @@ def make_module(layer: spec.Layer, built: list[nn.Module]) -> nn.Module:
         return Sam(p.activation)
     if isinstance(p, spec.ScaleChannels):
         return ScaleChannels(p.activation)
+    if isinstance(p, spec.Activation):
+        return make_activation(p.activation)
     return Passthrough()  # heads, [dropout], [cost], [contrastive], [detection]
 
 

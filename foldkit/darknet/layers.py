@@ -181,6 +181,13 @@ class Passthrough:
     pass
 
 
+@dataclass(frozen=True)
+class Activation:
+    """``[activation]``: an activation alone (AlexeyAB; default linear)."""
+
+    activation: str = "linear"
+
+
 @dataclass
 class YoloHead:
     """What a ``[yolo]`` section says about decoding its head map."""
@@ -255,7 +262,7 @@ class Layer:
 
 @dataclass
 class NetworkPlan:
-    info: "NetInfo"
+    info: NetInfo
     layers: list[Layer]
 
 
@@ -560,6 +567,10 @@ class _Planner:
         return Passthrough(), [section.index - 1], self._input_shape(section)
 
     _dropout = _cost = _contrastive = _passthrough
+
+    def _activation(self, section: Section):
+        params = Activation(_activation(section, default="linear"))
+        return params, [section.index - 1], self._input_shape(section)
 
     def _detection(self, section: Section):
         c, h, w = self._input_shape(section)
