@@ -59,7 +59,7 @@ class Shortcut(nn.Module):
         inputs = [x, *(self._align(o, c, step) for o, c, step in zip(others, p.from_channels, p.steps))]
         if self.weight is not None:
             factors = spec.normalized_shortcut_weights(self.weight, p)
-            inputs = [f.view(1, -1, 1, 1) * t for f, t in zip(factors, inputs)]
+            inputs = [factors[i].view(1, -1, 1, 1) * t for i, t in enumerate(inputs)]  # indexed: fx-traceable
         total = inputs[0]
         for other in inputs[1:]:
             total = total + other
