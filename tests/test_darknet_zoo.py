@@ -322,6 +322,14 @@ def test_crop_connected_and_their_weights_order(tmp_path):
     np.testing.assert_allclose(got.numpy().reshape(1, 5), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_maxpool_depth_takes_strided_channel_groups(tmp_path):
+    cfg = _one_layer(tmp_path, "[maxpool]\nmaxpool_depth=1\nout_channels=2\nsize=3\nstride=2\n", (6, 3, 4))
+    x = np.random.default_rng(13).standard_normal((1, 6, 3, 4))
+    got = build_model(cfg)(torch.from_numpy(x)).numpy()
+    expected = np.stack([x[0, [0, 2, 4]].max(axis=0), x[0, [1, 3, 5]].max(axis=0)])[None]  # channels g, g+G, …
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_scale_channels_and_sam(tmp_path):
     body = ("[convolutional]\nfilters=4\nsize=1\nactivation=linear\n"
             "[avgpool]\n"
@@ -456,6 +464,7 @@ LAYER_CFGS = {
                                "[scale_channels]\nfrom=-3\n"
                                "[convolutional]\nfilters=8\nsize=1\nactivation=logistic\n[sam]\nfrom=-2\n"
                                "[local_avgpool]\nsize=4\nstride=4\n"
+                               "[maxpool]\nmaxpool_depth=1\nout_channels=4\n[route]\nlayers=-1,-2\n"
                                "[convolutional]\nfilters=12\nsize=3\nstride_x=2\nstride_y=1\npad=1\nantialiasing=1\n"
                                "batch_normalize=1\nactivation=hard_mish\n"
                                "[convolutional]\nfilters=30\nsize=1\nactivation=linear\n"
@@ -622,3 +631,16 @@ def test_yolov2_weights_size_matches_the_published_file(shared_darknet):
     """pjreddie's yolov2.weights is 203,934,260 bytes: a 16-byte header and 50,983,561 floats."""
     header = WeightsHeader(0, 1, 0, 0)
     assert header.size + 4 * expected_floats(plan_network(shared_darknet / "yolov2.cfg", 416)) == 203_934_260
+
+
+def test_connected_weights_of_a_transposed_file_are_transposed(tmp_path):
+    """A header version above 1000 means [connected] weights are stored [inputs][outputs] (FORMAT-ZOO §4)."""
+    cfg = _one_layer(tmp_path, "[connected]\noutput=3\nactivation=linear\n", (2, 2, 1))
+    model = build_model(cfg, seed=12)
+    weight = model.layers[0].linear.weight.detach().numpy()
+    bias = model.layers[0].linear.bias.detach().numpy()
+    header = WeightsHeader(1001, 0, 0, 0)
+    (tmp_path / "t.weights").write_bytes(header.pack() + bias.astype("<f4").tobytes() + weight.T.astype("<f4").tobytes())
+    again = build_model(cfg)
+    load_weights(again, tmp_path / "t.weights")
+    np.testing.assert_array_equal(again.layers[0].linear.weight.detach().numpy(), weight)

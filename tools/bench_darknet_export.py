@@ -48,7 +48,7 @@ def main() -> None:
             "import sys; from foldkit import build_model, randomize_batchnorm\n"
             "from foldkit.darknet.weights import save_weights\n"
             "size = int(sys.argv[3]); m = build_model(sys.argv[1], size, seed=0)\n"
-            "randomize_batchnorm(m, (1, m.info.channels, size, size))\n"
+            "randomize_batchnorm(m, (2, m.info.channels, size, size))\n"
             "save_weights(m, sys.argv[2])"), args.model, str(weights), str(args.calibration_size)], check=True)
         export = [foldkit, "export", args.model, "--weights", str(weights), "-o", str(onnx_path)]
         floor = [PY, "-c", IO_FLOOR, str(weights), str(onnx_path), str(copy)]

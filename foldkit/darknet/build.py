@@ -171,6 +171,18 @@ class Sam(ScaleChannels):
     """``[sam]``: this layer's input times the ``from`` map, elementwise."""
 
 
+class DepthMaxPool(nn.Module):
+    """``maxpool_depth``: the max over channels g, g+G, … at each pixel (FORMAT-ZOO §9.1)."""
+
+    def __init__(self, p: spec.DepthMaxPool, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.spec, self.shape = p, shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups, height, width = self.shape
+        return x.reshape(-1, self.spec.in_channels // groups, groups, height, width).amax(dim=1)
+
+
 class LocalAvgPool(nn.Module):
     """``[local_avgpool]``: maxpool's windows (leading pad floor(p/2)), the mean of the in-bounds elements only."""
 
@@ -304,6 +316,8 @@ def make_module(layer: spec.Layer, built: list[nn.Module]) -> nn.Module:
         return block
     if isinstance(p, spec.LocalAvgPool):
         return LocalAvgPool(p)
+    if isinstance(p, spec.DepthMaxPool):
+        return DepthMaxPool(p, layer.shape)
     if isinstance(p, spec.MaxPool):
         pool = DarknetMaxPool(p.size, p.pool_stride[0], p.pool_stride[1], p.padding)
         return nn.Sequential(pool, Blur(p.channels, p.antialiasing, p.stride)) if p.antialiasing else pool

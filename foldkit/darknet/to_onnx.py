@@ -223,6 +223,12 @@ class _LayerWriter:
         if isinstance(p, spec.LocalAvgPool):
             return g.node("AveragePool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.stride),
                           pads=[p.lead, p.lead, p.trail, p.trail], count_include_pad=0)
+        if isinstance(p, spec.DepthMaxPool):
+            _, h, w = shapes[0]
+            split = g.node("Reshape", [inputs[0], g.ints([-1, p.in_channels // p.out_channels, p.out_channels, h, w],
+                                                         base)], base)
+            return g.node("Reshape", [g.reduce("ReduceMax", split, 1, base), g.ints([-1, p.out_channels, h, w], base)],
+                          base)
         if isinstance(p, spec.MaxPool):
             out = g.node("MaxPool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.pool_stride),
                          pads=[p.lead, p.lead, p.trail, p.trail])

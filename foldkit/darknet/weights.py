@@ -47,6 +47,11 @@ class WeightsHeader:
         return self.major * 10 + self.minor >= 2 and self.major < 1000 and self.minor < 1000
 
     @property
+    def transposed(self) -> bool:
+        """Darknet's flag for ``[connected]`` weights stored [inputs][outputs]: a version part above 1000."""
+        return self.major > 1000 or self.minor > 1000
+
+    @property
     def size(self) -> int:
         return 20 if self.wide_seen else 16
 
@@ -159,6 +164,8 @@ def read_weights(plan: NetworkPlan, path: str | os.PathLike, *, bn_variant: str 
         p = layer.params
         if isinstance(p, Connected):
             shape: tuple[int, ...] = (p.outputs, p.inputs)
+            if header.transposed:  # stored [inputs][outputs]; Darknet transposes after reading (FORMAT-ZOO §4)
+                record.weight = record.weight.reshape(p.inputs, p.outputs).T.copy()
         else:
             assert isinstance(p, Conv)
             shape = (p.filters, p.in_channels // p.groups, p.size, p.size)
