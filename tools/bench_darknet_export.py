@@ -41,7 +41,8 @@ def main() -> None:
                         help="input size for the seeded BatchNorm statistics (any size the cfg allows)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    foldkit = str(Path(PY).with_name("foldkit"))
+    # the checkout's own foldkit (run from the repository root), not whichever one the venv installed
+    foldkit = [PY, "-m", "foldkit.cli"]
     with tempfile.TemporaryDirectory() as folder:
         weights, onnx_path, copy = (Path(folder) / n for n in ("w.weights", "m.onnx", "copy.onnx"))
         subprocess.run([PY, "-c", (
@@ -50,7 +51,7 @@ def main() -> None:
             "size = int(sys.argv[3]); m = build_model(sys.argv[1], size, seed=0)\n"
             "randomize_batchnorm(m, (2, m.info.channels, size, size))\n"
             "save_weights(m, sys.argv[2])"), args.model, str(weights), str(args.calibration_size)], check=True)
-        export = [foldkit, "export", args.model, "--weights", str(weights), "-o", str(onnx_path)]
+        export = [*foldkit, "export", args.model, "--weights", str(weights), "-o", str(onnx_path)]
         floor = [PY, "-c", IO_FLOOR, str(weights), str(onnx_path), str(copy)]
         timed(export)  # produces the ONNX file the floor writes
         samples = {"foldkit export --weights (folded)": [], "read .weights + write .onnx": []}
