@@ -266,8 +266,9 @@ class Passthrough(nn.Module):
 class DarknetModel(nn.Module):
     """A network built from a Darknet cfg.
 
-    ``forward`` returns, for a detector, a tuple of the raw head maps (N, anchors·(5+classes), H, W),
-    one per ``[yolo]`` section in cfg order; for a classifier, the last layer's output.
+    ``forward`` returns, for a detector, a tuple of the raw head maps (N, anchors·(entries+classes), H, W),
+    one per head section (``[yolo]``, ``[region]``, ``[Gaussian_yolo]``) in cfg order; for a
+    classifier, the last layer's output.
     ``layers[i]`` is Darknet's layer ``i``; ``inputs_of[i]`` lists the layer indices it reads
     (−1 is the network input).
     """
