@@ -15,11 +15,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from foldkit.darknet.layers import NetInfo
+from foldkit.darknet.layers import BUILTIN_MODELS, NetInfo
 from foldkit.darknet.to_onnx import MIN_OPSET, darknet_to_onnx
 from foldkit.defaults import DEFAULT_OPSET
 from foldkit.errors import FoldkitError
 from foldkit.export import ExportResult, export_onnx
+from foldkit.onnxio.files import require_input_file
 from foldkit.onnxio.metadata import add_metadata, network_metadata
 
 ROUTES = ("auto", "direct", "torchscript", "dynamo")
@@ -62,6 +63,10 @@ def export_darknet(
     ``batch=None`` makes the batch dimension dynamic. ``decode`` puts YOLO decoding in the graph
     (PyTorch routes only).
     """
+    if weights is not None:  # a FIFO or a device would block or stream forever: regular files only
+        require_input_file(weights, "weights file")
+    if str(model) not in BUILTIN_MODELS and Path(model).exists():
+        require_input_file(model, "cfg")
     if weights is not None and seed is not None:
         raise FoldkitError("weights and a random-weights seed exclude each other: give one of them")
     route = choose_route(exporter, weights=weights is not None, decode=decode, opset=opset)

@@ -27,6 +27,7 @@ import onnx
 from google.protobuf.message import DecodeError, EncodeError
 
 from foldkit.errors import FoldkitError
+from foldkit.onnxio.validate import check_model_data
 
 PathLike = str | os.PathLike
 
@@ -238,6 +239,7 @@ def load_onnx(path: PathLike, *, load_external_data: bool = True) -> onnx.ModelP
         model = onnx.load(str(path), load_external_data=False)
         if check_external_locations(model, path) and load_external_data:
             onnx.load_external_data_for_model(model, str(path.parent))
+        check_model_data(model, str(path))
     except DecodeError as exc:
         raise FoldkitError(f"{path}: not a valid ONNX model (protobuf decode failed: {exc})") from None
     except (OSError, ValueError, UnicodeError, onnx.checker.ValidationError) as exc:
