@@ -11,15 +11,17 @@ unseeded ones.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
 
-from foldkit.darknet.layers import BUILTIN_MODELS, NetInfo
+from foldkit.darknet.layers import BUILTIN_MODELS, NetInfo, NetworkPlan
 from foldkit.darknet.to_onnx import MIN_OPSET, darknet_to_onnx
 from foldkit.defaults import DEFAULT_OPSET
 from foldkit.errors import FoldkitError
 from foldkit.export import ExportResult, export_onnx
+from foldkit.limits import ensure_fits
 from foldkit.onnxio.files import require_input_file
 from foldkit.onnxio.metadata import add_metadata, network_metadata
 
@@ -31,6 +33,13 @@ DEFAULT_SEED = 0  # the seed of a network exported without .weights when none is
 def input_shape(info: NetInfo, batch: int | None) -> tuple[int, int, int, int]:
     """NCHW input shape of a network; a dynamic batch (``None``) is traced with batch 1."""
     return (1 if batch is None else batch, info.channels, info.height, info.width)
+
+
+def activation_bytes(plan: NetworkPlan, batch: int | None) -> float:
+    """float32 bytes of the input and every layer's output for one forward pass (what tracing holds)."""
+    values = math.prod(input_shape(plan.info, batch)) + sum(
+        (1 if batch is None else batch) * math.prod(layer.shape) for layer in plan.layers)
+    return 4.0 * values
 
 
 def choose_route(route: Route, *, weights: bool, decode: bool, opset: int) -> str:
@@ -103,6 +112,7 @@ def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold,
 
     network = build_model(model, img_size, seed=seed)
     shape = input_shape(network.info, batch)
+    ensure_fits(activation_bytes(network.plan, batch), f"{model}: tracing at input shape {list(shape)}")
     if weights is not None:
         load_weights(network, weights, bn_variant=bn_variant)
         source = os.fspath(weights)

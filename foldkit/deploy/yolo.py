@@ -9,9 +9,8 @@ classes. Suppression is class-aware and greedy, computed on the IoU matrix as a 
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -21,8 +21,8 @@ from onnx import helper
 
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.store import TensorStore
-from foldkit.onnxio.validate import check_model_data
 from foldkit.onnxio.stream import FileRange, array_entry, raw_tensor_entry, write_model
+from foldkit.onnxio.validate import check_model_data
 from foldkit.onnxio.wire import (GRAPH_INITIALIZER_FIELD, LENGTH_DELIMITED, MODEL_GRAPH_FIELD, TENSOR_RAW_DATA_FIELD,
                                  iter_fields)
 

@@ -68,7 +68,8 @@ def validate_model(
         raise FoldkitError(f"{where}: model fails ONNX validation: {first}") from None
 
 
-_SUB_BYTE_TYPES = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)}
+_SUB_BYTE_TYPES = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1")
+                   if hasattr(onnx.TensorProto, n)}
 
 
 def _check_tensor(tensor: onnx.TensorProto, where: str, raw_length: int | None) -> None:
