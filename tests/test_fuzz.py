@@ -17,8 +17,8 @@ from onnx_graphs import conv_bn_model
 
 from foldkit.cli import main
 
-ONNX_MUTATIONS = 100  # per model, each run through fold, check and inspect
-CFG_EDITS = {"inspect": 40, "export": 6}  # an export of yolov3-tiny costs seconds
+ONNX_MUTATIONS = 70  # per model, each run through fold, check and inspect
+CFG_EDITS = {"inspect": 30, "export": 6}  # an export of yolov3-tiny costs seconds
 TOKENS = ["-1", "-3", "0", "1", "99999999", "1e9", "3.5", "-0.5", "nan", "inf", "1_6", "１６", "٣", "", "abc", "0x10",
           "2147483648", "1,2", ",", "=", "[", "]"]
 TINY_CFG = """[net]

@@ -151,6 +151,14 @@ def test_detect_output_folder_may_not_be_the_photo_folder(tmp_path, capsys, dark
     assert snapshot(photos) == before and not (photos / "drawn").exists() and not leftovers(photos)
 
 
+@pytest.mark.parametrize("flag", ["--json", "--csv", "--plot"])
+def test_bench_outputs_may_not_replace_the_model(tmp_path, capsys, model, flag):
+    before = snapshot(tmp_path)
+    code, _, err = cli(capsys, "bench", model, flag, model, "--rounds", "1", "--no-memory")
+    assert_refused(code, err, "is the input")
+    assert snapshot(tmp_path) == before and not leftovers(tmp_path)
+
+
 @pytest.mark.parametrize("command", ["fold", "export"])
 def test_output_may_not_be_a_device_node(tmp_path, capsys, model, command):
     args = ["fold", model] if command == "fold" else ["export", "yolov3-tiny", "--img-size", IMG]
@@ -269,6 +277,22 @@ def test_failed_triton_run_keeps_the_existing_entry(tmp_path, capsys, model):
     assert snapshot(repo) == before and not leftovers(repo)
 
 
+def test_triton_refuses_tensor_names_that_would_inject_config_fields(tmp_path, capsys):
+    model = elementwise_model(tmp_path / "m.onnx", "Add", 1.0, input_name='x"\n  dims: [ 1 ]\n#')
+    repo = tmp_path / "repo"
+    code, _, err = cli(capsys, "triton", model, "--repo", repo, "--name", "m")
+    assert_refused(code, err, "cannot be written into config.pbtxt")
+    assert not repo.exists() and not leftovers(tmp_path)
+
+
+def test_triton_repo_that_is_a_file_is_refused(tmp_path, capsys, model):
+    repo = tmp_path / "repo"
+    repo.write_bytes(b"not a folder")
+    code, _, err = cli(capsys, "triton", model, "--repo", repo)
+    assert_refused(code, err, "not a folder")
+    assert repo.read_bytes() == b"not a folder"
+
+
 # --- tracebacks and exit codes ---------------------------------------------------------------------
 
 def corrupt(model: Path, how: str) -> Path:
@@ -339,6 +363,13 @@ def test_invalid_options_exit_2(tmp_path, capsys, model, args, words):
     code, _, err = cli(capsys, *[a.format(tmp=tmp_path, model=model) for a in args])
     assert code == 2 and words in err and "Traceback" not in err, err
     assert snapshot(tmp_path) == before
+
+
+def test_random_weights_with_weights_is_refused_not_ignored(tmp_path, capsys, darknet):
+    code, _, err = cli(capsys, "export", darknet["cfg"], "--weights", darknet["weights"], "--random-weights", "3",
+                       "-o", tmp_path / "o.onnx", "--img-size", IMG)
+    assert_refused(code, err, "random-weights seed")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_huge_batch_is_refused_with_an_estimate(tmp_path, capsys):
@@ -420,14 +451,17 @@ def test_fifo_inputs_do_not_hang(tmp_path, darknet, command):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "fifo"]
 
 
-@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_output_mode_follows_the_umask(tmp_path, model, umask, mode):
     output, report, repo = tmp_path / "o.onnx", tmp_path / "r.json", tmp_path / "repo"
     result = run_process("fold", model, "-o", output, "--report", report, umask=umask)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(output.stat().st_mode) == mode and stat.S_IMODE(report.stat().st_mode) == mode
-    result = run_process("triton", output, "--repo", repo, "--name", "m", umask=umask)
-    assert result.returncode == 0, result.stderr
+    previous = os.umask(umask)  # the multi-file staging (a Triton entry) follows it too
+    try:
+        assert main(["triton", str(output), "--repo", str(repo), "--name", "m"]) == 0
+    finally:
+        os.umask(previous)
     assert stat.S_IMODE((repo / "m" / "1" / "model.onnx").stat().st_mode) == mode
     assert stat.S_IMODE((repo / "m" / "config.pbtxt").stat().st_mode) == mode
 
@@ -466,17 +500,17 @@ def test_refusals_stay_one_line_under_foldkit_debug(tmp_path, capsys, monkeypatc
 # --- reproducibility -------------------------------------------------------------------------------
 
 def test_export_is_seeded_reproducible_and_its_two_routes_agree(tmp_path, capsys):
-    """The first thing a new user tries: export folded and unfolded, then check the pair."""
-    folded, again, unfolded, other = (tmp_path / f"{n}.onnx" for n in ("f", "f2", "u", "f3"))
+    """The first thing a new user tries: export folded and unfolded, then check the pair; and the
+    same export in another process writes the same bytes."""
+    folded, unfolded, other = (tmp_path / f"{n}.onnx" for n in ("f", "u", "f2"))
     assert cli(capsys, "export", "yolov3-tiny", "-o", folded, "--img-size", IMG)[0] == 0
     code, out, _ = cli(capsys, "export", "yolov3-tiny", "--no-fold", "-o", unfolded, "--img-size", IMG)
     assert code == 0 and "seed 0" in out, out
     code, out, err = cli(capsys, "check", folded, unfolded)
     assert code == 0 and "PASSED" in out, out + err
-    assert cli(capsys, "export", "yolov3-tiny", "-o", again, "--img-size", IMG)[0] == 0
     result = run_process("export", "yolov3-tiny", "-o", other, "--img-size", IMG)
     assert result.returncode == 0, result.stderr
-    assert folded.read_bytes() == again.read_bytes() == other.read_bytes()
+    assert folded.read_bytes() == other.read_bytes()
 
 
 # --- outputs that collide or stray -----------------------------------------------------------------
