@@ -15,7 +15,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 from foldkit.defaults import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL
 from foldkit.errors import FoldkitError
@@ -94,10 +94,23 @@ def _add_tolerances(parser: argparse.ArgumentParser) -> None:
                         help="relative to each reference output's max |value|")
 
 
+class UsageError(Exception):
+    """A command line argparse refuses; reported on one line with exit 2 like any bad input."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.prog, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from foldkit import __version__
 
-    parser = argparse.ArgumentParser(prog="foldkit", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="foldkit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"foldkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -135,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument("-o", "--output", required=True)
     fold.add_argument("--report", help="write the per-node report as JSON here")
     fold.add_argument("--check", action="store_true", help="verify parity against the original (ConvBNFusion off)")
+    fold.add_argument("--simplify", action="store_true",
+                      help="run onnx-simplifier after the fold; the result is always parity-checked (implies --check)")
     fold.add_argument("--allow-initializer-inputs", action="store_true",
                       help="treat initializers that are also graph inputs as constants")
     _add_tolerances(fold)
@@ -154,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--baseline", help="variant the ratios are taken against (default: the first)")
     bench.add_argument("--opset", type=_opset, default=DEFAULT_OPSET)
     bench.add_argument("--seed", type=_seed, default=0)
+    bench.add_argument("--int8-model", help="an int8 (QDQ) ONNX model of the same network: adds its row")
     bench.add_argument("--no-memory", action="store_true", help="skip the per-variant peak memory processes")
     bench.add_argument("--json", help="write every setting and raw sample as JSON")
     bench.add_argument("--csv", help="write one line per timed sample")
@@ -191,7 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"{exc.prog}: error: {exc} (see {exc.prog} --help)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return COMMANDS[args.command](args)
@@ -282,6 +302,7 @@ def _fold(args: argparse.Namespace) -> int:
     result = fold_file(
         args.input, args.output, report_path=args.report, check=args.check,
         allow_initializer_inputs=args.allow_initializer_inputs, atol=args.atol, rtol=args.rtol,
+        simplify=args.simplify,
     )
     print(result.format())
     return EXIT_OK if result.parity is None or result.parity.passed else EXIT_PARITY_FAILED
@@ -291,9 +312,10 @@ def _bench(args: argparse.Namespace) -> int:
     from foldkit import bench
     from foldkit.onnxio.files import check_outputs
 
-    check_outputs([args.json, args.csv, args.plot], [args.model, args.weights])
+    check_outputs([args.json, args.csv, args.plot], [args.model, args.weights, args.int8_model])
     config = bench.BenchConfig(
-        model=args.model, variants=bench.parse_variants(args.variants), batches=args.batch,
+        model=args.model, variants=bench.parse_variants(args.variants, int8=args.int8_model is not None),
+        batches=args.batch, int8_model=None if args.int8_model is None else Path(args.int8_model),
         providers=bench.available_providers() if args.providers == "available"
         else [p.strip() for p in args.providers.split(",")], img_size=args.img_size, weights=args.weights,
         threads=args.threads, warmup=args.warmup, rounds=args.rounds, seed=args.seed, opset=args.opset,

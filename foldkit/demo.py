@@ -11,11 +11,9 @@ import os
 from pathlib import Path
 
 from foldkit.bench import BenchConfig, format_table, run_benchmark
-from foldkit.darknet.build import build_model
-from foldkit.darknet.export import export_darknet, input_shape
+from foldkit.darknet.export import export_darknet, load_network
 from foldkit.parity import compare_outputs, torch_outputs
 from foldkit.runtime import create_session, random_inputs, resolve_providers, run
-from foldkit.synthetic import randomize_batchnorm
 
 
 def run_demo(
@@ -33,8 +31,7 @@ def run_demo(
             print(result.fold_report.format())
 
     # the same seeded network in PyTorch, as the float64 ground truth
-    model = build_model(model_name, img_size, seed=seed)
-    randomize_batchnorm(model, (2, *input_shape(model.info, 1)[1:]), seed=seed)
+    model, _ = load_network(model_name, seed=seed, img_size=img_size)
 
     providers = resolve_providers("auto")
     print(f"onnxruntime providers: {', '.join(providers)}")

@@ -1,4 +1,7 @@
-"""``foldkit fold`` as an API: load an ONNX file, fold it, optionally prove parity, write atomically."""
+"""``foldkit fold`` as an API: open an ONNX file, fold it, optionally prove parity, write atomically.
+
+File I/O lives here; :func:`foldkit.fold.onnx.fold_onnx` only edits a model in memory.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +12,15 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import onnx
+
 from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from foldkit.onnxio.files import atomic_path, check_outputs, load_onnx, require_input_file, save_onnx, write_text_atomic
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FoldReport
-from foldkit.onnxio.lazy import open_lazy
-from foldkit.onnxio.store import TensorStore
+from foldkit.onnxio.lazy import LazyModel, open_lazy
 from foldkit.onnxio.validate import validate_model
+from foldkit.simplify import simplify_model
 
 if TYPE_CHECKING:
     from foldkit.parity import ParityReport
@@ -60,30 +65,33 @@ def fold_file(
     allow_initializer_inputs: bool = False,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    simplify: bool = False,
 ) -> FoldFileResult:
     """Fold ``input_path`` into ``output_path``; the input file is only read.
 
     The weights stay in the input file until written (:mod:`foldkit.onnxio.lazy`) unless the model
     keeps them in external data files, which are loaded. With ``check``, the original (ONNX
     Runtime's ConvBNFusion off) and the written result run on the same seeded inputs, and the
-    result replaces ``output_path`` only if parity passes.
+    result replaces ``output_path`` only if parity passes. ``simplify`` runs onnx-simplifier after
+    the fold (on the model loaded whole) and always checks parity, as ``check`` does.
     """
     check_outputs([output_path, report_path], [input_path])
     input_path, output_path = require_input_file(input_path, "model"), Path(output_path)
     seconds = {}
     start = time.perf_counter()
-    lazy = open_lazy(input_path)
-    if lazy is not None:
-        model, store, write = lazy.model, lazy.store, lazy.save
-    else:
-        model, store = load_onnx(input_path), TensorStore()
-        write = partial(save_onnx, model)
+    check = check or simplify
+    source = load_onnx(input_path) if simplify else open_for_fold(input_path)
+    lazy = source if isinstance(source, LazyModel) else None
     try:
         seconds["load"] = time.perf_counter() - start
-        ops_before = node_counts(model)
+        ops_before = node_counts(source.model if isinstance(source, LazyModel) else source)
         start = time.perf_counter()
-        folded, report = fold_onnx(model, allow_initializer_inputs=allow_initializer_inputs, inplace=True, store=store)
+        folded, report = fold_onnx(source, allow_initializer_inputs=allow_initializer_inputs, inplace=True)
+        write = lazy.save if lazy else partial(save_onnx, folded)
         validate_model(folded, where=f"{input_path} (folded)", weights=False)
+        if simplify:
+            folded = simplify_model(folded, where=str(input_path))
+            write = partial(save_onnx, folded)
         seconds["fold"] = time.perf_counter() - start
         result = FoldFileResult(input_path, output_path, report, ops_before, node_counts(folded),
                                 input_path.stat().st_size, 0, seconds)
@@ -107,6 +115,15 @@ def fold_file(
     if report_path:
         write_text_atomic(report_path, report.to_json())
     return result
+
+
+def open_for_fold(path: str | os.PathLike) -> LazyModel | onnx.ModelProto:
+    """The model at ``path`` for :func:`~foldkit.fold.onnx.fold_onnx`: lazily opened when its layout allows.
+
+    A lazy model keeps its weights in the file until saved (close it when done); a model with
+    external data or an unusual encoding is loaded whole.
+    """
+    return open_lazy(path) or load_onnx(path)
 
 
 class _ParityFailed(Exception):

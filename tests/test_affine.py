@@ -66,4 +66,15 @@ def test_input_side_fold_matches_direct_computation():
 def test_mismatched_channel_count_is_refused():
     with pytest.raises(ValueError, match="3 output channels"):
         fold_affine(np.ones((3, 1, 1, 1)), None, np.ones(4), np.zeros(4))
-    assert channel_scale(np.ones(3), (3, 2, 1, 1), axis=0).shape == (3, 1, 1, 1)
+    with pytest.raises(ValueError, match="6 output channels"):  # ConvTranspose [4, 3, k] in 2 groups: 6
+        fold_affine(np.ones((4, 3, 1)), None, np.ones(3), np.zeros(3), axis=1, groups=2)
+    with pytest.raises(ValueError, match="4 input channels"):
+        fold_affine_input(np.ones((6, 2, 1, 1)), None, np.ones(3), np.zeros(3), groups=2)
+
+
+def test_channel_scale_puts_output_channels_on_the_named_axis():
+    scale = np.array([1.0, 2.0, 3.0])
+    assert channel_scale(scale, (3, 2, 1, 1), axis=0).reshape(-1).tolist() == [1.0, 2.0, 3.0]
+    assert channel_scale(scale, (3, 2, 1, 1), axis=0).shape == (3, 1, 1, 1)
+    # Gemm B [K=2, N=3]: every row scaled column by column
+    assert channel_scale(scale, (2, 3), axis=1).tolist() == [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]

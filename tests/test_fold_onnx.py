@@ -299,3 +299,73 @@ def test_input_model_is_not_modified():
     before = model.SerializeToString()
     fold_onnx(model)
     assert model.SerializeToString() == before
+
+
+def test_matmul_add_bias_that_makes_the_product_3d_is_refused():
+    # [6,5]·[5,6] + bias [2,1,6] is [2,6,6]: the BN's channels are then the product's rows, not its columns
+    rng = np.random.default_rng(30)
+    inits = {"M": rng.standard_normal((5, 6)).astype(F32), "bias": rng.standard_normal((2, 1, 6)).astype(F32),
+             **bn_params(rng, 6)}
+    nodes = [helper.make_node("MatMul", ["a", "M"], ["m"], name="matmul"),
+             helper.make_node("Add", ["m", "bias"], ["ma"], name="add"), bn_node("ma", "y")]
+    model = make_model(nodes, [("a", F32, [6, 5])], [("y", F32, [2, 6, 6])], inits)
+    folded, report = _fold_and_compare(model, {"a": rng.standard_normal((6, 5)).astype(F32)})
+    entry = report.entries[0]
+    assert entry.status == SKIPPED and "bias of shape [2, 1, 6] does not broadcast per column" in entry.reason
+    assert _ops(folded) == {"MatMul": 1, "Add": 1, "BatchNormalization": 1}
+
+
+@pytest.mark.parametrize("bias_shape", [(6,), (1, 6), (4, 6), ()])
+def test_matmul_add_bias_of_any_2d_broadcast_folds_exactly(bias_shape):
+    rng = np.random.default_rng(31)
+    inits = {"M": rng.standard_normal((5, 6)).astype(F32), "bias": rng.standard_normal(bias_shape).astype(F32),
+             **bn_params(rng, 6)}
+    nodes = [helper.make_node("MatMul", ["a", "M"], ["m"], name="matmul"),
+             helper.make_node("Add", ["bias", "m"], ["ma"], name="add"), bn_node("ma", "y")]
+    model = make_model(nodes, [("a", F32, [4, 5])], [("y", F32, [4, 6])], inits)
+    folded, report = _fold_and_compare(model, {"a": rng.standard_normal((4, 5)).astype(F32)})
+    assert report.entries[0].status == FOLDED and report.entries[0].target == "matmul + add"
+    assert _ops(folded) == {"MatMul": 1, "Add": 1}
+
+
+@pytest.mark.parametrize("random_op,inputs,attrs", [
+    ("RandomNormal", [], {"shape": [1, 4]}),
+    ("RandomUniform", [], {"shape": [1, 4], "seed": 1.0}),
+    ("RandomNormalLike", ["c"], {}),
+    ("RandomUniformLike", ["c"], {"dtype": onnx.TensorProto.FLOAT}),
+    ("Bernoulli", ["p"], {}),
+])
+def test_random_ops_are_never_evaluated_at_fold_time(random_op, inputs, attrs):
+    # a random op over constants must draw at every run: evaluating it once would freeze one draw
+    inits = {"c": np.ones((1, 4), F32), "p": np.full((1, 4), 0.5, F32), "k": np.full((1, 4), 2.0, F32)}
+    nodes = [helper.make_node(random_op, inputs, ["r"], name="random", **attrs),
+             helper.make_node("Identity", ["k"], ["k2"], name="alias"),  # deterministic: evaluated
+             helper.make_node("Add", ["x", "r"], ["xr"]), helper.make_node("Mul", ["xr", "k2"], ["y"])]
+    model = make_model(nodes, [("x", F32, [1, 4])], [("y", F32, [1, 4])], inits)
+    folded, report = fold_onnx(model)
+    assert _ops(folded) == {random_op: 1, "Add": 1, "Mul": 1}
+    assert report.notes == ["evaluated 1 constant node(s) into initializers"]
+
+
+def test_bn_before_conv_whose_output_is_also_a_graph_output_is_refused():
+    rng = np.random.default_rng(32)
+    inits = {"W": rng.standard_normal((4, 4, 1, 1)).astype(F32), **bn_params(rng, 4)}
+    nodes = [bn_node("x", "n"), helper.make_node("Conv", ["n", "W"], ["y"], name="conv")]
+    model = make_model(nodes, [("x", F32, [1, 4, 3, 3])], [("y", F32, None), ("n", F32, None)], inits)
+    folded, report = _fold_and_compare(model, {"x": rng.random((1, 4, 3, 3), dtype=F32)})
+    onnx.checker.check_model(folded, full_check=True)
+    assert report.entries[0].status == SKIPPED and "'n' is a graph output" in report.entries[0].reason
+    assert _ops(folded) == {"BatchNormalization": 1, "Conv": 1}
+
+
+def test_bn_before_conv_with_another_reader_is_not_that_pattern():
+    rng = np.random.default_rng(33)
+    inits = {"W": rng.standard_normal((4, 4, 1, 1)).astype(F32), **bn_params(rng, 4)}
+    nodes = [bn_node("x", "n"), helper.make_node("Conv", ["n", "W"], ["c"], name="conv"),
+             helper.make_node("Relu", ["n"], ["r"], name="relu"), helper.make_node("Add", ["c", "r"], ["y"])]
+    model = make_model(nodes, [("x", F32, [1, 4, 3, 3])], [("y", F32, None)], inits)
+    folded, report = _fold_and_compare(model, {"x": rng.random((1, 4, 3, 3), dtype=F32)})
+    # the norm feeds the conv and a Relu: folding it into the conv would leave the Relu without an input
+    assert report.entries[0].status == SKIPPED
+    assert report.entries[0].reason == "its input 'x' is a graph input, not the output of a linear op"
+    assert _ops(folded) == {"BatchNormalization": 1, "Conv": 1, "Relu": 1, "Add": 1}

@@ -155,6 +155,20 @@ def test_lazy_fold_equals_in_memory_fold(unfolded_tiny, tmp_path):
     assert onnx.load(str(tmp_path / "lazy.onnx")) == in_memory
 
 
+def test_the_pass_takes_a_lazy_model_and_no_paths(unfolded_tiny, tmp_path):
+    from foldkit.onnxio.lazy import open_lazy
+
+    in_memory, report = fold_onnx(onnx.load(str(unfolded_tiny)))
+    with open_lazy(unfolded_tiny) as lazy:
+        folded, lazy_report = fold_onnx(lazy)
+        assert folded is lazy.model  # folded in place: its untouched tensors stay in the file
+        lazy.save(tmp_path / "lazy.onnx")
+    assert onnx.load(str(tmp_path / "lazy.onnx")) == in_memory
+    assert lazy_report.to_dict() == report.to_dict() and len(report.folded) == 11
+    with pytest.raises(TypeError, match="open_for_fold"):  # file reading is the pipeline's job
+        fold_onnx(str(unfolded_tiny))
+
+
 def test_not_onnx_files_fall_back_to_the_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage that is not protobuf \xff\xff\xff")

@@ -1,6 +1,9 @@
 """The PyTorch fold: exact on a grid of conv shapes, and never silent when it refuses."""
 
+import copy
 
+import ml_dtypes
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -157,13 +160,16 @@ def test_tied_weights_are_refused():
     ("group", NOT_FOLDABLE, "GroupNorm normalizes each sample"),
     ("layer", NOT_FOLDABLE, "GroupNorm normalizes each sample"),  # LayerNorm over C,H,W is GroupNorm(1, C)
     ("instance", NOT_FOLDABLE, "InstanceNorm without running statistics"),
-    ("batch", FOLDED, ""),
+    ("batch", FOLDED, None),
 ])
 def test_block_norm_variants_report_whether_they_fold(norm, status, words):
     block = ConvNormAct(3, 8, 3, norm=norm, activation="mish").eval()
     _, report = fold_module(block)
     assert [e.status for e in report.entries] == [status]
-    assert words in report.entries[0].reason
+    if words is None:  # folded: into the block's conv, with nothing to explain
+        assert (report.entries[0].target, report.entries[0].reason) == ("conv", "")
+    else:
+        assert words in report.entries[0].reason and report.entries[0].target is None
 
 
 def test_nn_layernorm_is_not_foldable():
@@ -210,6 +216,22 @@ def test_fold_in_float16_and_bfloat16():
         folded, report = fold_module(model.to(dtype))
         assert folded[0].weight.dtype == dtype and folded[0].bias.dtype == dtype
         assert report.entries[0].status == FOLDED
-        assert any("less accurate" in w for w in report.entries[0].warnings)  
+        assert any("less accurate" in w for w in report.entries[0].warnings)
 
 
+
+
+@pytest.mark.parametrize("dtype,numpy_dtype", [(torch.float16, np.float16), (torch.bfloat16, ml_dtypes.bfloat16)])
+def test_16_bit_folds_write_the_float64_fold_rounded_once(dtype, numpy_dtype):
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6)).eval()
+    _randomize(model[1], torch.Generator().manual_seed(6))
+    model = model.to(dtype)
+    folded, report = fold_module(model)
+    assert report.entries[0].status == FOLDED
+    conv, bn = (m.to(torch.float64) for m in copy.deepcopy(model))
+    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    expected_w = (conv.weight * s[:, None, None, None]).detach().numpy().astype(numpy_dtype).astype(np.float32)
+    expected_b = ((conv.bias - bn.running_mean) * s + bn.bias).detach().numpy().astype(numpy_dtype).astype(np.float32)
+    np.testing.assert_array_equal(folded[0].weight.float().detach().numpy(), expected_w)
+    np.testing.assert_array_equal(folded[0].bias.float().detach().numpy(), expected_b)
+    assert np.abs(expected_w).min() > 0 and np.abs(expected_b).max() > 0.1  # a zeroed fold cannot pass

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from foldkit.darknet.layers import BUILTIN_MODELS, NetInfo, NetworkPlan
 from foldkit.darknet.to_onnx import MIN_OPSET, darknet_to_onnx
@@ -24,6 +24,9 @@ from foldkit.export import ExportResult, export_onnx
 from foldkit.limits import ensure_fits
 from foldkit.onnxio.files import require_input_file
 from foldkit.onnxio.metadata import add_metadata, network_metadata
+
+if TYPE_CHECKING:
+    from foldkit.darknet.build import DarknetModel
 
 ROUTES = ("auto", "direct", "torchscript", "dynamo")
 Route = Literal["auto", "direct", "torchscript", "dynamo"]
@@ -40,6 +43,14 @@ def activation_bytes(plan: NetworkPlan, batch: int | None) -> float:
     values = math.prod(input_shape(plan.info, batch)) + sum(
         (1 if batch is None else batch) * math.prod(layer.shape) for layer in plan.layers)
     return 4.0 * values
+
+
+def require_regular_inputs(model: str | os.PathLike, weights: str | os.PathLike | None) -> None:
+    """The cfg and weights files must be regular files: a FIFO or a device would block or stream forever."""
+    if weights is not None:
+        require_input_file(weights, "weights file")
+    if str(model) not in BUILTIN_MODELS and Path(model).exists():
+        require_input_file(model, "cfg")
 
 
 def choose_route(route: Route, *, weights: bool, decode: bool, opset: int) -> str:
@@ -72,10 +83,7 @@ def export_darknet(
     ``batch=None`` makes the batch dimension dynamic. ``decode`` puts YOLO decoding in the graph
     (PyTorch routes only).
     """
-    if weights is not None:  # a FIFO or a device would block or stream forever: regular files only
-        require_input_file(weights, "weights file")
-    if str(model) not in BUILTIN_MODELS and Path(model).exists():
-        require_input_file(model, "cfg")
+    require_regular_inputs(model, weights)
     if weights is not None and seed is not None:
         raise FoldkitError("weights and a random-weights seed exclude each other: give one of them")
     route = choose_route(exporter, weights=weights is not None, decode=decode, opset=opset)
@@ -86,8 +94,7 @@ def export_darknet(
             raise FoldkitError("in-graph decoding goes through PyTorch: use the torchscript (or auto) exporter")
         return _export_direct(model, output, weights=weights, img_size=img_size, batch=batch, opset=opset, fold=fold,
                               bn_variant=bn_variant)
-    return _export_torch(model, output, weights=weights, seed=DEFAULT_SEED if seed is None else seed,
-                         img_size=img_size, batch=batch, opset=opset, fold=fold, decode=decode, exporter=route,
+    return _export_torch(model, output, weights=weights, seed=seed, img_size=img_size, batch=batch, opset=opset, fold=fold, decode=decode, exporter=route,
                          bn_variant=bn_variant)
 
 
@@ -103,26 +110,42 @@ def _export_direct(model, output, *, weights, img_size, batch, opset, fold, bn_v
                         dynamic_batch=batch is None, exporter="direct", weights_source=os.fspath(weights))
 
 
-def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold, decode, exporter,
-                  bn_variant) -> ExportResult:
+def load_network(
+    model: str | os.PathLike, *, weights: str | os.PathLike | None = None, seed: int | None = None,
+    img_size: int | tuple[int, int] | None = None, bn_variant: str = "alexeyab",
+) -> tuple[DarknetModel, str]:
+    """The PyTorch network with its weights, and a line saying where they came from.
+
+    Without ``weights`` the weights are seeded random ones with realistic BatchNorm statistics
+    (``seed``, default :data:`DEFAULT_SEED`).
+    """
     from foldkit.darknet.build import build_model
-    from foldkit.darknet.decode import YoloDecoder
     from foldkit.darknet.weights import load_weights
     from foldkit.synthetic import randomize_batchnorm
 
+    require_regular_inputs(model, weights)
+    if weights is not None and seed is not None:
+        raise FoldkitError("weights and a random-weights seed exclude each other: give one of them")
+    seed = DEFAULT_SEED if seed is None else seed
     network = build_model(model, img_size, seed=seed)
-    shape = input_shape(network.info, batch)
-    ensure_fits(activation_bytes(network.plan, batch), f"{model}: tracing at input shape {list(shape)}")
     if weights is not None:
         load_weights(network, weights, bn_variant=bn_variant)
-        source = os.fspath(weights)
-    else:
-        randomize_batchnorm(network, (2, *shape[1:]), seed=seed)
-        source = f"seeded random weights (seed {seed})"
+        return network, os.fspath(weights)
+    randomize_batchnorm(network, (2, *input_shape(network.info, 1)[1:]), seed=seed)
+    return network, f"seeded random weights (seed {seed})"
+
+
+def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold, decode, exporter,
+                  bn_variant) -> ExportResult:
+    from foldkit.darknet.decode import YoloDecoder
+
+    network, source = load_network(model, weights=weights, seed=seed, img_size=img_size, bn_variant=bn_variant)
+    shape = input_shape(network.info, batch)
+    ensure_fits(activation_bytes(network.plan, batch), f"{model}: tracing at input shape {list(shape)}")
     if decode and not network.is_detector:
         raise FoldkitError(f"{model}: in-graph decoding needs a detector with [yolo] sections")
     exported = YoloDecoder(network) if decode else network
-    result = export_onnx(exported, output, input_shape=shape, fold=fold, opset=opset, dynamic_batch=batch is None,
-                         exporter=exporter)
+    result = export_onnx(exported, output, input_shape=shape, fold=fold, opset=opset,
+                         dynamic_batch=batch is None, exporter=exporter)
     result.weights_source = source
     return result

@@ -22,8 +22,8 @@ from foldkit.darknet.layers import NetworkPlan, plan_network
 from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME, LEAKY_SLOPE
 from foldkit.darknet.weights import ConvRecord, read_weights
 from foldkit.errors import FoldkitError
-from foldkit.fold.affine import batchnorm_scale_shift, fold_affine
-from foldkit.fold.report import FOLDED, FoldEntry, FoldReport
+from foldkit.fold.affine import UnsafeFoldError, fold_batchnorm
+from foldkit.fold.report import FOLDED, SKIPPED, FoldEntry, FoldReport
 from foldkit.onnxio.metadata import add_metadata, fold_metadata
 from foldkit.onnxio.stream import save_with_arrays
 from foldkit.onnxio.validate import validate_model
@@ -76,12 +76,17 @@ def _conv(g: _GraphWriter, p: spec.Conv, record: ConvRecord, x: str, base: str, 
           opset: int) -> str:
     attrs = dict(kernel_shape=[p.size, p.size], strides=list(p.stride), pads=[p.padding] * 4,
                  dilations=[p.dilation, p.dilation], group=p.groups)
+    folded, refusal = None, ""
+    if fold and record.gamma is not None:
+        try:
+            norm = (record.gamma, record.bias, record.mean, record.var)
+            folded = fold_batchnorm(record.weight, None, norm, record.eps)
+        except UnsafeFoldError as unsafe:  # NaN/Inf or variance + eps <= 0: written unfolded, reported
+            refusal = str(unsafe)
     if record.gamma is None:
         out = g.node("Conv", [x, g.const(record.weight, f"{base}.weight"), g.const(record.bias, f"{base}.bias")],
                      f"{base}.conv", **attrs)
-    elif fold:
-        scale, shift = batchnorm_scale_shift(record.gamma, record.bias, record.mean, record.var, record.eps)
-        folded = fold_affine(record.weight, None, scale, shift)
+    elif folded is not None:
         out = g.node("Conv", [x, g.const(folded.weight, f"{base}.weight"), g.const(folded.bias, f"{base}.bias")],
                      f"{base}.conv", **attrs)
         report.add(FoldEntry(f"{base}.bn", "BatchNormalization", FOLDED, target=f"{base}.conv",
@@ -92,6 +97,8 @@ def _conv(g: _GraphWriter, p: spec.Conv, record: ConvRecord, x: str, base: str, 
         params = [g.const(a, f"{base}.bn.{n}") for a, n in
                   ((record.gamma, "scale"), (record.bias, "B"), (record.mean, "mean"), (record.var, "var"))]
         out = g.node("BatchNormalization", [conv, *params], f"{base}.bn", epsilon=record.eps)
+        if refusal:
+            report.add(FoldEntry(f"{base}.bn", "BatchNormalization", SKIPPED, reason=refusal))
     return _activation(g, p.activation, out, f"{base}.act", opset)
 
 

@@ -5,13 +5,25 @@ A linear op (Conv, ConvTranspose, Gemm, MatMul, Linear) followed by a per-channe
 bias ``b·s + t``. BatchNorm at inference is such a map with ``s = γ/√(σ²+ε)`` and ``t = β − μ·s``.
 Everything is computed in float64 and cast exactly once to the target dtype, so a folded fp16
 weight is the correctly rounded fold, not the product of rounded steps.
+
+A fold must never write a number the model did not already compute with: parameters that are not
+a normalization (variance + ε ≤ 0, NaN or Inf anywhere) raise :class:`UnsafeFoldError` when the
+map is read, and a fold whose result is not finite (NaN/Inf in the weights, or an overflow of the target
+dtype) carries the reason in :attr:`AffineFold.refusal` (:func:`fold_batchnorm` raises it instead).
+The PyTorch pass and the Darknet converter fold through :func:`fold_batchnorm`; the ONNX pass
+reads the map once per node and refuses any plan whose fold carries a refusal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
+
+
+class UnsafeFoldError(ValueError):
+    """The parameters are not a finite normalization: folding them would write NaN or Inf."""
 
 
 @dataclass
@@ -22,6 +34,7 @@ class AffineFold:
     bias: np.ndarray
     max_amplification: float  # max |s|: how much the fold magnified any filter
     warnings: list[str] = field(default_factory=list)
+    refusal: str = ""  # why these values must not be written (NaN/Inf in them); '' when they are safe
 
 
 def batchnorm_scale_shift(
@@ -30,12 +43,37 @@ def batchnorm_scale_shift(
 ) -> tuple[np.ndarray, np.ndarray]:
     """BatchNorm's inference map as ``(s, t)`` in float64: ``y = x·s + t``.
 
-    ``eps_outside_sqrt`` gives pjreddie Darknet's CPU variant, ``γ/(√σ² + ε)``.
+    ``eps_outside_sqrt`` gives pjreddie Darknet's CPU variant, ``γ/(√σ² + ε)``. Raises
+    :class:`UnsafeFoldError` when a parameter is NaN/Inf or the denominator is not positive
+    (variance + ε ≤ 0): such a norm computes NaN/Inf itself, and a fold would hide that in the weights.
     """
     gamma, beta, mean, var = (np.asarray(a, dtype=np.float64) for a in (gamma, beta, mean, var))
-    denominator = np.sqrt(var) + eps if eps_outside_sqrt else np.sqrt(var + eps)
+    for role, values in (("scale (gamma)", gamma), ("bias (beta)", beta), ("mean", mean), ("variance", var)):
+        if not np.isfinite(values).all():
+            raise UnsafeFoldError(
+                f"its {role} is not finite ({_first_non_finite(values)}); the fold would write NaN/Inf"
+            )
+    if not np.isfinite(eps):
+        raise UnsafeFoldError(f"its epsilon {eps} is not finite; the fold would write NaN/Inf")
+    with np.errstate(invalid="ignore"):  # a negative variance is reported below, channel by channel
+        denominator = np.sqrt(var) + eps if eps_outside_sqrt else np.sqrt(var + eps)
+    bad = np.flatnonzero(~(denominator > 0))
+    if bad.size:
+        form = "√variance + epsilon" if eps_outside_sqrt else "variance + epsilon"
+        raise UnsafeFoldError(
+            f"its {form} is not positive in {bad.size} channel(s) (channel {bad[0]}: variance {var[bad[0]]:g}, "
+            f"epsilon {eps:g}), so it divides by zero or takes the root of a negative number"
+        )
     scale = gamma / denominator
-    return scale, beta - mean * scale
+    shift = beta - mean * scale
+    if not (np.isfinite(scale).all() and np.isfinite(shift).all()):
+        raise UnsafeFoldError("its scale γ/√(σ²+ε) or shift overflows float64; the fold would write Inf")
+    return scale, shift
+
+
+def _first_non_finite(values: np.ndarray) -> str:
+    bad = np.flatnonzero(~np.isfinite(values))
+    return f"{bad.size} value(s), first at channel {bad[0]}: {values.reshape(-1)[bad[0]]}"
 
 
 def channel_scale(scale: np.ndarray, weight_shape: tuple[int, ...], axis: int, groups: int = 1) -> np.ndarray:
@@ -116,6 +154,28 @@ def fold_affine(
     return _finish(weight64, bias64, scale, dtype)
 
 
+def fold_batchnorm(
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    norm: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    eps: float,
+    *,
+    axis: int = 0,
+    groups: int = 1,
+    dtype: np.dtype | None = None,
+) -> AffineFold:
+    """Fold a BatchNorm (``norm`` = γ, β, μ, σ²) into the linear op before it; only finite results.
+
+    Raises :class:`UnsafeFoldError` with the reason when the parameters are not a normalization or
+    the folded weight or bias would not be finite, so a caller can never write such a fold.
+    """
+    scale, shift = batchnorm_scale_shift(*norm, eps=eps)
+    result = fold_affine(weight, bias, scale, shift, axis=axis, groups=groups, dtype=dtype)
+    if result.refusal:
+        raise UnsafeFoldError(result.refusal)
+    return result
+
+
 def fold_affine_input(
     weight: np.ndarray,
     bias: np.ndarray | None,
@@ -157,4 +217,23 @@ def _finish(weight64: np.ndarray, bias64: np.ndarray, scale: np.ndarray, dtype: 
             f"the fold multiplies some filters by up to {amplification:.0f} (tiny BN variance); in "
             f"{dtype.name} the folded weights can be less accurate than conv + norm were"
         )
-    return AffineFold(new_weight, new_bias, amplification, warnings)
+    refusal = "; ".join(_non_finite(new, exact, dtype, what)
+                        for new, exact, what in ((new_weight, weight64, "weight"), (new_bias, bias64, "bias"))
+                        if not np.isfinite(new).all())
+    return AffineFold(new_weight, new_bias, amplification, warnings, refusal)
+
+
+def _non_finite(cast: np.ndarray, exact: np.ndarray, dtype: np.dtype, what: str) -> str:
+    """Why the folded ``what`` is not finite: non-finite inputs (NaN/Inf spread), or the cast overflowed.
+
+    NaN and Inf survive every product and sum of the fold, so a non-finite float64 value means an
+    input (weight, bias, scale or shift) was already non-finite.
+    """
+    inherited = int(np.count_nonzero(~np.isfinite(exact)))
+    if inherited:
+        return (f"the folded {what} would hold {inherited} NaN/Inf value(s): the weight, the bias or the "
+                "per-channel map is not finite")
+    overflow = int(np.count_nonzero(~np.isfinite(np.asarray(cast, dtype=np.float64))))
+    largest = float(np.max(np.abs(exact)))
+    return (f"the folded {what} would overflow {dtype.name} in {overflow} value(s) (largest |value| {largest:.4g}, "
+            f"{dtype.name} max {float(ml_dtypes.finfo(dtype).max):.4g})")

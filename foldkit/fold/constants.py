@@ -17,7 +17,9 @@ from onnx.reference import ReferenceEvaluator
 from foldkit.onnxio.store import TensorStore
 
 # Nodes that must not be evaluated at fold time even with constant inputs.
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+_NONDETERMINISTIC = {
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
+}
 
 
 def constant_names(graph: onnx.GraphProto, *, initializer_inputs_are_constant: bool = False) -> set[str]:
@@ -66,7 +68,7 @@ def fold_constants(
             opset_imports=list(model.opset_import), ir_version=model.ir_version,
         )
         values = ReferenceEvaluator(sub).run(None, {})
-        graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in zip(wanted, values))
+        graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in zip(wanted, values, strict=True))
 
     kept = [node for node in graph.node if id(node) not in removed]
     del graph.node[:]

@@ -6,13 +6,25 @@ computing it. Nothing is skipped silently: every normalization the pass saw has 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
 
-FOLDED = "folded"
-SKIPPED = "skipped"  # could fold in principle, but this instance can't (shared output, training mode…)
-NOT_FOLDABLE = "not-foldable"  # the normalization itself uses per-sample statistics
+from foldkit import strict_json
+
+
+class FoldStatus(str, Enum):
+    """What became of one normalization; the values are what the JSON report and the text say."""
+
+    __str__ = str.__str__  # "folded", not "FoldStatus.FOLDED", in f-strings on every Python
+
+    FOLDED = "folded"
+    SKIPPED = "skipped"  # could fold in principle, but this instance can't (shared output, training mode, NaN…)
+    NOT_FOLDABLE = "not-foldable"  # the normalization itself uses per-sample statistics
+
+
+FOLDED, SKIPPED, NOT_FOLDABLE = FoldStatus.FOLDED, FoldStatus.SKIPPED, FoldStatus.NOT_FOLDABLE
 
 
 @dataclass
@@ -21,7 +33,7 @@ class FoldEntry:
 
     node: str  # the norm's module path or ONNX node name
     op: str  # BatchNorm2d, BatchNormalization, GroupNorm, Mul, …
-    status: str
+    status: FoldStatus
     reason: str = ""
     target: str | None = None  # the conv/gemm it was folded into
     pattern: str = ""  # e.g. "Conv → BatchNormalization"
@@ -69,7 +81,8 @@ class FoldReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        """Strict JSON that every parser reads: a NaN or Inf is written as null, never as bare NaN."""
+        return strict_json.dumps(self.to_dict(), indent=2)
 
     def summary(self) -> str:
         """One line: how many folded, how many left and why."""

@@ -19,7 +19,7 @@ import torch.fx
 from torch import nn
 
 from foldkit.errors import FoldkitError
-from foldkit.fold.affine import batchnorm_scale_shift, fold_affine
+from foldkit.fold.affine import UnsafeFoldError, fold_batchnorm
 from foldkit.fold.report import FOLDED, NOT_FOLDABLE, SKIPPED, FoldEntry, FoldReport
 
 _LINEAR_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
@@ -71,7 +71,9 @@ def fold_module(model: nn.Module, *, inplace: bool = False) -> tuple[nn.Module, 
             ) else SKIPPED
             continue
         conv_name = str(node.args[0].target)
-        _fold_pair(modules[conv_name], norm, entry)
+        if refusal := _fold_pair(modules[conv_name], norm, entry):
+            entry.reason = refusal
+            continue
         _replace_module(folded, str(node.target), nn.Identity())
         entry.status, entry.target = FOLDED, conv_name
         entry.pattern = f"{type(modules[conv_name]).__name__} → {entry.op}"
@@ -81,7 +83,7 @@ def fold_module(model: nn.Module, *, inplace: bool = False) -> tuple[nn.Module, 
 def _trace(model: nn.Module) -> torch.fx.Graph:
     try:
         return torch.fx.Tracer().trace(model)
-    except Exception as exc:  # noqa: BLE001 - fx raises many types for untraceable code
+    except Exception as exc:  # fx raises many types for untraceable code
         raise FoldkitError(
             f"cannot trace {type(model).__name__} with torch.fx to find conv→norm pairs "
             f"({type(exc).__name__}: {exc}); export it to ONNX and fold the graph instead"
@@ -128,24 +130,34 @@ def _pair_refusal(node: torch.fx.Node, norm: nn.Module, modules: dict, calls: Co
 
 
 @torch.no_grad()
-def _fold_pair(conv: nn.Module, norm: nn.Module, entry: FoldEntry) -> None:
-    """Fold ``norm``'s running-statistics map into ``conv``'s weight and bias."""
+def _fold_pair(conv: nn.Module, norm: nn.Module, entry: FoldEntry) -> str:
+    """Fold ``norm``'s running-statistics map into ``conv``'s weight and bias.
+
+    Returns '' when folded; otherwise why the numbers forbid it (NaN/Inf, variance + ε ≤ 0, an
+    overflow of the conv's dtype), and then nothing has been changed.
+    """
+    assert isinstance(conv, _LINEAR_TYPES) and isinstance(norm, _RUNNING_STAT_NORMS)  # _pair_refusal checked
     channels = norm.num_features
     gamma = norm.weight if norm.weight is not None else torch.ones(channels)
     beta = norm.bias if norm.bias is not None else torch.zeros(channels)
-    scale, shift = batchnorm_scale_shift(
-        _float64(gamma), _float64(beta), _float64(norm.running_mean), _float64(norm.running_var), norm.eps
-    )
     transposed = isinstance(conv, nn.modules.conv._ConvTransposeNd)
+    groups = conv.groups if isinstance(conv, nn.modules.conv._ConvTransposeNd) else 1
     dtype = conv.weight.dtype
-    result = fold_affine(
-        _float64(conv.weight), None if conv.bias is None else _float64(conv.bias), scale, shift,
-        axis=1 if transposed else 0, groups=conv.groups if transposed else 1, dtype=_NUMPY_DTYPES[dtype],
-    )
+    assert norm.running_mean is not None and norm.running_var is not None  # _norm_refusal checked
+    try:
+        result = fold_batchnorm(
+            _float64(conv.weight), None if conv.bias is None else _float64(conv.bias),
+            (_float64(gamma), _float64(beta), _float64(norm.running_mean), _float64(norm.running_var)), norm.eps,
+            axis=1 if transposed else 0, groups=groups, dtype=_NUMPY_DTYPES[dtype],
+        )
+    except UnsafeFoldError as refusal:
+        return str(refusal)
     conv.weight.copy_(_to_torch(result.weight, dtype))
-    conv.bias = nn.Parameter(_to_torch(result.bias, dtype).to(conv.weight.device), requires_grad=conv.weight.requires_grad)
+    bias = _to_torch(result.bias, dtype).to(conv.weight.device)
+    conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
     entry.max_amplification = result.max_amplification
     entry.warnings.extend(result.warnings)
+    return ""
 
 
 def _float64(tensor: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,87 @@
+"""Make one variant runnable (an ORT session or a loaded torch module), and say what it really runs.
+
+Opening a runner is what "session creation" times: ORT loads and optimizes the file, torch
+unpickles the saved module. The same function opens runners for timing and for the memory
+probe's fresh process, so both measure the same thing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from foldkit.bench.variants import Variant
+from foldkit.errors import FoldkitError
+from foldkit.fold.onnx import node_counts
+from foldkit.runtime import create_session, provider_preference, random_inputs, resolve_providers
+
+TORCH_CPU = "torch-cpu"
+
+
+@dataclass
+class Runner:
+    """One inference call with everything prepared, and the provider that really runs it."""
+
+    run: Callable[[], Any]
+    provider_used: str
+
+
+def available_providers() -> list[str]:
+    """CPU, then CUDA and TensorRT where this onnxruntime has them: ``auto``'s preference, slowest first."""
+    return provider_preference("auto")[::-1]
+
+
+def input_feeds(model: Path, batch: int, seed: int) -> dict[str, np.ndarray]:
+    """The seeded input every variant gets: :func:`foldkit.runtime.random_inputs` of the model's one input."""
+    session = create_session(model, providers="cpu", opt_level="disable")
+    if len(session.get_inputs()) != 1:
+        raise FoldkitError(f"{model}: bench needs a model with one input, found {len(session.get_inputs())}")
+    _check_batch(model, session.get_inputs()[0].shape, batch)
+    return random_inputs(session, seed=seed, batch=batch)
+
+
+def open_runner(variant: Variant, path: Path, *, provider: str, feeds: dict[str, np.ndarray],
+                threads: int | None) -> Runner:
+    """Load ``path`` as ``variant`` says, ready to run on ``feeds``."""
+    if variant.runtime == "ort":
+        session = create_session(path, providers=resolve_providers(provider), opt_level=variant.level,
+                                 disabled_optimizers=variant.disabled, threads=threads, spinning=False)
+        _check_batch(path, session.get_inputs()[0].shape, next(iter(feeds.values())).shape[0])
+        return Runner(lambda: session.run(None, feeds), session.get_providers()[0])
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    module = torch.load(path, weights_only=False).eval()
+    x = torch.from_numpy(next(iter(feeds.values())))
+
+    def run() -> Any:
+        with torch.no_grad():
+            return module(x)
+
+    return Runner(run, TORCH_CPU)
+
+
+def ran_ops(variant: Variant, path: Path, *, provider: str, threads: int | None, folder: Path) -> dict[str, int]:
+    """Op counts of what really runs: the graph ORT saves after optimizing, or the torch module's leaf layers."""
+    if variant.runtime == "ort":
+        optimized = folder / f"{variant.name}-{provider}.optimized.onnx"
+        create_session(path, providers=resolve_providers(provider), opt_level=variant.level,
+                       disabled_optimizers=variant.disabled, threads=threads, optimized_model_path=optimized)
+        return node_counts(onnx.load(str(optimized))) if optimized.exists() else {}
+    import torch
+
+    module = torch.load(path, weights_only=False)
+    return dict(sorted(Counter(type(m).__name__ for m in module.modules() if not list(m.children())).items()))
+
+
+def _check_batch(path: Path, shape: list, batch: int) -> None:
+    """A fixed batch dimension is kept by random_inputs, so another batch size must be refused, not run as it."""
+    if shape and isinstance(shape[0], int) and shape[0] > 0 and shape[0] != batch:
+        raise FoldkitError(f"{path}: the model's batch size is fixed at {shape[0]}; cannot run batch {batch}")
