@@ -216,15 +216,10 @@ def test_output_that_is_a_link_to_the_input_is_refused(tmp_path, capsys, model, 
     assert snapshot(tmp_path) == before and not leftovers(tmp_path)
 
 
-FOLDPAT = pytest.mark.xfail(reason="numeric fold safety (BN variance + eps <= 0, non-finite parameters and "
-                                   "results refused per node, strict report JSON): fixed on branch foldpat",
-                            strict=False)
-
-
 @pytest.mark.parametrize("stats", [
-    pytest.param({"var": -1.0}, marks=FOLDPAT, id="variance-1"),
-    pytest.param({"mean": float("nan")}, marks=FOLDPAT, id="nan-mean"),
-    pytest.param({"var": float("inf")}, marks=FOLDPAT, id="inf-variance"),
+    pytest.param({"var": -1.0}, id="variance-1"),
+    pytest.param({"mean": float("nan")}, id="nan-mean"),
+    pytest.param({"var": float("inf")}, id="inf-variance"),
 ])
 def test_bn_that_cannot_fold_is_left_with_its_reason(tmp_path, capsys, stats):
     """A BN whose statistics are not usable is kept as it is; the report says why and stays strict JSON."""
