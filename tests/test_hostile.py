@@ -355,6 +355,11 @@ def test_malformed_models_are_one_line_exit_2(tmp_path, capsys, model, how, comm
     assert snapshot(tmp_path) == before and list(out.iterdir()) == [] and not leftovers(tmp_path)
 
 
+def test_a_file_name_with_a_newline_still_gives_one_line(tmp_path, capsys):
+    code, _, err = cli(capsys, "inspect", tmp_path / "two\nlines.onnx")
+    assert_refused(code, err, "two\\nlines.onnx", "no such file")
+
+
 def test_unwritable_output_folder_is_exit_2(tmp_path, capsys, model):
     # chmod does not stop root; /proc refuses new files to everyone
     folder = Path("/proc") if os.geteuid() == 0 else tmp_path / "ro"
