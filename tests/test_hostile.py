@@ -530,6 +530,18 @@ def test_fifo_inputs_do_not_hang(tmp_path, darknet, command):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "fifo"]
 
 
+@pytest.mark.parametrize("command", ["fold", "check", "inspect"])
+def test_external_data_fifo_does_not_hang(tmp_path, command):
+    model = external_data_model(tmp_path, "w.bin")
+    (tmp_path / "w.bin").unlink()
+    os.mkfifo(tmp_path / "w.bin")
+    args = {"fold": ["fold", model, "-o", tmp_path / "o.onnx"], "check": ["check", model, model],
+            "inspect": ["inspect", model]}[command]
+    result = run_process(*args, timeout=120)
+    assert_refused(result.returncode, result.stderr, "w.bin", "not a regular file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "w.bin"]
+
+
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_output_mode_follows_the_umask(tmp_path, model, umask, mode):
     output, report, repo = tmp_path / "o.onnx", tmp_path / "r.json", tmp_path / "repo"

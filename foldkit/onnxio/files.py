@@ -261,7 +261,10 @@ def load_onnx(path: PathLike, *, load_external_data: bool = True) -> onnx.ModelP
         raise FoldkitError(f"{path}: file is empty, not an ONNX model")
     try:
         model = onnx.load(str(path), load_external_data=False)
-        if check_external_locations(model, path) and load_external_data:
+        locations = check_external_locations(model, path)
+        if locations and load_external_data:
+            for location in locations:  # a FIFO here would block the loader
+                require_input_file(path.parent / location, "external data file")
             onnx.load_external_data_for_model(model, str(path.parent))
         check_model_data(model, str(path))
     except DecodeError as exc:
