@@ -240,7 +240,9 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 
 def _fail(command: str, message: str, code: int) -> int:
-    print(f"foldkit {command}: {message}", file=sys.stderr)
+    """One line on stderr, whatever the message quotes (a file name with a newline is shown escaped)."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    print(f"foldkit {command}: {line}", file=sys.stderr)
     return code
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -62,3 +64,23 @@ def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, reference: bool
 def max_rel_error(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max() / np.abs(y.astype(np.float64)).max())
                for x, y in zip(a, b))
+
+
+def conv_bn_model(path: Path, *, var: float | None = None, mean: float | None = None, channels: int = 4,
+                  seed: int = 0, size: int = 8) -> Path:
+    """A Conv→BN→Relu model; ``var``/``mean`` overwrite every channel's statistics when given."""
+    rng = np.random.default_rng(seed)
+    params = {
+        "W": rng.standard_normal((channels, 3, 3, 3)).astype(np.float32),
+        "gamma": rng.uniform(0.5, 1.5, channels).astype(np.float32),
+        "beta": rng.standard_normal(channels).astype(np.float32),
+        "mean": np.full(channels, mean, np.float32) if mean is not None else rng.standard_normal(channels).astype(
+            np.float32),
+        "var": np.full(channels, var, np.float32) if var is not None else rng.uniform(0.5, 2, channels).astype(
+            np.float32),
+    }
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             bn_node("c", "b"), helper.make_node("Relu", ["b"], ["y"], name="relu")]
+    model = make_model(nodes, [("x", np.float32, [1, 3, size, size])], [("y", np.float32, None)], params)
+    onnx.save(model, str(path))
+    return path

@@ -11,15 +11,18 @@ unseeded ones.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from foldkit.darknet.layers import NetInfo
+from foldkit.darknet.layers import BUILTIN_MODELS, NetInfo, NetworkPlan
 from foldkit.darknet.to_onnx import MIN_OPSET, darknet_to_onnx
 from foldkit.defaults import DEFAULT_OPSET
 from foldkit.errors import FoldkitError
 from foldkit.export import ExportResult, export_onnx
+from foldkit.limits import ensure_fits
+from foldkit.onnxio.files import require_input_file
 from foldkit.onnxio.metadata import add_metadata, network_metadata
 
 if TYPE_CHECKING:
@@ -33,6 +36,21 @@ DEFAULT_SEED = 0  # the seed of a network exported without .weights when none is
 def input_shape(info: NetInfo, batch: int | None) -> tuple[int, int, int, int]:
     """NCHW input shape of a network; a dynamic batch (``None``) is traced with batch 1."""
     return (1 if batch is None else batch, info.channels, info.height, info.width)
+
+
+def activation_bytes(plan: NetworkPlan, batch: int | None) -> float:
+    """float32 bytes of the input and every layer's output for one forward pass (what tracing holds)."""
+    values = math.prod(input_shape(plan.info, batch)) + sum(
+        (1 if batch is None else batch) * math.prod(layer.shape) for layer in plan.layers)
+    return 4.0 * values
+
+
+def require_regular_inputs(model: str | os.PathLike, weights: str | os.PathLike | None) -> None:
+    """The cfg and weights files must be regular files: a FIFO or a device would block or stream forever."""
+    if weights is not None:
+        require_input_file(weights, "weights file")
+    if str(model) not in BUILTIN_MODELS and Path(model).exists():
+        require_input_file(model, "cfg")
 
 
 def choose_route(route: Route, *, weights: bool, decode: bool, opset: int) -> str:
@@ -65,6 +83,7 @@ def export_darknet(
     ``batch=None`` makes the batch dimension dynamic. ``decode`` puts YOLO decoding in the graph
     (PyTorch routes only).
     """
+    require_regular_inputs(model, weights)
     if weights is not None and seed is not None:
         raise FoldkitError("weights and a random-weights seed exclude each other: give one of them")
     route = choose_route(exporter, weights=weights is not None, decode=decode, opset=opset)
@@ -104,6 +123,7 @@ def load_network(
     from foldkit.darknet.weights import load_weights
     from foldkit.synthetic import randomize_batchnorm
 
+    require_regular_inputs(model, weights)
     if weights is not None and seed is not None:
         raise FoldkitError("weights and a random-weights seed exclude each other: give one of them")
     seed = DEFAULT_SEED if seed is None else seed
@@ -120,10 +140,12 @@ def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold,
     from foldkit.darknet.decode import YoloDecoder
 
     network, source = load_network(model, weights=weights, seed=seed, img_size=img_size, bn_variant=bn_variant)
+    shape = input_shape(network.info, batch)
+    ensure_fits(activation_bytes(network.plan, batch), f"{model}: tracing at input shape {list(shape)}")
     if decode and not network.is_detector:
         raise FoldkitError(f"{model}: in-graph decoding needs a detector with [yolo] sections")
     exported = YoloDecoder(network) if decode else network
-    result = export_onnx(exported, output, input_shape=input_shape(network.info, batch), fold=fold, opset=opset,
+    result = export_onnx(exported, output, input_shape=shape, fold=fold, opset=opset,
                          dynamic_batch=batch is None, exporter=exporter)
     result.weights_source = source
     return result

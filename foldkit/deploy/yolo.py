@@ -10,6 +10,7 @@ classes. Suppression is class-aware and greedy, computed on the IoU matrix as a 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,8 @@ def parse_anchors(text: str, classes: int, scale_x_y: float = 1.0) -> list[HeadS
             values = [float(v) for v in part.replace(" ", "").split(",") if v]
         except ValueError:
             raise FoldkitError(f"--anchors: {part!r} is not a comma-separated list of numbers") from None
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise FoldkitError(f"--anchors: anchor sizes must be finite and positive, not {part!r}")
         if not values or len(values) % 2:
             raise FoldkitError(f"--anchors: each head needs (w, h) pairs, got {len(values)} values in {part!r}")
         heads.append(HeadSpec(tuple(zip(values[0::2], values[1::2])), classes, scale_x_y))

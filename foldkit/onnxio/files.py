@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import tempfile
 from pathlib import Path
@@ -27,6 +28,7 @@ import onnx
 from google.protobuf.message import DecodeError, EncodeError
 
 from foldkit.errors import FoldkitError
+from foldkit.onnxio.validate import check_model_data
 
 PathLike = str | os.PathLike
 
@@ -99,6 +101,26 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+_DEFERRED_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT while the bookkeeping of staged files changes.
+
+    A temporary file created but not yet recorded (or renamed but still recorded) would escape
+    the rollback if the signal's exception were raised in between; held, it is raised right after.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class OutputTransaction:
     """Outputs written to temporary files beside their targets, renamed into place together.
 
@@ -120,8 +142,9 @@ class OutputTransaction:
         while not probe.exists():
             missing.append(probe)
             probe = probe.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        self._made.extend(reversed(missing))
+        with _signals_deferred():
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made.extend(reversed(missing))
         return folder
 
     def path(self, target: PathLike) -> Path:
@@ -129,12 +152,13 @@ class OutputTransaction:
         folder = target.parent if str(target.parent) else Path(".")
         if not folder.is_dir():
             raise FoldkitError(f"{target}: output folder {folder} does not exist")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        except OSError as exc:
-            raise FoldkitError(f"{target}: cannot write in {folder}: {exc.strerror}") from None
+        with _signals_deferred():
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+            except OSError as exc:
+                raise FoldkitError(f"{target}: cannot write in {folder}: {exc.strerror}") from None
+            self._pending.append((Path(tmp), target))
         os.close(fd)
-        self._pending.append((Path(tmp), target))
         return Path(tmp)
 
     def write_bytes(self, target: PathLike, data: bytes) -> None:
@@ -147,10 +171,11 @@ class OutputTransaction:
         mode = _new_file_mode()
         for tmp, _ in self._pending:
             os.chmod(tmp, mode)
-        for tmp, target in self._pending:
-            os.replace(tmp, target)
-        self._pending.clear()
-        self._made.clear()
+        with _signals_deferred():  # all renamed and forgotten, or none
+            for tmp, target in self._pending:
+                os.replace(tmp, target)
+            self._pending.clear()
+            self._made.clear()
 
     def rollback(self) -> None:
         for tmp, _ in self._pending:
@@ -236,8 +261,12 @@ def load_onnx(path: PathLike, *, load_external_data: bool = True) -> onnx.ModelP
         raise FoldkitError(f"{path}: file is empty, not an ONNX model")
     try:
         model = onnx.load(str(path), load_external_data=False)
-        if check_external_locations(model, path) and load_external_data:
+        locations = check_external_locations(model, path)
+        if locations and load_external_data:
+            for location in locations:  # a FIFO here would block the loader
+                require_input_file(path.parent / location, "external data file")
             onnx.load_external_data_for_model(model, str(path.parent))
+        check_model_data(model, str(path))
     except DecodeError as exc:
         raise FoldkitError(f"{path}: not a valid ONNX model (protobuf decode failed: {exc})") from None
     except (OSError, ValueError, UnicodeError, onnx.checker.ValidationError) as exc:

@@ -22,6 +22,7 @@ from onnx import helper
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.store import TensorStore
 from foldkit.onnxio.stream import FileRange, array_entry, raw_tensor_entry, write_model
+from foldkit.onnxio.validate import check_model_data
 from foldkit.onnxio.wire import (GRAPH_INITIALIZER_FIELD, LENGTH_DELIMITED, MODEL_GRAPH_FIELD, TENSOR_RAW_DATA_FIELD,
                                  iter_fields)
 
@@ -118,6 +119,11 @@ def open_lazy(path: str | os.PathLike) -> LazyModel | None:
     if model is None:
         os.close(fd)
         return None
+    try:
+        check_model_data(model, str(path), {name: length for name, (_, length) in locations.items()})
+    except BaseException:
+        os.close(fd)
+        raise
     return LazyModel(path, model, FileTensorStore(fd, locations))
 
 

@@ -66,3 +66,71 @@ def validate_model(
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FoldkitError(f"{where}: model fails ONNX validation: {first}") from None
+
+
+_SUB_BYTE_TYPES = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1")
+                   if hasattr(onnx.TensorProto, n)}
+
+
+def _check_tensor(tensor: onnx.TensorProto, where: str, raw_length: int | None) -> None:
+    """A tensor's type is defined and its data holds exactly as many values as its dims say."""
+    name = tensor.name if isinstance(tensor.name, str) else repr(tensor.name)
+    if tensor.data_type == onnx.TensorProto.UNDEFINED or tensor.data_type not in onnx.TensorProto.DataType.values():
+        raise FoldkitError(f"{where}: tensor '{name}' has an undefined element type ({tensor.data_type})")
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type in _SUB_BYTE_TYPES:
+        return
+    count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    if any(d < 0 for d in tensor.dims):
+        raise FoldkitError(f"{where}: tensor '{name}' has negative dims {list(tensor.dims)}")
+    if raw_length is None and tensor.HasField("raw_data"):
+        raw_length = len(tensor.raw_data)
+    if raw_length is not None and tensor.data_type != onnx.TensorProto.STRING:
+        itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        if raw_length != count * itemsize:
+            raise FoldkitError(f"{where}: tensor '{name}' has {raw_length} bytes of data, but its dims "
+                               f"{list(tensor.dims)} need {count * itemsize}")
+        return
+    field = helper.tensor_dtype_to_field(tensor.data_type)
+    per_value = 2 if tensor.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128) else 1
+    held = len(getattr(tensor, field)) // per_value
+    if held != count:
+        raise FoldkitError(f"{where}: tensor '{name}' holds {held} values, but its dims {list(tensor.dims)} "
+                           f"need {count}")
+
+
+def _check_text(value: str | bytes, what: str, where: str) -> None:
+    if isinstance(value, bytes):  # protobuf hands back bytes for a string field that is not UTF-8
+        raise FoldkitError(f"{where}: {what} {value!r} is not valid UTF-8")
+
+
+def check_model_data(model: onnx.ModelProto, where: str, raw_lengths: dict[str, int] | None = None) -> None:
+    """Refuse, with a one-line error, what would crash a pass deep inside: names that are not UTF-8,
+    tensors of undefined type, and tensor data whose length disagrees with the dims.
+
+    ``raw_lengths`` gives the ``raw_data`` length of initializers whose bytes were left in the file
+    (:mod:`foldkit.onnxio.lazy`). Runs over subgraphs too; cheap (no tensor data is copied).
+    """
+    raw_lengths = raw_lengths or {}
+
+    def walk(graph: onnx.GraphProto) -> None:
+        for tensor in graph.initializer:
+            _check_text(tensor.name, "initializer name", where)
+            _check_tensor(tensor, where, raw_lengths.get(tensor.name))
+        for value in [*graph.input, *graph.output, *graph.value_info]:
+            _check_text(value.name, "value name", where)
+        for node in graph.node:
+            for text, what in ((node.name, "node name"), (node.op_type, "op_type"), (node.domain, "domain"),
+                               *((n, "tensor name") for n in [*node.input, *node.output])):
+                _check_text(text, what, where)
+            for attribute in node.attribute:
+                _check_text(attribute.name, "attribute name", where)
+                for tensor in [attribute.t] if attribute.HasField("t") else []:
+                    _check_tensor(tensor, where, None)
+                for tensor in attribute.tensors:
+                    _check_tensor(tensor, where, None)
+                for subgraph in [attribute.g] if attribute.HasField("g") else []:
+                    walk(subgraph)
+                for subgraph in attribute.graphs:
+                    walk(subgraph)
+
+    walk(model.graph)
