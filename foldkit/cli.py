@@ -14,8 +14,9 @@ import signal
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from foldkit.defaults import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL
 from foldkit.errors import FoldkitError
@@ -126,9 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "auto: direct when --weights is given without --decode, else torchscript")
     export.add_argument("--weights", help="a Darknet .weights file for the cfg")
     export.add_argument("--bn-variant", choices=("alexeyab", "pjreddie"), default="alexeyab",
-                        help="BatchNorm ε: alexeyab √(σ²+1e-5) (default; also pjreddie on GPU) or pjreddie CPU √σ²+1e-6")
+                        help="BatchNorm ε: alexeyab √(σ²+1e-5) (default; also pjreddie on GPU) "
+                             "or pjreddie CPU √σ²+1e-6")
     export.add_argument("--decode", action="store_true",
-                        help="decode YOLO heads in the graph: one (N, boxes, 4+1+classes) output, boxes in input pixels")
+                        help="decode YOLO heads in the graph: one (N, boxes, 4+1+classes) output, "
+                             "boxes in input pixels")
     export.add_argument("--random-weights", type=_seed, metavar="SEED",
                         help="seed of the random weights used without --weights (default 0)")
 
@@ -155,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tolerances(fold)
 
     bench = commands.add_parser("bench", help="benchmark folded vs unfolded inference, saying exactly what ran")
-    bench.add_argument("model", help="built-in name, .cfg (with --weights) or .onnx (foldkit folds it for the folded side)")
+    bench.add_argument("model", help="built-in name, .cfg (with --weights) or .onnx "
+                                     "(foldkit folds it for the folded side)")
     bench.add_argument("--weights", help="Darknet .weights for a .cfg model (default: seeded random weights)")
     bench.add_argument("--img-size", type=_positive)
     bench.add_argument("--variants", default="all", help="comma-separated variant names, or 'all'")

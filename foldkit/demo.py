@@ -35,7 +35,8 @@ def run_demo(
 
     providers = resolve_providers("auto")
     print(f"onnxruntime providers: {', '.join(providers)}")
-    sessions = {folded: create_session(path, providers=providers, opt_level="disable") for folded, path in paths.items()}
+    sessions = {folded: create_session(path, providers=providers, opt_level="disable")
+                for folded, path in paths.items()}
     feeds = random_inputs(sessions[True], seed=seed)
     outputs = {folded: run(session, feeds) for folded, session in sessions.items()}
     truth = dict(zip(outputs[True], torch_outputs(model, next(iter(feeds.values())), float64=True), strict=True))

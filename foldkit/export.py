@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from typing import Any, cast
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +20,12 @@ import onnx
 import torch
 from torch import nn
 
+from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME
 from foldkit.errors import FoldkitError
-from foldkit.onnxio.files import save_onnx
 from foldkit.fold.constants import fold_constants
 from foldkit.fold.report import FoldReport
 from foldkit.fold.torch import fold_module
-from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME
+from foldkit.onnxio.files import save_onnx
 from foldkit.onnxio.metadata import EXPORTER_KEY, add_metadata, fold_metadata, network_metadata
 from foldkit.onnxio.validate import validate_model
 
@@ -91,7 +92,8 @@ def export_onnx(
     report = None
     if fold:
         model, report = fold_module(model)
-    output_names = list(model.output_names()) if hasattr(model, "output_names") else None
+    names_of = getattr(model, "output_names", None)
+    output_names = list(names_of()) if callable(names_of) else None
     example = torch.rand(*input_shape, generator=torch.Generator().manual_seed(0))
     onnx_model = (_export_torchscript if exporter == "torchscript" else _export_dynamo)(
         model, example, opset, dynamic_batch, output_names
@@ -116,7 +118,7 @@ def _export_torchscript(model, example, opset, dynamic_batch, output_names) -> o
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation notices, not ours to show
         torch.onnx.export(
-            model, (example,), buffer, dynamo=False, opset_version=opset, do_constant_folding=False,
+            model, (example,), cast(Any, buffer), dynamo=False, opset_version=opset, do_constant_folding=False,
             input_names=[INPUT_NAME], output_names=names, dynamic_axes=dynamic_axes,
         )
     return onnx.load_from_string(buffer.getvalue())
@@ -134,6 +136,8 @@ def _export_dynamo(model, example, opset, dynamic_batch, output_names) -> onnx.M
             model, (example,), dynamo=True, optimize=False, opset_version=opset, verbose=False,
             input_names=[INPUT_NAME], output_names=output_names, dynamic_shapes=dynamic_shapes,
         )
+    if program is None:
+        raise FoldkitError("the dynamo exporter returned no ONNX program")
     return program.model_proto
 
 

@@ -10,7 +10,8 @@ with statistics of each sample and cannot fold.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -99,7 +100,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     # Darknet's swish is x·σ(x) without a β parameter: exactly SiLU.
     "swish": nn.SiLU,
     "linear": nn.Identity,
-    **{name: (lambda name=name: DarknetActivation(name)) for name in _FORMULAS},
+    **{name: partial(DarknetActivation, name) for name in _FORMULAS},
 }
 assert set(ACTIVATIONS) == set(ACTIVATION_NAMES), "defaults.ACTIVATION_NAMES and nn.ACTIVATIONS must agree"
 

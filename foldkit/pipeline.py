@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import onnx
 
 from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL
-from foldkit.onnxio.files import atomic_path, check_outputs, load_onnx, require_input_file, save_onnx, write_text_atomic
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FoldReport
+from foldkit.onnxio.files import atomic_path, check_outputs, load_onnx, require_input_file, save_onnx, write_text_atomic
 from foldkit.onnxio.lazy import LazyModel, open_lazy
 from foldkit.onnxio.validate import validate_model
 from foldkit.simplify import simplify_model
@@ -36,7 +36,7 @@ class FoldFileResult:
     bytes_before: int
     bytes_after: int
     seconds: dict[str, float] = field(default_factory=dict)
-    parity: "ParityReport | None" = None
+    parity: ParityReport | None = None
     written: bool = False
 
     def format(self) -> str:
@@ -44,7 +44,8 @@ class FoldFileResult:
         lines = [f"  {'op':<24} {'before':>7} {'after':>7}"]
         lines += [
             f"  {op:<24} {self.ops_before.get(op, 0):>7} {self.ops_after.get(op, 0):>7}"
-            for op in ops if self.ops_before.get(op, 0) != self.ops_after.get(op, 0) or op in ("Conv", "BatchNormalization")
+            for op in ops
+            if self.ops_before.get(op, 0) != self.ops_after.get(op, 0) or op in ("Conv", "BatchNormalization")
         ]
         lines.append(f"  {'nodes':<24} {sum(self.ops_before.values()):>7} {sum(self.ops_after.values()):>7}")
         lines.append(f"size: {self.bytes_before / 1e6:.2f} MB → {self.bytes_after / 1e6:.2f} MB")
@@ -105,8 +106,8 @@ def fold_file(
                     result.parity = _check(tmp, input_path, output_path, atol, rtol)
                     seconds["check"] = time.perf_counter() - start
                     if not result.parity.passed:
-                        raise _ParityFailed
-        except _ParityFailed:
+                        raise _ParityFailedError
+        except _ParityFailedError:
             return result
     finally:
         if lazy is not None:
@@ -126,7 +127,7 @@ def open_for_fold(path: str | os.PathLike) -> LazyModel | onnx.ModelProto:
     return open_lazy(path) or load_onnx(path)
 
 
-class _ParityFailed(Exception):
+class _ParityFailedError(Exception):
     """The folded model failed --check: nothing is written."""
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnx
@@ -94,7 +94,7 @@ _ORT_TYPES = {
 def random_inputs(session: ort.InferenceSession, *, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
     """Seeded inputs for every session input: floats uniform in [0, 1), symbolic dims = ``batch``."""
     rng = np.random.default_rng(seed)
-    feeds = {}
+    feeds: dict[str, np.ndarray] = {}
     for arg in session.get_inputs():
         dtype = _ORT_TYPES.get(arg.type)
         if dtype is None:
@@ -172,7 +172,7 @@ class Predictor:
 
         proto = load_onnx(self.path, load_external_data=False)
         self.metadata = read_metadata(proto)
-        self._settings = dict(opt_level=opt_level, threads=threads)
+        self.opt_level, self.threads = opt_level, threads
         self.session, self.provider = self._open(provider_preference(providers, strict=strict), strict)
         optimized_for = self.metadata.get(OPTIMIZED_FOR_KEY)
         if optimized_for and optimized_for != self.provider:
@@ -191,7 +191,8 @@ class Predictor:
     def _open(self, candidates: list[str], strict: bool) -> tuple[ort.InferenceSession, str]:
         for provider in candidates:
             try:
-                session = create_session(self.path, providers=[provider], **self._settings)
+                session = create_session(self.path, providers=[provider], opt_level=self.opt_level,
+                                         threads=self.threads)
             except FoldkitError as exc:
                 if strict or provider == candidates[-1]:
                     raise
@@ -221,8 +222,8 @@ class Predictor:
             for name in self.output_names:
                 binding.bind_output(name, "cuda")
             self.session.run_with_iobinding(binding)
-            return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
-        return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: images})))
+            return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
+        return run(self.session, {self.input_name: images})
 
     def save_optimized(self, target: str | os.PathLike) -> None:
         """Save the graph ONNX Runtime optimized for this provider, recording the provider in its metadata."""
@@ -231,7 +232,8 @@ class Predictor:
 
         with tempfile.TemporaryDirectory() as folder:
             raw = Path(folder) / "optimized.onnx"
-            create_session(self.path, providers=[self.provider], optimized_model_path=raw, **self._settings)
+            create_session(self.path, providers=[self.provider], optimized_model_path=raw, opt_level=self.opt_level,
+                           threads=self.threads)
             optimized = load_onnx(raw)
         add_metadata(optimized, {OPTIMIZED_FOR_KEY: self.provider})
         save_onnx(optimized, target)

@@ -14,6 +14,7 @@ Two regimes, both seeded and both built for tests and benchmarks:
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ def randomize_batchnorm(
     """
     generator = torch.Generator().manual_seed(seed)
     conv_before_bn = _convs_before_batchnorms(model)
-    for bn in (m for m in model.modules() if isinstance(m, _BATCHNORMS)):
+    for bn in _batchnorms(model):
         channels = bn.num_features
         bn.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
         bn.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
@@ -55,14 +56,18 @@ def randomize_batchnorm(
     model.train()
     for _ in range(calibration_batches):
         model(torch.rand(*input_shape, generator=generator))
-    for bn in (m for m in model.modules() if isinstance(m, _BATCHNORMS)):
+    for bn in _batchnorms(model):
         bn.momentum = 0.1
     return model.eval()
 
 
-def _convs_before_batchnorms(model: nn.Module) -> dict[nn.Module, nn.Module]:
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, _BATCHNORMS)]
+
+
+def _convs_before_batchnorms(model: nn.Module) -> dict[nn.Module, nn.modules.conv._ConvNd]:
     """Map each BatchNorm to the conv registered right before it (the block structure)."""
-    pairs: dict[nn.Module, nn.Module] = {}
+    pairs: dict[nn.Module, nn.modules.conv._ConvNd] = {}
     previous: nn.Module | None = None
     for module in model.modules():
         if isinstance(module, _BATCHNORMS) and isinstance(
@@ -91,27 +96,29 @@ def condition_weights(model: nn.Module, sample: torch.Tensor, *, seed: int = 0) 
         if module in done:
             return output
         done.add(module)
+        layer = cast("nn.modules.conv._ConvNd | nn.Linear", module)
         mean_square = float(output.double().square().mean())
         if not math.isfinite(mean_square) or mean_square <= 0.0:
             return output
         factor = 1.0 / math.sqrt(mean_square)
-        module.weight.mul_(factor)
-        if module.bias is not None:
-            module.bias.mul_(factor)
+        layer.weight.mul_(factor)
+        if layer.bias is not None:
+            layer.bias.mul_(factor)
         return output * factor
 
     def measure_statistics(module: nn.Module, inputs: tuple) -> None:
         if module in done:
             return
         done.add(module)
+        norm = cast(_BATCHNORMS, module)
         x = inputs[0].double()
         axes = [d for d in range(x.dim()) if d != 1]
-        channels = module.num_features
-        module.running_mean.copy_(x.mean(dim=axes))
-        module.running_var.copy_(x.var(dim=axes, unbiased=False))
-        if module.affine:
-            module.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
-            module.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
+        channels = norm.num_features
+        cast(torch.Tensor, norm.running_mean).copy_(x.mean(dim=axes))
+        cast(torch.Tensor, norm.running_var).copy_(x.var(dim=axes, unbiased=False))
+        if norm.affine:
+            norm.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+            norm.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
 
     handles = []
     for module in model.modules():

@@ -54,7 +54,7 @@ def main() -> None:
         export = [*foldkit, "export", args.model, "--weights", str(weights), "-o", str(onnx_path)]
         floor = [PY, "-c", IO_FLOOR, str(weights), str(onnx_path), str(copy)]
         timed(export)  # produces the ONNX file the floor writes
-        samples = {"foldkit export --weights (folded)": [], "read .weights + write .onnx": []}
+        samples: dict[str, list[float]] = {"foldkit export --weights (folded)": [], "read .weights + write .onnx": []}
         for _ in range(args.rounds):
             samples["foldkit export --weights (folded)"].append(timed(export))
             samples["read .weights + write .onnx"].append(timed(floor))

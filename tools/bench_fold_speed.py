@@ -54,7 +54,8 @@ def run_once(command: list[str]) -> tuple[float, float]:
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(command)}\n{process.stderr.read().decode()[-2000:]}")
+        errors = process.stderr.read().decode()[-2000:] if process.stderr is not None else ""
+        raise SystemExit(f"failed: {' '.join(command)}\n{errors}")
     return seconds, usage.ru_maxrss / 1024
 
 

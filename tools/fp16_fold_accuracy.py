@@ -43,7 +43,8 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def error(outputs: dict, truth: list[np.ndarray]) -> float:
-    return max(float(np.abs(o.astype(np.float64) - t).max() / np.abs(t).max()) for o, t in zip(outputs.values(), truth))
+    return max(float(np.abs(o.astype(np.float64) - t).max() / np.abs(t).max())
+               for o, t in zip(outputs.values(), truth, strict=True))
 
 
 def main() -> None:

@@ -110,8 +110,8 @@ def export_darknet(config: BenchConfig, folder: Path, notes: list[str], *, torch
 
 def _fold_onnx_file(config: BenchConfig, folder: Path, notes: list[str], chosen: list[Variant]) -> ModelFiles:
     """An .onnx model is the unfolded side; foldkit folds it for the folded side."""
-    from foldkit.onnxio.files import load_onnx, save_onnx
     from foldkit.fold.onnx import fold_onnx
+    from foldkit.onnxio.files import load_onnx, save_onnx
 
     if config.weights:
         raise FoldkitError("--weights goes with a .cfg or built-in model, not an .onnx file")

@@ -94,7 +94,8 @@ def export_darknet(
             raise FoldkitError("in-graph decoding goes through PyTorch: use the torchscript (or auto) exporter")
         return _export_direct(model, output, weights=weights, img_size=img_size, batch=batch, opset=opset, fold=fold,
                               bn_variant=bn_variant)
-    return _export_torch(model, output, weights=weights, seed=seed, img_size=img_size, batch=batch, opset=opset, fold=fold, decode=decode, exporter=route,
+    return _export_torch(model, output, weights=weights, seed=seed, img_size=img_size, batch=batch, opset=opset,
+                         fold=fold, decode=decode, exporter=route,
                          bn_variant=bn_variant)
 
 

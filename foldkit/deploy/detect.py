@@ -8,18 +8,25 @@ renamed into place only when every image is done.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from foldkit.deploy.yolo import (Detection, HeadSpec, decode_heads, heads_from_metadata, letterbox, parse_anchors,
-                                 postprocess)
-from foldkit.errors import FoldkitError
-from foldkit.onnxio.metadata import DECODED_KEY
-from foldkit.onnxio.files import OutputTransaction, check_outputs, require_input_file
 from foldkit import strict_json
+from foldkit.deploy.yolo import (
+    Detection,
+    HeadSpec,
+    decode_heads,
+    heads_from_metadata,
+    letterbox,
+    parse_anchors,
+    postprocess,
+)
+from foldkit.errors import FoldkitError
+from foldkit.onnxio.files import OutputTransaction, check_outputs, require_input_file
+from foldkit.onnxio.metadata import DECODED_KEY
 from foldkit.runtime import Predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -61,7 +68,8 @@ def load_image(path: Path) -> np.ndarray:
                 return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:
-        raise FoldkitError(f"{path}: cannot read the image ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise FoldkitError(f"{path}: cannot read the image ({type(exc).__name__}: {detail})") from None
 
 
 def load_names(path: str | os.PathLike | None) -> list[str] | None:
@@ -121,6 +129,8 @@ class YoloRunner:
                 raise FoldkitError(f"{self.predictor.path}: outputs {[list(o.shape) for o in outputs]} are not "
                                    "decoded YOLO boxes (N, boxes, 4 + 1 + classes)")
             return outputs[0]
+        if self.heads is None:
+            raise FoldkitError(f"{self.predictor.path}: no YOLO head description to decode the raw outputs with")
         return decode_heads(outputs, self.heads, self.input_size)
 
 
@@ -153,6 +163,7 @@ def detect_images(
         targets = [out / f"{stem}{suffix}" for stem in stems for suffix in (".json", ".jpg")]
         check_outputs(targets if out.is_dir() else [], [model, names, *paths])
     predictor = Predictor(model, providers=providers, strict=strict)
+    heads: list[HeadSpec] | None
     if anchors is not None:
         if classes is None:
             raise FoldkitError("--anchors needs --classes")

@@ -16,12 +16,17 @@ from pathlib import Path
 import onnx
 
 from foldkit.errors import FoldkitError
-from foldkit.onnxio.files import (OutputTransaction, check_external_locations, check_outputs, load_onnx,
-                                  require_input_file)
+from foldkit.onnxio.files import (
+    OutputTransaction,
+    check_external_locations,
+    check_outputs,
+    load_onnx,
+    require_input_file,
+)
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
-TRITON_TYPES = {
+TRITON_TYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.DOUBLE: "TYPE_FP64",
     onnx.TensorProto.BFLOAT16: "TYPE_BF16", onnx.TensorProto.INT8: "TYPE_INT8", onnx.TensorProto.INT16: "TYPE_INT16",
     onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.UINT8: "TYPE_UINT8",

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
 
 from foldkit import strict_json
 

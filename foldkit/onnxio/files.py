@@ -21,8 +21,8 @@ import os
 import signal
 import stat
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import onnx
 from google.protobuf.message import DecodeError, EncodeError
@@ -186,7 +186,7 @@ class OutputTransaction:
                 folder.rmdir()
         self._made.clear()
 
-    def __enter__(self) -> "OutputTransaction":
+    def __enter__(self) -> OutputTransaction:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -210,7 +210,8 @@ def write_atomic(target: PathLike, writer: Callable[[Path], None]) -> None:
 
 
 def write_text_atomic(target: PathLike, text: str) -> None:
-    write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _tensors_with_data(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

@@ -23,8 +23,13 @@ from foldkit.errors import FoldkitError
 from foldkit.onnxio.store import TensorStore
 from foldkit.onnxio.stream import FileRange, array_entry, raw_tensor_entry, write_model
 from foldkit.onnxio.validate import check_model_data
-from foldkit.onnxio.wire import (GRAPH_INITIALIZER_FIELD, LENGTH_DELIMITED, MODEL_GRAPH_FIELD, TENSOR_RAW_DATA_FIELD,
-                                 iter_fields)
+from foldkit.onnxio.wire import (
+    GRAPH_INITIALIZER_FIELD,
+    LENGTH_DELIMITED,
+    MODEL_GRAPH_FIELD,
+    TENSOR_RAW_DATA_FIELD,
+    iter_fields,
+)
 
 LAZY_MIN_BYTES = 4096  # smaller tensors are read right away
 
@@ -91,7 +96,7 @@ class LazyModel:
     def close(self) -> None:
         os.close(self.store.fd)
 
-    def __enter__(self) -> "LazyModel":
+    def __enter__(self) -> LazyModel:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -128,9 +133,11 @@ def open_lazy(path: str | os.PathLike) -> LazyModel | None:
 
 
 def _parse(view, size: int):
-    outside, graphs = [], []
+    outside: list[tuple[int, int, int]] = []
+    graphs: list[tuple[int, int, int]] = []
     for number, wire, field_start, start, end in iter_fields(view, 0, size):
-        (graphs if number == MODEL_GRAPH_FIELD and wire == LENGTH_DELIMITED else outside).append((field_start, start, end))
+        is_graph = number == MODEL_GRAPH_FIELD and wire == LENGTH_DELIMITED
+        (graphs if is_graph else outside).append((field_start, start, end))
     if len(graphs) != 1:
         return None, {}
     model = onnx.ModelProto()

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from foldkit.onnxio.files import write_atomic
-from foldkit.onnxio.wire import (GRAPH_INITIALIZER_FIELD, MODEL_GRAPH_FIELD, TENSOR_RAW_DATA_FIELD, encode_varint,
-                                 length_delimited_key)
+from foldkit.onnxio.wire import (
+    GRAPH_INITIALIZER_FIELD,
+    MODEL_GRAPH_FIELD,
+    TENSOR_RAW_DATA_FIELD,
+    encode_varint,
+    length_delimited_key,
+)
+
 
 @dataclass(frozen=True)
 class FileRange:
@@ -31,7 +36,7 @@ class FileRange:
     length: int
 
 
-Payload = Union[memoryview, FileRange]
+Payload = memoryview | FileRange
 
 
 def _length(payload: Payload) -> int:
@@ -49,7 +54,13 @@ def array_entry(name: str, array: np.ndarray) -> tuple[bytes, Payload]:
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
     header = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=list(array.shape))
-    return raw_tensor_entry(header, memoryview(array.reshape(-1).view(np.uint8)))
+    return raw_tensor_entry(header, array.reshape(-1).view(np.uint8).data)
+
+
+def _entry_key(head: bytes, payload: Payload | None) -> bytes:
+    """The tag and length of one graph initializer entry: the encoded header plus its payload."""
+    length = len(head) + (_length(payload) if payload is not None else 0)
+    return length_delimited_key(GRAPH_INITIALIZER_FIELD) + encode_varint(length)
 
 
 def write_model(model: onnx.ModelProto, initializers: list[tuple[bytes, Payload | None]], target) -> None:
@@ -57,11 +68,7 @@ def write_model(model: onnx.ModelProto, initializers: list[tuple[bytes, Payload 
 
     Each streamed initializer is (encoded TensorProto fields, payload or None for none).
     """
-    entries = [
-        (length_delimited_key(GRAPH_INITIALIZER_FIELD) + encode_varint(len(head) + (_length(p) if p is not None else 0)),
-         head, p)
-        for head, p in initializers
-    ]
+    entries = [(_entry_key(head, p), head, p) for head, p in initializers]
     graph_bytes = model.graph.SerializeToString()
     graph_length = len(graph_bytes) + sum(len(k) + len(h) + (_length(p) if p is not None else 0) for k, h, p in entries)
     shell = onnx.ModelProto()
@@ -70,7 +77,8 @@ def write_model(model: onnx.ModelProto, initializers: list[tuple[bytes, Payload 
 
     def writer(tmp) -> None:
         with open(tmp, "wb") as handle:
-            handle.write(shell.SerializeToString() + length_delimited_key(MODEL_GRAPH_FIELD) + encode_varint(graph_length))
+            handle.write(shell.SerializeToString())
+            handle.write(length_delimited_key(MODEL_GRAPH_FIELD) + encode_varint(graph_length))
             handle.write(graph_bytes)
             for prefix, head, payload in entries:
                 handle.write(prefix + head)

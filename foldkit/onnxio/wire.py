@@ -8,7 +8,7 @@ all :mod:`foldkit.onnxio.stream` needs to write a model piece by piece.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 # Field numbers in onnx.proto3 that the lazy reader and the streaming writer use.
 MODEL_GRAPH_FIELD = 7  # ModelProto.graph
