@@ -1,0 +1,52 @@
+"""int8 vs float latency, measured interleaved in one run at ORT's defaults.
+
+Rounds alternate the two models (float, int8, float, int8, …) so that drift in the machine's
+speed, other jobs on a shared host above all, hits both alike; the ratio of the medians is the
+number that matters. Idle ORT threads do not spin between runs, so one model's threads do not
+steal the cores from the other's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from foldkit.runtime import create_session
+
+
+@dataclass
+class Latency:
+    float_p50_ms: float
+    int8_p50_ms: float
+    rounds: int
+    settings: str
+    float_ms: list[float] = field(default_factory=list)
+    int8_ms: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """int8 p50 / float p50: below 1 is faster."""
+        return self.int8_p50_ms / self.float_p50_ms
+
+
+def measure_latency(float_model: str | os.PathLike, int8_model: str | os.PathLike, sample: np.ndarray,
+                    input_name: str, *, rounds: int = 10, warmup: int = 2) -> Latency:
+    """Median latency of each model on one ``sample`` (1×C×H×W), ``rounds`` interleaved runs each."""
+    sessions = [create_session(path, providers="cpu", opt_level="all", spinning=False)
+                for path in (float_model, int8_model)]
+    feeds = {input_name: sample}
+    for session in sessions:
+        for _ in range(warmup):
+            session.run(None, feeds)
+    samples: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for session, times in zip(sessions, samples):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            times.append((time.perf_counter() - start) * 1e3)
+    return Latency(float(np.median(samples[0])), float(np.median(samples[1])), rounds,
+                   f"onnxruntime CPUExecutionProvider, graph optimizations 'all' (defaults), {os.cpu_count()} cores "
+                   f"visible, interleaved rounds", samples[0], samples[1])
