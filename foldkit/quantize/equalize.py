@@ -65,7 +65,7 @@ class EqualizationReport:
     def summary(self) -> str:
         text = f"equalized {len(self.pairs)} conv pair(s) in {self.sweeps} sweep(s)"
         if self.refused:
-            kinds = defaultdict(int)
+            kinds: dict[str, int] = defaultdict(int)
             for refusal in self.refused:
                 kinds[refusal.reason] += 1
             text += "; refused: " + "; ".join(f"{n}× {reason}" for reason, n in kinds.items())
@@ -120,7 +120,7 @@ def equalize_onnx(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Equalization
 
 def _follow(conv: onnx.NodeProto, consumers, outputs) -> tuple[onnx.NodeProto | None, list[str], str]:
     """The conv that ``conv``'s output reaches through positively homogeneous ops only, or why not."""
-    tensor, path = conv.output[0], []
+    tensor, path = conv.output[0], list[str]()
     while True:
         readers = consumers.get(tensor, [])
         if tensor in outputs:

@@ -16,6 +16,9 @@ import numpy as np
 
 from foldkit.runtime import create_session
 
+SETTINGS = (f"onnxruntime CPUExecutionProvider, graph optimizations 'all' (defaults), {os.cpu_count()} cores visible, "
+            "interleaved rounds")
+
 
 @dataclass
 class Latency:
@@ -32,21 +35,28 @@ class Latency:
         return self.int8_p50_ms / self.float_p50_ms
 
 
+def time_interleaved(models: dict[str, str | os.PathLike], sample: np.ndarray, input_name: str, *,
+                     rounds: int = 10, warmup: int = 2) -> dict[str, list[float]]:
+    """Milliseconds per run of each model on one ``sample``: ``rounds`` rounds, each running every model once."""
+    sessions = {key: create_session(path, providers="cpu", opt_level="all", spinning=False)
+                for key, path in models.items()}
+    feeds = {input_name: sample}
+    for session in sessions.values():
+        for _ in range(warmup):
+            session.run(None, feeds)
+    samples: dict[str, list[float]] = {key: [] for key in sessions}
+    for _ in range(rounds):
+        for key, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, feeds)
+            samples[key].append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
 def measure_latency(float_model: str | os.PathLike, int8_model: str | os.PathLike, sample: np.ndarray,
                     input_name: str, *, rounds: int = 10, warmup: int = 2) -> Latency:
     """Median latency of each model on one ``sample`` (1×C×H×W), ``rounds`` interleaved runs each."""
-    sessions = [create_session(path, providers="cpu", opt_level="all", spinning=False)
-                for path in (float_model, int8_model)]
-    feeds = {input_name: sample}
-    for session in sessions:
-        for _ in range(warmup):
-            session.run(None, feeds)
-    samples: list[list[float]] = [[], []]
-    for _ in range(rounds):
-        for session, times in zip(sessions, samples):
-            start = time.perf_counter()
-            session.run(None, feeds)
-            times.append((time.perf_counter() - start) * 1e3)
-    return Latency(float(np.median(samples[0])), float(np.median(samples[1])), rounds,
-                   f"onnxruntime CPUExecutionProvider, graph optimizations 'all' (defaults), {os.cpu_count()} cores "
-                   f"visible, interleaved rounds", samples[0], samples[1])
+    samples = time_interleaved({"float": float_model, "int8": int8_model}, sample, input_name, rounds=rounds,
+                               warmup=warmup)
+    return Latency(float(np.median(samples["float"])), float(np.median(samples["int8"])), rounds, SETTINGS,
+                   samples["float"], samples["int8"])

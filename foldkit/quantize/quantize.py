@@ -15,6 +15,7 @@ parity of fold and original is ``foldkit check``'s business.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ def quantize_onnx(
     exclude: Sequence[str] = (),
     sensitivity: bool | None = None,
     latency_rounds: int = 10,
+    step_models: str | os.PathLike | None = None,
     progress: Progress | None = None,
 ) -> QuantizeReport:
     """Fold ``model``, quantize it to QDQ int8 and write it to ``output``; return what it cost.
@@ -61,7 +63,8 @@ def quantize_onnx(
     :func:`foldkit.quantize.calibration.load_calibration`). ``exclude`` names nodes to keep in float.
     ``sensitivity``: True always runs the per-layer analysis, False never, None when it is needed.
     When ``target_snr`` (dB) cannot be reached, nothing is written and ``report.passed`` is False.
-    ``latency_rounds=0`` skips the timing.
+    ``latency_rounds=0`` skips the timing. ``step_models``: a folder to keep every step's int8
+    model in (``step0.int8.onnx``, …; benchmarks time them), otherwise they are temporary.
     """
     where = "model" if isinstance(model, onnx.ModelProto) else str(model)
     folded, fold_report = fold_onnx(model if isinstance(model, onnx.ModelProto) else load_onnx(model))
@@ -84,7 +87,7 @@ def quantize_onnx(
         quantizer = StaticQuantizer(folded, folder, "folded", data, input_name, method)
         judge = HeldOutJudge(quantizer.float_path, data.held_out, input_name)
         best = _quantize(quantizer, exclude, judge)
-        report.steps.append(Step("ORT quantize_static", best.errors, kept=True))
+        report.steps.append(Step("ORT quantize_static", best.errors, kept=True, model_file=str(best.path)))
         if equalize:
             equalized, report.equalization = equalize_onnx(folded)
             if report.equalization.pairs:
@@ -117,6 +120,11 @@ def quantize_onnx(
             if final is not best:
                 report.latency_all_int8 = measure_latency(best.quantizer.float_path, best.path, sample, input_name,
                                                           rounds=latency_rounds)
+        for index, step in enumerate(report.steps):
+            kept_file = Path(step_models) / f"step{index}.int8.onnx" if step_models else None
+            if kept_file is not None:
+                shutil.copyfile(step.model_file, kept_file)
+            step.model_file = str(kept_file or "")
     return report
 
 
@@ -141,7 +149,8 @@ def _try_step(report: QuantizeReport, best: _Candidate, judge: HeldOutJudge, nam
     candidate = _quantize(quantizer, best.exclude, judge)
     gain = min_snr(candidate.errors) - min_snr(best.errors)
     kept = gain > 0
-    report.steps.append(Step(name, candidate.errors, kept, note=f"{gain:+.2f} dB min SNR"))
+    report.steps.append(Step(name, candidate.errors, kept, note=f"{gain:+.2f} dB min SNR",
+                             model_file=str(candidate.path)))
     return candidate if kept else best
 
 
@@ -161,7 +170,8 @@ def _reach_target(report: QuantizeReport, best: _Candidate, judge: HeldOutJudge,
     gains = {s.node: s.gain_db for s in report.sensitivity}
     report.float_layers += [FloatLayer(node, f"target {target:g} dB: alone in float it adds {gains[node]:+.1f} dB")
                             for node in search.float_layers]
-    report.steps.append(Step(f"+ target SNR ({len(search.float_layers)} float)", search.errors, kept=True))
+    report.steps.append(Step(f"+ target SNR ({len(search.float_layers)} float)", search.errors, kept=True,
+                             model_file=str(search.path)))
     return _Candidate(best.quantizer, best.exclude + search.float_layers, search.path, search.errors)
 
 

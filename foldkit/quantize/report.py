@@ -30,6 +30,7 @@ class Step:
     outputs: list[OutputError]
     kept: bool  # whether the pass kept this step (a step that lowers the SNR is dropped)
     note: str = ""
+    model_file: str = ""  # where its int8 model was kept (quantize_onnx's step_models), if anywhere
 
     @property
     def min_snr_db(self) -> float:

@@ -35,7 +35,7 @@ class TargetSearch:
     reached: bool
     float_layers: list[str]
     errors: list[OutputError]
-    path: Path | None
+    path: Path  # the chosen (or, when not reached, the most-float) model
     tries: list[tuple[int, float]] = field(default_factory=list)  # (layers kept float, min SNR)
 
 
