@@ -2,8 +2,10 @@
 
 1. Fold (foldkit's ONNX fold); any BatchNormalization left is reported.
 2. ONNX Runtime's ``quantize_static`` on the folded model: the baseline every step is judged by.
-3. Cross-layer equalization, then bias correction: each is kept only if it raises the lowest
-   held-out output SNR (a step that does not help is reported as dropped, not hidden).
+3. 7-bit weights, cross-layer equalization, then bias correction: each is kept only if it raises
+   the lowest held-out output SNR, measured as ORT runs the model on this machine (a step that
+   does not help is reported as dropped, not hidden). 7-bit weights matter on x86 CPUs without
+   VNNI, whose u8×s8 kernels saturate 16-bit sums on full-range weights.
 4. Sensitivity (all-but-one) when a target SNR is missed, when an output's SNR is low, or when
    asked; with ``target_snr``, the fewest most sensitive layers stay float until it is reached.
 5. int8 vs float latency, interleaved in one run at ORT's defaults.
@@ -47,6 +49,7 @@ def quantize_onnx(
     held_out: int | None = None,
     seed: int = 0,
     method: str = "minmax",
+    reduce_range: bool = True,
     equalize: bool = True,
     bias_correction: bool = True,
     target_snr: float | None = None,
@@ -61,6 +64,9 @@ def quantize_onnx(
     Calibration: ``calib`` (a folder of images or an ``.npy`` batch) or ``calib_random`` seeded
     random inputs (smoke tests only); ``held_out`` of them judge the result (see
     :func:`foldkit.quantize.calibration.load_calibration`). ``exclude`` names nodes to keep in float.
+    ``reduce_range``, ``equalize``, ``bias_correction``: try the step (7-bit weights, which avoid the
+    u8×s8 overflow of x86 CPUs without VNNI; cross-layer equalization; bias correction) and keep it
+    when it raises the lowest held-out output SNR as measured on this machine.
     ``sensitivity``: True always runs the per-layer analysis, False never, None when it is needed.
     When ``target_snr`` (dB) cannot be reached, nothing is written and ``report.passed`` is False.
     ``latency_rounds=0`` skips the timing. ``step_models``: a folder to keep every step's int8
@@ -88,18 +94,24 @@ def quantize_onnx(
         judge = HeldOutJudge(quantizer.float_path, data.held_out, input_name)
         best = _quantize(quantizer, exclude, judge)
         report.steps.append(Step("ORT quantize_static", best.errors, kept=True, model_file=str(best.path)))
+        if reduce_range:
+            best = _try_step(report, best, judge, "+ 7-bit weights",
+                             StaticQuantizer(folded, folder, "reduced-range", data, input_name, method,
+                                             reduce_range=True))
         if equalize:
             equalized, report.equalization = equalize_onnx(folded)
             if report.equalization.pairs:
                 best = _try_step(report, best, judge, "+ cross-layer equalization",
-                                 StaticQuantizer(equalized, folder, "equalized", data, input_name, method))
+                                 StaticQuantizer(equalized, folder, "equalized", data, input_name, method,
+                                                 reduce_range=best.quantizer.reduce_range))
             else:
                 report.notes.append("equalization: no conv pair qualified")
         if bias_correction:
             corrected, report.bias_correction = correct_biases(
                 best.quantizer.model, onnx.load(str(best.path)), data.calibration, input_name)
             best = _try_step(report, best, judge, "+ bias correction",
-                             StaticQuantizer(corrected, folder, "bias-corrected", data, input_name, method))
+                             StaticQuantizer(corrected, folder, "bias-corrected", data, input_name, method,
+                                             reduce_range=best.quantizer.reduce_range))
         baseline_db = min_snr(best.errors)
         if sensitivity or (sensitivity is None and (baseline_db < LOW_SNR_DB or (
                 target_snr is not None and baseline_db < target_snr))):

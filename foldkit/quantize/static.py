@@ -36,10 +36,15 @@ QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")  # the ops whose int8 kernels buy the
 
 
 class StaticQuantizer:
-    """Quantizes one float model (saved under ``folder`` as ``name``) with cached calibration ranges."""
+    """Quantizes one float model (saved under ``folder`` as ``name``) with cached calibration ranges.
+
+    ``reduce_range``: 7-bit weights. x86 CPUs without VNNI multiply u8 × s8 pairs into saturating
+    16-bit sums (``vpmaddubsw``), so full-range weights on full-range inputs overflow at ORT's
+    default level; 7-bit weights cannot (ORT's own advice for such CPUs).
+    """
 
     def __init__(self, model: onnx.ModelProto, folder: Path, name: str, calibration: CalibrationData,
-                 input_name: str, method: str = "minmax") -> None:
+                 input_name: str, method: str = "minmax", *, reduce_range: bool = False) -> None:
         if method not in METHODS:
             raise FoldkitError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
         self.model = model
@@ -51,6 +56,7 @@ class StaticQuantizer:
         self._calibration = calibration
         self._input_name = input_name
         self._method = method
+        self.reduce_range = reduce_range
         self._count = 0
 
     def quantizable_nodes(self) -> list[onnx.NodeProto]:
@@ -63,7 +69,8 @@ class StaticQuantizer:
         with _quiet_ort_logging(), np.errstate(divide="ignore", invalid="ignore"):
             quantize_static(
                 str(self.float_path), str(output), self._calibration.reader(self._input_name),
-                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=self.reduce_range,
+                activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=METHODS[self._method],
                 nodes_to_exclude=list(exclude), calibration_cache_path=str(self._cache),
             )
