@@ -67,7 +67,8 @@ def quantize_onnx(
     ``reduce_range``, ``equalize``, ``bias_correction``: try the step (7-bit weights, which avoid the
     u8×s8 overflow of x86 CPUs without VNNI; cross-layer equalization; bias correction) and keep it
     when it raises the lowest held-out output SNR as measured on this machine.
-    ``sensitivity``: True always runs the per-layer analysis, False never, None when it is needed.
+    ``sensitivity``: True always runs the per-layer analysis; None when an output's SNR is low; a
+    missed ``target_snr`` always runs it (the search keeps the most sensitive layers float).
     When ``target_snr`` (dB) cannot be reached, nothing is written and ``report.passed`` is False.
     ``latency_rounds=0`` skips the timing. ``step_models``: a folder to keep every step's int8
     model in (``step0.int8.onnx``, …; benchmarks time them), otherwise they are temporary.
@@ -113,8 +114,8 @@ def quantize_onnx(
                              StaticQuantizer(corrected, folder, "bias-corrected", data, input_name, method,
                                              reduce_range=best.quantizer.reduce_range))
         baseline_db = min_snr(best.errors)
-        if sensitivity or (sensitivity is None and (baseline_db < LOW_SNR_DB or (
-                target_snr is not None and baseline_db < target_snr))):
+        missed_target = target_snr is not None and baseline_db < target_snr  # the search needs the ranking
+        if sensitivity or missed_target or (sensitivity is None and baseline_db < LOW_SNR_DB):
             report.sensitivity = rank_layers(best.quantizer, judge, exclude, baseline_db, progress)
         final = best
         if target_snr is not None:
