@@ -13,6 +13,7 @@ held-out inputs, and p50 latency of its int8 model against the float model, all 
 interleaved in one run at ORT's defaults.
 
     python tools/bench_quantize.py [--models yolov3,yolov3-tiny] [--img-size 416] [--rounds 5]
+        [--calib 12] [--held-out 3] [--target-snr DB] [--sensitivity auto|off] [--json R.json]
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def bench(name: str, args: argparse.Namespace, folder: Path, log) -> dict:
     steps_dir = folder / f"{name}-steps"
     steps_dir.mkdir()
     report = quantize_onnx(path, folder / f"{name}.int8.onnx", calib=calib, held_out=args.held_out,
-                           target_snr=target, latency_rounds=0, step_models=steps_dir, progress=log)
+                           target_snr=target, latency_rounds=0, step_models=steps_dir, progress=log,
+                           sensitivity=None if args.sensitivity == "auto" else False)
     log(report.format())
     sample = np.load(calib)[-1:]
     models = {"float": float_path, **{s.name: s.model_file for s in report.steps}}
@@ -93,6 +95,7 @@ def bench(name: str, args: argparse.Namespace, folder: Path, log) -> dict:
     rows += [{"step": s.name, "kept": s.kept, "min_snr_db": min_snr(s.outputs), "mean_snr_db": mean_snr(s.outputs),
               "p50_ms": p50[s.name], "ratio": p50[s.name] / p50["float"]} for s in report.steps]
     return {"model": name, "target_snr_db": target, "target_reached": report.target_reached,
+            "input_noise_snr_db": report.input_noise_snr_db,
             "float_layers": [layer.node for layer in report.float_layers], "rows": rows,
             "sensitivity_top": [(s.node, s.gain_db) for s in report.sensitivity[:5]],
             "notes": report.notes, "seconds": time.perf_counter() - started}
@@ -117,6 +120,8 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=3, help="held-out inputs the SNR is measured on")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--target-snr", type=float, default=None, help="default: plain quantizer + 3 dB")
+    parser.add_argument("--sensitivity", choices=("auto", "off"), default="auto",
+                        help="off: rank layers only when the target is missed (75 quantizations on yolov3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -133,6 +138,8 @@ def main() -> None:
     print(f"CPU: {environment['cpu']}, {environment['cores']} cores; onnxruntime {ort.__version__}")
     print(table(results))
     for result in results:
+        print(f"{result['model']}: the float model with u8 rounding noise on its input: "
+              f"{result['input_noise_snr_db']:.1f} dB min head SNR")
         print(f"{result['model']}: target {result['target_snr_db']:.1f} dB reached: {result['target_reached']}; "
               f"float layers: {len(result['float_layers'])}; most sensitive: "
               + ", ".join(f"{node} {gain:+.1f} dB" for node, gain in result["sensitivity_top"]))

@@ -40,6 +40,19 @@ class HeldOutJudge:
         runs = [session.run(names, {self.input_name: sample[None]}) for sample in self.held_out]
         return {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(names)}
 
+    def input_noise_snr(self, float_model: str | os.PathLike, step: float, seed: int = 0) -> float:
+        """The float model's own min output SNR when its input carries uniform rounding noise of ``step``.
+
+        int8 rounds the input to 1/255 of its range at the very first layer, so this is near the best
+        any int8 model of this network can do: it measures how much the network amplifies noise.
+        """
+        noise = np.random.default_rng(seed).uniform(-step / 2, step / 2, self.held_out.shape).astype(np.float32)
+        session = create_session(float_model, providers="cpu", opt_level="all")
+        names = [o.name for o in session.get_outputs()]
+        runs = [session.run(names, {self.input_name: sample[None]}) for sample in self.held_out + noise]
+        noisy = {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(names)}
+        return min(o.snr_db for o in compare_outputs(noisy, self.reference).outputs)
+
     def errors(self, candidate: str | os.PathLike) -> list[OutputError]:
         report = compare_outputs(self._outputs(candidate), self.reference, candidate_name=str(candidate),
                                  reference_name="float")

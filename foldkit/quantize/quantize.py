@@ -6,6 +6,8 @@
    the lowest held-out output SNR, measured as ORT runs the model on this machine (a step that
    does not help is reported as dropped, not hidden). 7-bit weights matter on x86 CPUs without
    VNNI, whose u8×s8 kernels saturate 16-bit sums on full-range weights.
+   Beside them, the float model's own SNR under u8 rounding noise on its input says how much the
+   network amplifies noise: near that, int8 is as good as it can be.
 4. Sensitivity (all-but-one) when a target SNR is missed, when an output's SNR is low, or when
    asked; with ``target_snr``, the fewest most sensitive layers stay float until it is reached.
 5. int8 vs float latency, interleaved in one run at ORT's defaults.
@@ -94,6 +96,8 @@ def quantize_onnx(
         quantizer = StaticQuantizer(folded, folder, "folded", data, input_name, method)
         judge = HeldOutJudge(quantizer.float_path, data.held_out, input_name)
         best = _quantize(quantizer, exclude, judge)
+        report.input_noise_snr_db = judge.input_noise_snr(
+            quantizer.float_path, float(data.calibration.max() - data.calibration.min()) / 255.0, seed)
         report.steps.append(Step("ORT quantize_static", best.errors, kept=True, model_file=str(best.path)))
         if reduce_range:
             best = _try_step(report, best, judge, "+ 7-bit weights",

@@ -62,6 +62,7 @@ class QuantizeReport:
     outputs: list[OutputError] = field(default_factory=list)  # the written model's
     sensitivity: list[LayerSensitivity] = field(default_factory=list)
     float_layers: list[FloatLayer] = field(default_factory=list)
+    input_noise_snr_db: float | None = None  # the float model with u8 rounding noise on its input
     target_snr_db: float | None = None
     target_reached: bool | None = None
     target_tries: list[tuple[int, float]] = field(default_factory=list)
@@ -114,6 +115,9 @@ class QuantizeReport:
             lines.append(f"  {self.equalization.summary()}")
         if self.bias_correction:
             lines.append(f"  {self.bias_correction.summary()}")
+        if self.input_noise_snr_db is not None:
+            lines.append(f"  float model with u8 rounding noise on its input: {self.input_noise_snr_db:.1f} dB min SNR "
+                         "(the network's own noise amplification; int8 can hardly beat it)")
         lines.append("  steps (held-out SNR vs float, min / mean over outputs):")
         lines += [f"    {s.name:<28} {s.min_snr_db:7.1f} dB {s.mean_snr_db:7.1f} dB  "
                   f"{'kept' if s.kept else 'dropped'}{'  ' + s.note if s.note else ''}" for s in self.steps]
