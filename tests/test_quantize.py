@@ -269,3 +269,15 @@ def test_unknown_exclude_and_method_are_clear_errors(tmp_path: Path) -> None:
         quantize_onnx(tmp_path / "conv.onnx", tmp_path / "o.onnx", calib=tmp_path / "calib.npy", exclude=["nope"])
     with pytest.raises(FoldkitError, match="unknown calibration method 'best'"):
         quantize_onnx(tmp_path / "conv.onnx", tmp_path / "o.onnx", calib=tmp_path / "calib.npy", method="best")
+
+
+def test_quantized_model_path_gives_bench_an_int8_file(tmp_path: Path) -> None:
+    from foldkit.quantize import quantized_model_path
+
+    model, _ = _outlier_conv(tmp_path)
+    onnx.save(model, tmp_path / "conv.onnx")
+    (tmp_path / "out").mkdir()
+    path = quantized_model_path(tmp_path / "conv.onnx", tmp_path / "out", calib=tmp_path / "calib.npy")
+    assert path == tmp_path / "out" / "conv.int8.onnx"
+    weights = [n for n in onnx.load(str(path)).graph.node if n.op_type == "DequantizeLinear"]
+    assert weights and run(onnx.load(str(path)), {"x": np.ones((1, 32, 8, 8), np.float32)})[0].shape == (1, 8, 8, 8)
