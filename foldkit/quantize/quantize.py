@@ -185,11 +185,15 @@ def _reach_target(report: QuantizeReport, best: _Candidate, judge: HeldOutJudge,
                             f"sensitive of {len(report.sensitivity)} layers in float")
         return best
     gains = {s.node: s.gain_db for s in report.sensitivity}
-    report.float_layers += [FloatLayer(node, f"target {target:g} dB: alone in float it adds {gains[node]:+.1f} dB")
-                            for node in search.float_layers]
+    report.float_layers += [
+        FloatLayer(node, f"target {target:g} dB: alone in float it adds {gains[node]:+.1f} dB"
+                   + (f" (with {', '.join(best.quantizer.layer_nodes(node)[1:])})"
+                      if len(best.quantizer.layer_nodes(node)) > 1 else ""))
+        for node in search.float_layers]
     report.steps.append(Step(f"+ target SNR ({len(search.float_layers)} float)", search.errors, kept=True,
                              model_file=str(search.path)))
-    return _Candidate(best.quantizer, best.exclude + search.float_layers, search.path, search.errors)
+    floated = [n for layer in search.float_layers for n in best.quantizer.layer_nodes(layer)]
+    return _Candidate(best.quantizer, best.exclude + floated, search.path, search.errors)
 
 
 def _unquantizable_nodes(model: onnx.ModelProto) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Which layers int8 hurts most, and the fewest to keep in float for a target output SNR.
 
-Sensitivity is measured, not guessed: for each quantizable layer, the model is quantized with
-that one layer kept in float and everything else int8 (all-but-one), and the held-out output SNR
+Sensitivity is measured, not guessed: for each quantizable layer (a conv with the activation,
+pool or pad that carries its output on), the model is quantized with that one layer kept in
+float and everything else int8 (all-but-one), and the held-out output SNR
 is compared with the all-int8 model's. The gain ranks the layers. The target search then keeps
 the top k of that ranking in float, for the smallest k that reaches the target (k doubles until
 it does, then a bisection finds the smallest; each try is a real quantization and a real run).
@@ -33,7 +34,7 @@ class TargetSearch:
 
     target_db: float
     reached: bool
-    float_layers: list[str]
+    float_layers: list[str]  # each with the ops that carry its output (StaticQuantizer.layer_nodes)
     errors: list[OutputError]
     path: Path  # the chosen (or, when not reached, the most-float) model
     tries: list[tuple[int, float]] = field(default_factory=list)  # (layers kept float, min SNR)
@@ -45,7 +46,7 @@ def rank_layers(quantizer: StaticQuantizer, judge: HeldOutJudge, exclude: Sequen
     candidates = [node for node in quantizer.quantizable_nodes() if node.name not in exclude]
     ranking = []
     for index, node in enumerate(candidates):
-        path = quantizer.quantize([*exclude, node.name])
+        path = quantizer.quantize([*exclude, *quantizer.layer_nodes(node.name)])
         snr = min_snr(judge.errors(path))
         path.unlink()
         ranking.append(LayerSensitivity(node.name, node.op_type, snr, snr - baseline_db))
@@ -63,7 +64,7 @@ def fewest_float_layers(quantizer: StaticQuantizer, judge: HeldOutJudge, ranking
 
     def attempt(k: int) -> bool:
         if k not in results:
-            path = quantizer.quantize([*exclude, *order[:k]])
+            path = quantizer.quantize([*exclude, *(n for layer in order[:k] for n in quantizer.layer_nodes(layer))])
             errors = judge.errors(path)
             results[k] = (min_snr(errors), errors, path)
             if progress:

@@ -62,6 +62,22 @@ class StaticQuantizer:
     def quantizable_nodes(self) -> list[onnx.NodeProto]:
         return [node for node in self.model.graph.node if node.op_type in QUANTIZED_OPS]
 
+    def layer_nodes(self, name: str) -> list[str]:
+        """The quantizable node ``name`` and the ops that only carry its output on (activation, pool,
+        pad) up to the next quantizable node: what "this layer in float" must exclude, because ORT
+        also quantizes the activations around LeakyRelu, MaxPool and friends on their own."""
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.model.graph.node:
+            for tensor in node.input:
+                consumers.setdefault(tensor, []).append(node)
+        node = next(n for n in self.model.graph.node if n.name == name)
+        chain = [name]
+        while len(readers := consumers.get(node.output[0], [])) == 1 and readers[0].op_type not in QUANTIZED_OPS \
+                and len(readers[0].output) == 1:
+            node = readers[0]
+            chain.append(node.name)
+        return chain
+
     def quantize(self, exclude: Sequence[str] = ()) -> Path:
         """The QDQ int8 model with the nodes in ``exclude`` left in float, as a file under ``folder``."""
         self._count += 1
