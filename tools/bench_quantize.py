@@ -86,7 +86,7 @@ def bench(name: str, args: argparse.Namespace, folder: Path, log) -> dict:
                            sensitivity=None if args.sensitivity == "auto" else False)
     log(report.format())
     sample = np.load(calib)[-1:]
-    models = {"float": float_path, **{s.name: s.model_file for s in report.steps}}
+    models: dict[str, str | Path] = {"float": float_path, **{s.name: s.model_file for s in report.steps}}
     log(f"{name}: timing {len(models)} models, {args.rounds} interleaved rounds")
     samples = time_interleaved(models, sample, INPUT_NAME, rounds=args.rounds, warmup=1)
     p50 = {key: float(np.median(values)) for key, values in samples.items()}
