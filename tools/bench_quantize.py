@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -86,7 +87,7 @@ def bench(name: str, args: argparse.Namespace, folder: Path, log) -> dict:
                            sensitivity=None if args.sensitivity == "auto" else False)
     log(report.format())
     sample = np.load(calib)[-1:]
-    models: dict[str, str | Path] = {"float": float_path, **{s.name: s.model_file for s in report.steps}}
+    models: dict[str, str | os.PathLike] = {"float": float_path, **{s.name: s.model_file for s in report.steps}}
     log(f"{name}: timing {len(models)} models, {args.rounds} interleaved rounds")
     samples = time_interleaved(models, sample, INPUT_NAME, rounds=args.rounds, warmup=1)
     p50 = {key: float(np.median(values)) for key, values in samples.items()}
@@ -133,7 +134,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-quantize-") as tmp:
         for name in args.models.split(","):
             results.append(bench(name, args, Path(tmp), log))
-    environment = {"cpu": cpu_model(), "cores": len(__import__("os").sched_getaffinity(0)),
+    environment = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
                    "onnxruntime": ort.__version__, "onnx": onnx.__version__, "argv": sys.argv[1:]}
     print(f"CPU: {environment['cpu']}, {environment['cores']} cores; onnxruntime {ort.__version__}")
     print(table(results))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +36,7 @@ class Latency:
         return self.int8_p50_ms / self.float_p50_ms
 
 
-def time_interleaved(models: dict[str, str | os.PathLike], sample: np.ndarray, input_name: str, *,
+def time_interleaved(models: Mapping[str, str | os.PathLike], sample: np.ndarray, input_name: str, *,
                      rounds: int = 10, warmup: int = 2) -> dict[str, list[float]]:
     """Milliseconds per run of each model on one ``sample``: ``rounds`` rounds, each running every model once."""
     sessions = {key: create_session(path, providers="cpu", opt_level="all", spinning=False)
