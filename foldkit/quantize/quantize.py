@@ -221,13 +221,15 @@ def _name_unnamed_nodes(model: onnx.ModelProto) -> None:
 
 def quantized_model_path(float_model: str | os.PathLike, folder: str | os.PathLike, *,
                          calib: str | os.PathLike | None = None, calib_random: int | None = 16,
-                         method: str = "minmax", seed: int = 0) -> Path:
+                         method: str = "minmax", seed: int = 0, steps: bool = True) -> Path:
     """Quantize ``float_model`` into ``folder`` (for ``foldkit bench``'s int8 rows) and return the path.
 
     Default: 16 seeded random calibration inputs (speed does not depend on the calibration data);
-    equalization and bias correction as in ``foldkit quantize``, no sensitivity, no timing.
+    7-bit weights, equalization and bias correction tried as in ``foldkit quantize`` (``steps=False``:
+    ORT's quantizer alone, one calibration instead of four), no sensitivity, no timing.
     """
     output = Path(folder) / f"{Path(float_model).stem}.int8.onnx"
     quantize_onnx(float_model, output, calib=calib, calib_random=None if calib else calib_random, method=method,
-                  seed=seed, sensitivity=False, latency_rounds=0)
+                  seed=seed, sensitivity=False, latency_rounds=0, reduce_range=steps, equalize=steps,
+                  bias_correction=steps)
     return output
