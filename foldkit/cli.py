@@ -85,6 +85,10 @@ def _fraction(text: str) -> float:
     return _real(text, 0.0, 1.0, "a number from 0 to 1")
 
 
+def _snr(text: str) -> float:
+    return _real(text, -1000.0, 1000.0, "a signal-to-noise ratio in dB")
+
+
 def _scale(text: str) -> float:
     return _real(text, 1e-6, 1e6, "a positive finite number")
 
@@ -142,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=_seed, default=0)
     check.add_argument("--batch", type=_positive, default=1, help="batch size for dynamic batch dimensions")
     check.add_argument("--providers", default="auto", help="auto, cpu, cuda, … (default auto)")
+    check.add_argument("--min-snr", type=_snr, metavar="DB",
+                       help="pass each output on its signal-to-noise ratio instead of atol/rtol (int8 vs float)")
+    check.add_argument("--opt-level", choices=("disable", "basic", "extended", "all"),
+                       help="ORT graph optimizations for both models (default: disable; all with --min-snr, so an "
+                            "int8 model runs ORT's int8 kernels rather than its QDQ graph emulated in float)")
 
     inspect = commands.add_parser("inspect", help="layers, norms, and which norms fold (and why not)")
     inspect.add_argument("target", help="built-in name, .cfg or .onnx path")
@@ -173,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--baseline", help="variant the ratios are taken against (default: the first)")
     bench.add_argument("--opset", type=_opset, default=DEFAULT_OPSET)
     bench.add_argument("--seed", type=_seed, default=0)
-    bench.add_argument("--int8-model", help="an int8 (QDQ) ONNX model of the same network: adds its row")
+    int8 = bench.add_mutually_exclusive_group()
+    int8.add_argument("--int8-model", help="an int8 (QDQ) ONNX model of the same network: adds its row")
+    int8.add_argument("--quantize", action="store_true",
+                      help="add an int8 row: the folded model quantized on the fly (seeded synthetic calibration)")
     bench.add_argument("--no-memory", action="store_true", help="skip the per-variant peak memory processes")
     bench.add_argument("--json", help="write every setting and raw sample as JSON")
     bench.add_argument("--csv", help="write one line per timed sample")
@@ -200,6 +212,26 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--max-batch", type=_positive, default=8)
     triton.add_argument("--instances", type=_positive, default=1)
     triton.add_argument("--kind", choices=("cpu", "gpu"), default="cpu", help="instance group kind")
+
+    quantize = commands.add_parser("quantize", help="int8 (QDQ) after the fold, with its accuracy measured")
+    quantize.add_argument("model", help="a float ONNX model (foldkit folds it first)")
+    quantize.add_argument("-o", "--output", required=True, help="the int8 .onnx file to write")
+    source = quantize.add_mutually_exclusive_group(required=True)
+    source.add_argument("--calib", help="a folder of images (letterboxed as detect does) or an .npy NCHW batch")
+    source.add_argument("--calib-random", type=_positive, metavar="N",
+                        help="N seeded random inputs (smoke tests only: not representative data)")
+    quantize.add_argument("--held-out", type=_positive,
+                          help="inputs kept aside to judge the result (default: a quarter)")
+    quantize.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
+                          help="calibration method (default minmax)")
+    quantize.add_argument("--target-snr", type=_snr, metavar="DB",
+                          help="keep the fewest most sensitive layers in float until every held-out output reaches it")
+    quantize.add_argument("--exclude", default="", help="comma-separated node names to keep in float")
+    quantize.add_argument("--no-equalize", action="store_true", help="do not try cross-layer equalization")
+    quantize.add_argument("--no-bias-correction", action="store_true", help="do not try bias correction")
+    quantize.add_argument("--sensitivity", action="store_true", help="always run the per-layer sensitivity analysis")
+    quantize.add_argument("--seed", type=_seed, default=0)
+    quantize.add_argument("--report", help="write the report as JSON here")
 
     demo = commands.add_parser("demo", help="export a built-in network folded and unfolded, prove parity, time both")
     demo.add_argument("model", nargs="?", default="yolov3-tiny")
@@ -287,9 +319,10 @@ def _export(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from foldkit.parity import compare_onnx_models
 
+    opt_level = args.opt_level or ("all" if args.min_snr is not None else "disable")
     report = compare_onnx_models(
         args.candidate, args.reference, atol=args.atol, rtol=args.rtol, seed=args.seed, batch=args.batch,
-        providers=args.providers,
+        providers=args.providers, opt_level=opt_level, min_snr=args.min_snr,
     )
     print(report.format())
     return EXIT_OK if report.passed else EXIT_PARITY_FAILED
@@ -319,8 +352,14 @@ def _bench(args: argparse.Namespace) -> int:
     from foldkit.onnxio.files import check_outputs
 
     check_outputs([args.json, args.csv, args.plot], [args.model, args.weights, args.int8_model])
+    quantizer: Callable[[Path, Path], Path] | None = None
+    if args.quantize:
+        from foldkit.quantize import quantized_model_path
+
+        quantizer = quantized_model_path
     config = bench.BenchConfig(
-        model=args.model, variants=bench.parse_variants(args.variants, int8=args.int8_model is not None),
+        model=args.model, quantize=quantizer,
+        variants=bench.parse_variants(args.variants, int8=args.int8_model is not None or args.quantize),
         batches=args.batch, int8_model=None if args.int8_model is None else Path(args.int8_model),
         providers=bench.available_providers() if args.providers == "available"
         else [p.strip() for p in args.providers.split(",")], img_size=args.img_size, weights=args.weights,
@@ -334,6 +373,32 @@ def _bench(args: argparse.Namespace) -> int:
             write(result, path)
             print(f"wrote {path}")
     return EXIT_OK
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from foldkit.onnxio.files import check_outputs, write_text_atomic
+    from foldkit.quantize import quantize_onnx
+
+    check_outputs([args.output, args.report], [args.model, args.calib])
+    report = quantize_onnx(
+        args.model, args.output, calib=args.calib, calib_random=args.calib_random, held_out=args.held_out,
+        seed=args.seed, method=args.method, equalize=not args.no_equalize,
+        bias_correction=not args.no_bias_correction, target_snr=args.target_snr,
+        exclude=[name.strip() for name in args.exclude.split(",") if name.strip()],
+        sensitivity=True if args.sensitivity else None, progress=_status(),
+    )
+    print(report.format())
+    if args.report:
+        write_text_atomic(args.report, report.to_json())
+        print(f"wrote {args.report}")
+    return EXIT_OK if report.passed else EXIT_PARITY_FAILED
+
+
+def _status() -> Callable[[str], None] | None:
+    """Status lines for long steps (calibration, sensitivity) on a terminal; quiet otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda message: print(f"  {message}", file=sys.stderr, flush=True)
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -373,7 +438,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": _export, "check": _check, "inspect": _inspect, "fold": _fold, "bench": _bench, "detect": _detect,
-    "triton": _triton, "demo": _demo,
+    "triton": _triton, "quantize": _quantize, "demo": _demo,
 }
 
 if __name__ == "__main__":

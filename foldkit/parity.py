@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from foldkit.errors import FoldkitError
+from foldkit.strict_json import finite_or_none
 
 
 @dataclass
@@ -40,6 +41,8 @@ class OutputComparison:
     passed: bool
     nonfinite_candidate: int = 0  # NaN/Inf elements in the candidate output
     nonfinite_reference: int = 0
+    snr_db: float = float("inf")  # 10·log10(Σb² / Σ(a−b)²); inf when a == b exactly
+    min_snr: float | None = None  # when set, the output passes on SNR alone (see compare_outputs)
 
     @property
     def min_rtol(self) -> float:
@@ -68,21 +71,25 @@ class ParityReport:
     def to_dict(self) -> dict:
         return {
             "candidate": self.candidate, "reference": self.reference, "passed": self.passed, "settings": self.settings,
-            "outputs": [asdict(o) | {"min_rtol": o.min_rtol, "min_atol": o.min_atol} for o in self.outputs],
+            "outputs": [asdict(o) | {"min_rtol": o.min_rtol, "min_atol": o.min_atol, "snr_db": finite_or_none(o.snr_db)}
+                        for o in self.outputs],
         }
 
     def format(self) -> str:
         header = f"parity: {self.candidate}  vs  {self.reference} (reference)"
         if self.settings:
             header += f"\n  ran on {self.settings}"
-        columns = f"  {'output':<14} {'shape':<20} {'max abs':>10} {'max rel':>10} {'mean abs':>10} {'min rtol':>10}  result"
+        columns = (f"  {'output':<14} {'shape':<20} {'max abs':>10} {'max rel':>10} {'mean abs':>10} {'min rtol':>10}"
+                   f" {'SNR dB':>8}  result")
         rows = [
             f"  {o.name:<14} {'x'.join(map(str, o.shape)):<20} {o.max_abs:>10.3e} {o.max_rel:>10.3e} "
-            f"{o.mean_abs:>10.3e} {o.min_rtol:>10.3e}  {'PASSED' if o.passed else 'FAILED'}"
-            f" (atol={o.atol:g}, rtol={o.rtol:g})" + _nonfinite_note(o)
+            f"{o.mean_abs:>10.3e} {o.min_rtol:>10.3e} {o.snr_db:>8.1f}  {'PASSED' if o.passed else 'FAILED'}"
+            + (f" (SNR ≥ {o.min_snr:g} dB)" if o.min_snr is not None else f" (atol={o.atol:g}, rtol={o.rtol:g})")
+            + _nonfinite_note(o)
             for o in self.outputs
         ]
-        verdict = f"  {'PASSED' if self.passed else 'FAILED'}: {sum(o.passed for o in self.outputs)}/{len(self.outputs)} outputs within tolerance"
+        passed = sum(o.passed for o in self.outputs)
+        verdict = f"  {'PASSED' if self.passed else 'FAILED'}: {passed}/{len(self.outputs)} outputs within tolerance"
         return "\n".join([header, columns, *rows, verdict])
 
 
@@ -101,11 +108,17 @@ def compare_outputs(
     rtol: float = DEFAULT_RTOL,
     candidate_name: str = "candidate",
     reference_name: str = "reference",
+    min_snr: float | None = None,
 ) -> ParityReport:
-    """Compare outputs matched by name (dicts) or by position (lists)."""
+    """Compare outputs matched by name (dicts) or by position (lists).
+
+    ``min_snr`` (dB) judges each output by its signal-to-noise ratio instead of atol/rtol: the
+    gate for a lossy candidate (int8 vs float), where element-wise tolerances mean nothing.
+    """
     if isinstance(candidate, dict) != isinstance(reference, dict):
         raise TypeError("pass both outputs as dicts or both as lists")
-    if isinstance(candidate, dict):
+    pairs: list[tuple[str, np.ndarray, np.ndarray]]
+    if isinstance(candidate, dict) and isinstance(reference, dict):
         if set(candidate) != set(reference):
             raise FoldkitError(
                 f"{candidate_name} and {reference_name} have different outputs: "
@@ -115,11 +128,33 @@ def compare_outputs(
     else:
         if len(candidate) != len(reference):
             raise FoldkitError(f"{candidate_name} has {len(candidate)} outputs, {reference_name} {len(reference)}")
-        pairs = [(f"output{i}", a, b) for i, (a, b) in enumerate(zip(candidate, reference))]
+        pairs = [(f"output{i}", np.asarray(a), np.asarray(b))
+                 for i, (a, b) in enumerate(zip(candidate, reference, strict=True))]
     report = ParityReport(candidate_name, reference_name)
     for name, a, b in pairs:
-        report.outputs.append(_compare(name, np.asarray(a), np.asarray(b), atol, rtol, candidate_name, reference_name))
+        comparison = _compare(name, np.asarray(a), np.asarray(b), atol, rtol, candidate_name, reference_name)
+        if min_snr is not None:
+            comparison.min_snr = min_snr
+            nonfinite = comparison.nonfinite_candidate or comparison.nonfinite_reference
+            comparison.passed = comparison.snr_db >= min_snr and not nonfinite
+        report.outputs.append(comparison)
     return report
+
+
+def output_snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Signal-to-noise ratio of ``candidate`` against ``reference`` in dB: 10·log10(Σref² / Σ(ref−cand)²).
+
+    ``inf`` when they are equal; ``-inf`` when the candidate is not finite where the reference is,
+    or the reference is all zeros and the candidate is not.
+    """
+    ref, cand = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    noise = float(np.square(ref - cand).sum())
+    if not np.isfinite(noise):
+        return float("-inf")
+    signal = float(np.square(ref).sum())
+    if noise == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
 def _compare(name, a, b, atol, rtol, candidate_name, reference_name) -> OutputComparison:
@@ -141,6 +176,7 @@ def _compare(name, a, b, atol, rtol, candidate_name, reference_name) -> OutputCo
         max_rel=float((diff[nonzero] / magnitude[nonzero]).max()) if nonzero.any() else 0.0,
         mean_abs=float(diff.mean()) if diff.size else 0.0, ref_max=ref_max, atol=atol, rtol=rtol,
         passed=bool(max_abs <= atol + rtol * ref_max), nonfinite_candidate=nonfinite_a, nonfinite_reference=nonfinite_b,
+        snr_db=output_snr_db(b, a),
     )
 
 
@@ -156,18 +192,20 @@ def compare_onnx_models(
     opt_level: str = "disable",
     disabled_optimizers: tuple[str, ...] = (),
     names: tuple[str, str] | None = None,
+    min_snr: float | None = None,
 ) -> ParityReport:
     """Run two ONNX models (files or ModelProtos) on the same seeded inputs; compare every output.
 
     Both run at ``opt_level`` (default: every ORT graph optimization off, so each model runs as
-    written and ORT's own Conv+BN fusion cannot hide a difference).
+    written and ORT's own Conv+BN fusion cannot hide a difference). ``min_snr`` (dB): see
+    :func:`compare_outputs`.
     """
     from foldkit.onnxio.files import load_onnx
     from foldkit.runtime import create_session, random_inputs, run
 
     labels = names or (str(candidate), str(reference))
     sessions = []
-    for model, label in zip((candidate, reference), labels):
+    for model, label in zip((candidate, reference), labels, strict=True):
         proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
         try:
             sessions.append(create_session(
@@ -179,7 +217,8 @@ def compare_onnx_models(
     _check_same_inputs(sessions[0], sessions[1], labels)
     outputs = [run(s, feeds) for s in sessions]
     report = compare_outputs(
-        outputs[0], outputs[1], atol=atol, rtol=rtol, candidate_name=labels[0], reference_name=labels[1]
+        outputs[0], outputs[1], atol=atol, rtol=rtol, candidate_name=labels[0], reference_name=labels[1],
+        min_snr=min_snr,
     )
     disabled = f", disabled: {', '.join(disabled_optimizers)}" if disabled_optimizers else ""
     report.settings = (f"onnxruntime {sessions[0].get_providers()[0]}, graph optimizations '{opt_level}'{disabled}, "
@@ -204,7 +243,7 @@ def _check_same_inputs(candidate, reference, labels: tuple[str, str]) -> None:
                                f"{kind} {shape}")
 
 
-def torch_outputs(model: "torch.nn.Module", images: np.ndarray, *, float64: bool = False) -> list[np.ndarray]:
+def torch_outputs(model: torch.nn.Module, images: np.ndarray, *, float64: bool = False) -> list[np.ndarray]:
     """Run a PyTorch model on NCHW ``images``; ``float64`` runs a float64 copy as ground truth."""
     import copy
 

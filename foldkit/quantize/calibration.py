@@ -1,0 +1,157 @@
+"""Calibration inputs for static int8 quantization: images, an ``.npy`` batch, or seeded noise.
+
+Whatever the source, the result is one float32 NCHW array that matches the model's input, split
+into the part ONNX Runtime calibrates on and a held-out part that the quantized model is judged
+on (never the same inputs: ranges fitted to an input flatter the error measured on it). Images
+go through the same letterbox as ``foldkit detect``, so calibration sees what deployment sees.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader
+
+from foldkit.errors import FoldkitError
+
+HELD_OUT_FRACTION = 0.25  # of a folder or .npy batch; at least one input
+
+
+class SyntheticCalibrationWarning(UserWarning):
+    """Calibrating on random noise: fine for a smoke test, meaningless for deployment accuracy."""
+
+
+@dataclass
+class CalibrationData:
+    """The inputs ORT calibrates on, the held-out inputs the result is judged on, and where they came from."""
+
+    calibration: np.ndarray  # N×C×H×W float32
+    held_out: np.ndarray
+    source: str
+    synthetic: bool
+
+    def reader(self, input_name: str) -> CalibrationDataReader:
+        """A fresh ORT data reader over the calibration inputs, one sample per batch."""
+        return _ArrayReader(input_name, self.calibration)
+
+
+class _ArrayReader(CalibrationDataReader):
+    def __init__(self, input_name: str, batch: np.ndarray) -> None:
+        self._name = input_name
+        self._batch = batch
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._batch):
+            return None
+        self._next += 1
+        return {self._name: self._batch[self._next - 1:self._next]}
+
+    def __len__(self) -> int:
+        return len(self._batch)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._batch = self._batch[start_index:end_index]
+        self._next = 0
+
+
+def model_input(model: onnx.ModelProto, where: str) -> tuple[str, tuple[int | None, ...]]:
+    """The model's single image input: its name and NCHW shape (None where the dim is symbolic)."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise FoldkitError(f"{where}: quantize needs a model with one input, this one has {len(inputs)}")
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                 for d in inputs[0].type.tensor_type.shape.dim)
+    if len(dims) != 4:
+        raise FoldkitError(f"{where}: input '{inputs[0].name}' has rank {len(dims)}; quantize expects NCHW images")
+    return inputs[0].name, dims
+
+
+def load_calibration(
+    shape: tuple[int | None, ...],
+    *,
+    calib: str | os.PathLike | None = None,
+    random_count: int | None = None,
+    held_out: int | None = None,
+    seed: int = 0,
+) -> CalibrationData:
+    """Calibration and held-out inputs for a model whose input is ``shape`` (NCHW, None = symbolic).
+
+    ``calib`` is a folder of images (letterboxed to H×W like ``foldkit detect``) or an ``.npy``
+    array N×C×H×W; otherwise ``random_count`` seeded uniform [0, 1) inputs (a warning says they
+    are for smoke tests only). ``held_out`` inputs are kept apart for judging (default: a quarter
+    of a folder or array, at least one; for random inputs, as many more seeded ones).
+    """
+    if (calib is None) == (random_count is None):
+        raise FoldkitError("give calibration data: a folder of images or an .npy file, or a count of random inputs")
+    if calib is None:
+        return _random(shape, random_count or 0, held_out, seed)
+    path = Path(calib)
+    if path.is_dir():
+        batch = _images(path, shape)
+        source = f"{len(batch)} images in {path}"
+    elif path.suffix.lower() == ".npy" and path.is_file():
+        batch, source = _npy(path, shape), str(path)
+    elif path.exists():
+        raise FoldkitError(f"{path}: calibration data must be a folder of images or an .npy file")
+    else:
+        raise FoldkitError(f"{path}: no such calibration folder or file")
+    count = held_out if held_out is not None else max(1, round(len(batch) * HELD_OUT_FRACTION))
+    if len(batch) < count + 1:
+        raise FoldkitError(f"{path}: {len(batch)} input(s); need at least {count + 1} "
+                           f"(calibration plus {count} held out)")
+    return CalibrationData(batch[:-count], batch[-count:], source=f"{source}: {len(batch) - count} calibration, "
+                           f"{count} held out", synthetic=False)
+
+
+def _spatial(shape: tuple[int | None, ...], what: str) -> tuple[int, int]:
+    if shape[2] is None or shape[3] is None:
+        raise FoldkitError(f"{what}: the model's input height and width are symbolic; give an .npy batch instead")
+    return shape[2], shape[3]
+
+
+def _random(shape: tuple[int | None, ...], count: int, held_out: int | None, seed: int) -> CalibrationData:
+    if count < 1:
+        raise FoldkitError(f"--calib-random needs a positive count, got {count}")
+    height, width = _spatial(shape, "--calib-random")
+    extra = held_out if held_out is not None else max(1, round(count * HELD_OUT_FRACTION))
+    warnings.warn(f"calibrating on {count} random inputs: for smoke tests only; int8 accuracy on real data "
+                  "needs real calibration images", SyntheticCalibrationWarning, stacklevel=3)
+    rng = np.random.default_rng(seed)
+    batch = rng.random((count + extra, shape[1] or 3, height, width), dtype=np.float32)
+    return CalibrationData(batch[:count], batch[count:], source=f"{count} seeded random inputs (seed {seed}), "
+                           f"{extra} held out", synthetic=True)
+
+
+def _images(folder: Path, shape: tuple[int | None, ...]) -> np.ndarray:
+    from foldkit.deploy.detect import collect_images, load_image
+    from foldkit.deploy.yolo import letterbox
+
+    size = _spatial(shape, str(folder))
+    if shape[1] not in (None, 3):
+        raise FoldkitError(f"{folder}: images are RGB, but the model's input has {shape[1]} channels")
+    images = collect_images([folder])
+    return np.concatenate([letterbox(load_image(path), size)[0] for path in images]).astype(np.float32)
+
+
+def _npy(path: Path, shape: tuple[int | None, ...]) -> np.ndarray:
+    try:
+        batch = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise FoldkitError(f"{path}: cannot read the array ({str(exc).splitlines()[0]})") from None
+    expected = "×".join("?" if d is None else str(d) for d in ("N", *shape[1:]))
+    mismatched = batch.ndim != 4 or any(
+        want is not None and got != want for got, want in zip(batch.shape[1:], shape[1:], strict=True))
+    if mismatched:
+        raise FoldkitError(f"{path}: array of shape {'×'.join(map(str, batch.shape))} does not match the model "
+                           f"input {expected}")
+    if batch.dtype.kind != "f" or not np.isfinite(batch).all():
+        raise FoldkitError(f"{path}: calibration inputs must be finite floats, got {batch.dtype}"
+                           + ("" if batch.dtype.kind != "f" else " with NaN or inf values"))
+    return batch.astype(np.float32)

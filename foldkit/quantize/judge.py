@@ -1,0 +1,67 @@
+"""Judge a quantized model against the float model on held-out inputs, as ONNX Runtime deploys it.
+
+Both run at ORT's default graph optimization level, so the int8 model is measured as it will run
+(ORT fuses QDQ pairs into int8 kernels, whose rounding differs slightly from the QDQ graph's).
+The float outputs are computed once; every candidate is compared output by output.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from foldkit.parity import compare_outputs
+from foldkit.runtime import create_session
+
+
+@dataclass
+class OutputError:
+    """One output of the quantized model against the float model, over all held-out inputs."""
+
+    name: str
+    snr_db: float
+    max_abs: float
+    max_rel: float  # max|a − b| / max|b|: relative to the output's range, as parity's min_rtol
+
+
+class HeldOutJudge:
+    """Float outputs on the held-out inputs, and the error of any candidate model against them."""
+
+    def __init__(self, float_model: str | os.PathLike, held_out: np.ndarray, input_name: str) -> None:
+        self.held_out = held_out
+        self.input_name = input_name
+        self.reference = self._outputs(float_model)
+
+    def _outputs(self, model: str | os.PathLike) -> dict[str, np.ndarray]:
+        session = create_session(model, providers="cpu", opt_level="all")
+        names = [o.name for o in session.get_outputs()]
+        runs = [session.run(names, {self.input_name: sample[None]}) for sample in self.held_out]
+        return {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(names)}
+
+    def input_noise_snr(self, float_model: str | os.PathLike, step: float, seed: int = 0) -> float:
+        """The float model's own min output SNR when its input carries uniform rounding noise of ``step``.
+
+        int8 rounds the input to 1/255 of its range at the very first layer, so this is near the best
+        any int8 model of this network can do: it measures how much the network amplifies noise.
+        """
+        noise = np.random.default_rng(seed).uniform(-step / 2, step / 2, self.held_out.shape).astype(np.float32)
+        session = create_session(float_model, providers="cpu", opt_level="all")
+        names = [o.name for o in session.get_outputs()]
+        runs = [session.run(names, {self.input_name: sample[None]}) for sample in self.held_out + noise]
+        noisy = {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(names)}
+        return min(o.snr_db for o in compare_outputs(noisy, self.reference).outputs)
+
+    def errors(self, candidate: str | os.PathLike) -> list[OutputError]:
+        report = compare_outputs(self._outputs(candidate), self.reference, candidate_name=str(candidate),
+                                 reference_name="float")
+        return [OutputError(o.name, o.snr_db, o.max_abs, o.min_rtol) for o in report.outputs]
+
+
+def min_snr(errors: list[OutputError]) -> float:
+    return min(e.snr_db for e in errors)
+
+
+def mean_snr(errors: list[OutputError]) -> float:
+    return float(np.mean([e.snr_db for e in errors]))
