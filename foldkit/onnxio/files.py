@@ -79,7 +79,7 @@ def check_outputs(outputs: Iterable[PathLike | None], inputs: Iterable[PathLike 
         if key in taken:
             other = taken[key]
             role = "the input" if key in seen else "another output"
-            raise FoldkitError(f"{path}: is {role} ({other}); refusing to overwrite it, choose another path")
+            raise FoldkitError(f"{path}: is {role} ({other}); refusing to overwrite {role}, choose another path")
         taken[key] = path
         folder = path.parent
         if not folder.is_dir():
