@@ -18,3 +18,8 @@ LEAKY_SLOPE = 0.1  # Darknet's leaky slope (activations.h), also keras-yolo3's L
 ACTIVATION_NAMES = ("leaky", "relu", "logistic", "tanh", "mish", "swish", "linear")
 
 INPUT_NAME = "images"  # the image input of every model foldkit writes
+
+# A Darknet network whose float32 parameters plus per-image activations exceed this is refused before
+# anything is allocated (a typo such as filters=1000000000). The largest zoo cfg, yolov4-p6 at
+# 1280×1280, needs 3.7 GiB.
+MAX_NETWORK_BYTES = 16 * 2**30
