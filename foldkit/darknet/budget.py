@@ -24,17 +24,30 @@ def estimate_bytes(plan: NetworkPlan) -> tuple[int, int]:
 
 
 def check_memory(plan: NetworkPlan, sections: list[Section], limit: int = MAX_NETWORK_BYTES) -> None:
-    """Raise a FoldkitError with the estimate, naming the file and line of the largest layer, when over ``limit``."""
+    """Raise a FoldkitError with the estimate when over ``limit``, naming the layer that crosses it (file, line)."""
     parameters, activations = estimate_bytes(plan)
     total = (parameters + activations) * FLOAT_BYTES
     if total <= limit:
         return
-    index = max(range(len(plan.layers)), key=lambda i: math.prod(plan.layers[i].shape))
+    index = _first_layer_over(plan, limit)
     shape = "×".join(map(str, plan.layers[index].shape))
     raise sections[index + 1].error(
-        f"(output {shape}, the largest) makes the network need about {_gib(total)}: {parameters:,} parameters "
-        f"and {activations:,} activation values per image in float32, over foldkit's limit of {_gib(limit)}"
+        f"(output {shape}) takes the network over foldkit's limit of {_gib(limit)}: the whole network needs "
+        f"about {_gib(total)}, {parameters:,} parameters and {activations:,} activation values per image in float32"
     )
+
+
+def _first_layer_over(plan: NetworkPlan, limit: int) -> int:
+    """The layer at which the running estimate first exceeds ``limit`` (it grows with each layer: bisect)."""
+    low, high = 0, len(plan.layers) - 1
+    while low < high:
+        middle = (low + high) // 2
+        parameters, activations = estimate_bytes(NetworkPlan(plan.info, plan.layers[:middle + 1]))
+        if (parameters + activations) * FLOAT_BYTES > limit:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def _gib(count: int) -> str:
