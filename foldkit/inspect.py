@@ -81,7 +81,7 @@ def inspect_target(target: str | os.PathLike, *, bn_variant: str = "alexeyab",
     if Path(target).suffix.lower() == ".onnx":
         model = load_onnx(target)
         before = node_counts(model)
-        folded, report = fold_onnx(model, inplace=True)
+        _, report = fold_onnx(model, inplace=True)
         ops = ", ".join(f"{op}×{n}" for op, n in before.items())
         return f"{target}: {sum(before.values())} nodes ({ops})\n{report.format(verbose=True)}"
     if bn_variant not in BN_EPSILON_NOTES:

@@ -35,8 +35,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_darknet_dir
+
 from foldkit.darknet.build import build_model
 from foldkit.darknet.cfg import Section, parse_cfg
 from foldkit.darknet.layers import NetworkPlan, plan_network

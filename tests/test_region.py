@@ -16,7 +16,13 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from foldkit.deploy.detect import detect_images
-from foldkit.deploy.yolo import HeadSpec, Letterbox, decode_heads, heads_from_metadata, postprocess
+from foldkit.deploy.yolo import (
+    HeadSpec,
+    Letterbox,
+    decode_heads,
+    heads_from_metadata,
+    postprocess,
+)
 from foldkit.errors import FoldkitError
 from foldkit.metadata import add_metadata, network_metadata
 

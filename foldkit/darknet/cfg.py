@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ _WHITESPACE = str.maketrans("", "", " \t\r\n")
 # What atoi/atof consume in full: ASCII digits only (no '_', no Unicode digits, no hex, inf or nan).
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+NumberKind = type[int] | type[float]  # (named here: inside Section, ``type`` is a field)
 C_INT_MAX = 2**31 - 1  # Darknet stores these keys in a C int; atoi's overflow is undefined
 
 # The smallest value each (section, key) may take; Darknet reads anything lower differently or not at all.
@@ -108,22 +110,22 @@ class Section:
     def get_floats(self, key: str, default: list[float] | None = None) -> list[float]:
         return self._list(key, float, default)
 
-    def _convert(self, key: str, kind: type):
+    def _convert(self, key: str, kind: NumberKind):
         text = self.options[key][0].split("#", 1)[0]  # atoi/atof stop at an inline comment
         return _number(text, kind, lambda why: self.error(f"'{key}={text}' {why}", key))
 
-    def _list(self, key: str, kind: type, default: list | None) -> list:
+    def _list(self, key: str, kind: NumberKind, default: list | None) -> list:
         if key not in self.options:
             if default is None:
                 raise self.error(f"missing required key '{key}'")
             return default
         text = self.options[key][0].split("#", 1)[0]  # Darknet's list parsers stop at '#'
         # Darknet counts the commas and reads an empty item as 0, so "1,,2" or a trailing comma is misread.
-        return [_number(item, kind, lambda why: self.error(f"'{key}={text}': item {item!r} {why}", key))
+        return [_number(item, kind, lambda why, item=item: self.error(f"'{key}={text}': item {item!r} {why}", key))
                 for item in text.split(",")]
 
 
-def _number(text: str, kind: type, error) -> int | float:
+def _number(text: str, kind: NumberKind, error: Callable[[str], FoldkitError]) -> int | float:
     """``text`` as Darknet's atoi/atof would read it, or ``error(why)`` raised where their reading differs."""
     pattern = _INT if kind is int else _FLOAT
     if not pattern.fullmatch(text):
