@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +90,7 @@ class Section:
             if default is None:
                 raise self.error(f"missing required key '{key}'")
             return default
-        value = self._convert(key, int)
+        value = int(self._convert(key, int))
         minimum = MINIMUM.get((self.type, key))
         if minimum is not None and value < minimum:
             raise self.error(f"'{key}={value}' must be at least {minimum}", key)
@@ -110,9 +109,12 @@ class Section:
     def get_floats(self, key: str, default: list[float] | None = None) -> list[float]:
         return self._list(key, float, default)
 
-    def _convert(self, key: str, kind: NumberKind):
+    def _convert(self, key: str, kind: NumberKind) -> int | float:
         text = self.options[key][0].split("#", 1)[0]  # atoi/atof stop at an inline comment
-        return _number(text, kind, lambda why: self.error(f"'{key}={text}' {why}", key))
+        try:
+            return _number(text, kind)
+        except ValueError as exc:
+            raise self.error(f"'{key}={text}' {exc}", key) from None
 
     def _list(self, key: str, kind: NumberKind, default: list | None) -> list:
         if key not in self.options:
@@ -120,23 +122,27 @@ class Section:
                 raise self.error(f"missing required key '{key}'")
             return default
         text = self.options[key][0].split("#", 1)[0]  # Darknet's list parsers stop at '#'
+        values = []
         # Darknet counts the commas and reads an empty item as 0, so "1,,2" or a trailing comma is misread.
-        return [_number(item, kind, lambda why, item=item: self.error(f"'{key}={text}': item {item!r} {why}", key))
-                for item in text.split(",")]
+        for item in text.split(","):
+            try:
+                values.append(_number(item, kind))
+            except ValueError as exc:
+                raise self.error(f"'{key}={text}': item {item!r} {exc}", key) from None
+        return values
 
 
-def _number(text: str, kind: NumberKind, error: Callable[[str], FoldkitError]) -> int | float:
-    """``text`` as Darknet's atoi/atof would read it, or ``error(why)`` raised where their reading differs."""
+def _number(text: str, kind: NumberKind) -> int | float:
+    """``text`` as Darknet's atoi/atof would read it; ValueError(why) where their reading would differ."""
     pattern = _INT if kind is int else _FLOAT
     if not pattern.fullmatch(text):
-        darknet = _atoi_prefix(text) if kind is int else None
-        read_as = f" (Darknet would read {darknet})" if darknet is not None else ""
-        raise error(f"is not a plain {'integer' if kind is int else 'decimal number'}{read_as}")
+        darknet = f" (Darknet would read {_atoi_prefix(text)})" if kind is int else ""
+        raise ValueError(f"is not a plain {'integer' if kind is int else 'decimal number'}{darknet}")
     value = kind(text)
     if kind is int and abs(value) > C_INT_MAX:
-        raise error(f"does not fit Darknet's 32-bit integer (|value| ≤ {C_INT_MAX})")
+        raise ValueError(f"does not fit Darknet's 32-bit integer (|value| ≤ {C_INT_MAX})")
     if kind is float and abs(value) == float("inf"):
-        raise error("overflows a float")
+        raise ValueError("overflows a float")
     return value
 
 
