@@ -15,11 +15,73 @@ from typing import Callable
 import torch
 from torch import nn
 
-from foldkit.defaults import BN_EPS, LEAKY_SLOPE
+from foldkit.defaults import (
+    ACTIVATION_NAMES, BN_EPS, GELU_C1, GELU_C3, LEAKY_SLOPE, NORMALIZE_CHANNELS_EPS, SELU_ALPHA, SELU_LAMBDA,
+)
 from foldkit.errors import FoldkitError
+
+class DarknetActivation(nn.Module):
+    """A Darknet activation with no PyTorch twin, written as Darknet's formula (activations.h/.c).
+
+    The piecewise ones are expressed with clamps, which is exact and exports to plain ONNX ops.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def extra_repr(self) -> str:
+        return self.name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _FORMULAS[self.name](x)
+
+
+def _normalize_channels(x: torch.Tensor) -> torch.Tensor:
+    positive = torch.relu(x)
+    return positive / (NORMALIZE_CHANNELS_EPS + positive.sum(dim=1, keepdim=True))
+
+
+def _normalize_channels_softmax(x: torch.Tensor, subtract_max: bool) -> torch.Tensor:
+    if subtract_max:
+        x = x - x.amax(dim=1, keepdim=True)
+    e = torch.exp(x)
+    return e / (NORMALIZE_CHANNELS_EPS + e.sum(dim=1, keepdim=True))
+
+
+def _stair(x: torch.Tensor) -> torch.Tensor:
+    n = torch.floor(x)
+    odd = n - 2.0 * torch.floor(n * 0.5)
+    return torch.floor(x * 0.5) + odd * (x - n)
+
+
+def _soft_clip(x: torch.Tensor, low: float, high: float, slope: float, scale: float, offset: float) -> torch.Tensor:
+    """``scale·clip(x, low, high) + offset + slope·(x − clip(x))``: Darknet's plse and lhtan."""
+    clipped = torch.clamp(x, low, high)
+    return clipped * scale + offset + (x - clipped) * slope
+
+
+_FORMULAS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu6": lambda x: torch.clamp(x, 0.0, 6.0),
+    "elu": lambda x: torch.where(x >= 0, x, torch.expm1(torch.clamp(x, max=0.0))),
+    "selu": lambda x: SELU_LAMBDA * torch.where(x >= 0, x, SELU_ALPHA * torch.expm1(torch.clamp(x, max=0.0))),
+    "gelu": lambda x: 0.5 * x * (1.0 + torch.tanh(GELU_C1 * x + GELU_C3 * x * x * x)),
+    "ramp": lambda x: torch.relu(x) + 0.1 * x,
+    "loggy": lambda x: 2.0 * torch.sigmoid(x) - 1.0,
+    "plse": lambda x: _soft_clip(x, -4.0, 4.0, 0.01, 0.125, 0.5),
+    "lhtan": lambda x: _soft_clip(x, 0.0, 1.0, 0.001, 1.0, 0.0),
+    "hardtan": lambda x: torch.clamp(x, -1.0, 1.0),
+    "stair": _stair,
+    "hard_mish": lambda x: x * torch.clamp(x + 2.0, 0.0, 2.0) * 0.5,
+    "normalize_channels": _normalize_channels,
+    "normalize_channels_softmax": lambda x: _normalize_channels_softmax(x, False),
+    "normalize_channels_softmax_maxval": lambda x: _normalize_channels_softmax(x, True),
+}
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "leaky": lambda: nn.LeakyReLU(LEAKY_SLOPE),
+    "revleaky": lambda: nn.LeakyReLU(LEAKY_SLOPE),  # Darknet computes it exactly as leaky
+    "relie": lambda: nn.LeakyReLU(0.01),
     "relu": nn.ReLU,
     "logistic": nn.Sigmoid,
     "tanh": nn.Tanh,
@@ -28,7 +90,9 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     # Darknet's swish is x·σ(x) without a β parameter: exactly SiLU.
     "swish": nn.SiLU,
     "linear": nn.Identity,
+    **{name: (lambda name=name: DarknetActivation(name)) for name in _FORMULAS},
 }
+assert set(ACTIVATIONS) == set(ACTIVATION_NAMES), "defaults.ACTIVATION_NAMES and nn.ACTIVATIONS must agree"
 
 
 def make_activation(name: str) -> nn.Module:

@@ -91,10 +91,13 @@ CONV = "[convolutional]\nfilters=8\nsize=3\npad=1\nactivation=leaky\n"
 
 
 @pytest.mark.parametrize("body,line,words", [
-    (NET + CONV + "[reorg]\nstride=2\n", 10, "[reorg] layer 1 is not supported"),
+    (NET + CONV + "[local]\nfilters=2\n", 10, "[local] layer 1 is not supported"),
+    (NET + CONV + "[reorg]\nstride=3\n", 11, "stride=3 (reverse=0) does not divide input 8×32×32"),
     (NET + "[convolutional]\nfilters=eight\n", 6, "'filters=eight' is not a valid int"),
     (NET + CONV + "[route]\nlayers=-1, 5\n", 11, "refers to layer 5"),
-    (NET + CONV + "[maxpool]\nsize=2\nstride=2\n[shortcut]\nfrom=-2\n", 14, "shapes must match"),
+    (NET + CONV + "[maxpool]\nsize=3\nstride=3\n[shortcut]\nfrom=-2\n", 14, "an integer factor larger"),
+    (NET + CONV + "[convolutional]\nfilters=8\nsize=3\nxnor=1\n", 13, "option 'xnor' is refused: XNOR-binarized"),
+    (NET + "[rnn]\noutput=8\n", 5, "recurrent layer: not a feed-forward image network"),
     ("[convolutional]\nfilters=8\n", 1, "the first section must be [net]"),
     (NET + "[convolutional]\nactivation=sparkly\n", 6, "unknown activation 'sparkly'"),
     (NET + CONV + "[yolo]\nmask=0\nanchors=1,2\nclasses=80\nnum=1\n", 10, "expects 1×(80+5) = 85 input channels"),

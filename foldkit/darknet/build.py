@@ -15,6 +15,7 @@ from foldkit.darknet import layers as spec
 from foldkit.darknet.layers import (  # noqa: F401 - re-exported for users of this module
     BUILTIN_MODELS, NetInfo, NetworkPlan, YoloHead, builtin_cfg_path, plan_network, resolve_cfg,
 )
+from foldkit.defaults import BN_EPS
 from foldkit.nn import ConvNormAct, make_activation
 
 class Route(nn.Module):
@@ -31,16 +32,147 @@ class Route(nn.Module):
 
 
 class Shortcut(nn.Module):
-    """Residual sum of this layer's input and the ``from`` layers, then the activation."""
+    """Darknet's ``[shortcut]``: a (weighted) sum of this layer's input and the ``from`` layers, then the activation.
 
-    def __init__(self, activation: str = "linear") -> None:
+    Inputs are aligned as :class:`foldkit.darknet.layers.Shortcut` describes: a larger map is sampled
+    every ``step``-th pixel, extra channels are ignored, missing channels add nothing. With
+    ``weights_type`` the raw weights are a parameter (what ``.weights`` stores) and are normalized as
+    Darknet does before it infers.
+    """
+
+    def __init__(self, p: spec.Shortcut) -> None:
+        super().__init__()
+        self.spec = p
+        self.act = make_activation(p.activation)
+        self.weight = nn.Parameter(torch.ones(p.weight_count)) if p.weight_count else None
+
+    def forward(self, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+        p = self.spec
+        inputs = [x, *(self._align(o, c, step) for o, c, step in zip(others, p.from_channels, p.steps))]
+        if self.weight is not None:
+            factors = spec.normalized_shortcut_weights(self.weight, p)
+            inputs = [f.view(1, -1, 1, 1) * t for f, t in zip(factors, inputs)]
+        total = inputs[0]
+        for other in inputs[1:]:
+            total = total + other
+        return self.act(total)
+
+    def _align(self, other: torch.Tensor, channels: int, step: int) -> torch.Tensor:
+        own, height, width = self.spec.shape
+        if step > 1:
+            other = other[:, :, : height * step : step, : width * step : step]
+        if channels > own:
+            return other[:, :own]
+        if channels < own:
+            return F.pad(other, (0, 0, 0, 0, 0, own - channels))
+        return other
+
+
+class Blur(nn.Module):
+    """Darknet's fixed antialiasing blur: a depthwise conv with a constant kernel (a buffer, not a weight)."""
+
+    def __init__(self, channels: int, antialiasing: int, stride: tuple[int, int]) -> None:
+        super().__init__()
+        kernel = torch.tensor(spec.blur_kernel(antialiasing), dtype=torch.float32)
+        self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).contiguous())
+        self.stride, self.padding, self.channels = stride, spec.blur_padding(antialiasing), channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.kernel, None, self.stride, self.padding, groups=self.channels)
+
+
+class SharedConv(nn.Module):
+    """A conv with ``share_index``: the owner layer's weights and BatchNorm, its own stride, padding and dilation."""
+
+    def __init__(self, owner: ConvNormAct, p: spec.Conv) -> None:
+        super().__init__()
+        self.owner = owner
+        self.stride, self.padding, self.dilation, self.groups = p.conv_stride, p.padding, p.dilation, p.groups
+        self.act = make_activation(p.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.owner.conv
+        y = F.conv2d(x, conv.weight, conv.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self.act(self.owner.norm(y))
+
+
+class Connected(nn.Module):
+    """Darknet's ``[connected]``: flatten (channel-major), Linear, optional BatchNorm, activation; N×1×1 out."""
+
+    def __init__(self, p: spec.Connected) -> None:
+        super().__init__()
+        self.linear = nn.Linear(p.inputs, p.outputs, bias=not p.batch_normalize)
+        self.norm = nn.BatchNorm1d(p.outputs, eps=BN_EPS) if p.batch_normalize else nn.Identity()
+        self.act = make_activation(p.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.linear(torch.flatten(x, 1))))[:, :, None, None]
+
+
+class Crop(nn.Module):
+    """Darknet's ``[crop]`` at inference: the centre crop, then ``2x − 1`` unless ``noadjust``."""
+
+    def __init__(self, p: spec.Crop) -> None:
+        super().__init__()
+        self.spec = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.spec
+        x = x[:, :, p.top:p.top + p.height, p.left:p.left + p.width]
+        return x * 2.0 - 1.0 if p.adjust else x
+
+
+class Reorg(nn.Module):
+    """``[reorg]`` (Darknet's index map: SpaceToDepth of the input reinterpreted as (C/s², H·s, W·s)) or ``[reorg3d]``.
+
+    FORMAT-ZOO §2: ``reverse`` is DepthToSpace (DCR); ``[reorg3d]`` reverse reinterprets around it.
+    """
+
+    def __init__(self, p: spec.Reorg, out_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.spec, self.out_shape = p, out_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, reverse, (c, h, w) = self.spec.stride, self.spec.reverse, self.spec.in_shape
+        if self.spec.darknet_map != reverse:  # reinterpret the buffer as (C/s², H·s, W·s) around the map
+            c, h, w = c // (s * s), h * s, w * s
+        batch = x.shape[0]
+        if reverse:  # DepthToSpace, DCR
+            y = x.reshape(batch, s, s, c // (s * s), h, w).permute(0, 3, 4, 1, 5, 2)
+        else:  # SpaceToDepth
+            y = x.reshape(batch, c, h // s, s, w // s, s).permute(0, 3, 5, 1, 2, 4)
+        return y.reshape(batch, *self.out_shape)
+
+
+class ScaleChannels(nn.Module):
+    """``[scale_channels]``: the ``from`` map times this layer's input (C×1×1 per channel, 1×H×W per pixel)."""
+
+    def __init__(self, activation: str) -> None:
         super().__init__()
         self.act = make_activation(activation)
 
-    def forward(self, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
-        for other in others:
-            x = x + other
-        return self.act(x)
+    def forward(self, scale: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.act(target * scale)
+
+
+class Sam(ScaleChannels):
+    """``[sam]``: this layer's input times the ``from`` map, elementwise."""
+
+
+class LocalAvgPool(nn.Module):
+    """``[local_avgpool]``: maxpool's windows (leading pad floor(p/2)), the mean of the in-bounds elements only."""
+
+    def __init__(self, p: spec.LocalAvgPool) -> None:
+        super().__init__()
+        self.spec = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.spec
+        pads = (p.lead, p.trail, p.lead, p.trail)
+        size = (p.size, p.size)
+        total = F.avg_pool2d(F.pad(x, pads), size, p.stride)
+        count = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), pads), size, p.stride)
+        return total / count
 
 
 class DarknetMaxPool(nn.Module):
@@ -85,19 +217,23 @@ class GlobalAvgPool(nn.Module):
 
 
 class Softmax(nn.Module):
-    """Darknet's ``[softmax]`` over the flattened C×H×W values of each sample."""
+    """Darknet's ``[softmax]`` over the flattened C×H×W values of each sample, in ``groups`` equal chunks."""
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: float = 1.0, groups: int = 1) -> None:
         super().__init__()
-        self.temperature = temperature
+        self.temperature, self.groups = temperature, groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(x, 1)
-        return torch.softmax(x / self.temperature if self.temperature != 1.0 else x, dim=1)
+        if self.temperature != 1.0:
+            x = x / self.temperature
+        if self.groups == 1:
+            return torch.softmax(x, dim=1)
+        return torch.softmax(x.view(x.shape[0], self.groups, -1), dim=-1).view(x.shape[0], -1)
 
 
 class Passthrough(nn.Module):
-    """Layers that change nothing at inference: ``[yolo]`` (its input is a head output), dropout, cost."""
+    """Layers that change nothing at inference: heads (their input is the head map), dropout, cost, contrastive."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -140,25 +276,46 @@ class DarknetModel(nn.Module):
         return outputs[-1]
 
 
-def make_module(layer: spec.Layer) -> nn.Module:
-    """The PyTorch module for one planned layer."""
+def make_module(layer: spec.Layer, built: list[nn.Module]) -> nn.Module:
+    """The PyTorch module for one planned layer (``built``: the modules of the layers before it)."""
     p = layer.params
     if isinstance(p, spec.Conv):
-        return ConvNormAct(p.in_channels, p.filters, p.size, p.stride, p.padding, groups=p.groups,
-                           dilation=p.dilation, norm="batch" if p.batch_normalize else "none", activation=p.activation)
+        if p.share_from is not None:
+            block: nn.Module = SharedConv(built[p.share_from], p)
+        else:
+            block = ConvNormAct(p.in_channels, p.filters, p.size, p.conv_stride, p.padding, groups=p.groups,
+                                dilation=p.dilation, norm="batch" if p.batch_normalize else "none",
+                                activation=p.activation)
+        if p.antialiasing:
+            block = nn.Sequential(block, Blur(p.filters, p.antialiasing, p.stride)) if p.share_from is not None \
+                else block.append(Blur(p.filters, p.antialiasing, p.stride))
+        return block
+    if isinstance(p, spec.LocalAvgPool):
+        return LocalAvgPool(p)
     if isinstance(p, spec.MaxPool):
-        return DarknetMaxPool(p.size, p.stride[0], p.stride[1], p.padding)
+        pool = DarknetMaxPool(p.size, p.pool_stride[0], p.pool_stride[1], p.padding)
+        return nn.Sequential(pool, Blur(p.channels, p.antialiasing, p.stride)) if p.antialiasing else pool
     if isinstance(p, spec.Route):
         return Route(p.groups, p.group_id)
     if isinstance(p, spec.Shortcut):
-        return Shortcut(p.activation)
+        return Shortcut(p)
     if isinstance(p, spec.Upsample):
         return Upsample(p.stride, p.scale)
     if isinstance(p, spec.AvgPool):
         return GlobalAvgPool()
     if isinstance(p, spec.Softmax):
-        return Softmax(p.temperature)
-    return Passthrough()  # [yolo], [dropout], [cost]
+        return Softmax(p.temperature, p.groups)
+    if isinstance(p, spec.Connected):
+        return Connected(p)
+    if isinstance(p, spec.Crop):
+        return Crop(p)
+    if isinstance(p, spec.Reorg):
+        return Reorg(p, layer.shape)
+    if isinstance(p, spec.Sam):
+        return Sam(p.activation)
+    if isinstance(p, spec.ScaleChannels):
+        return ScaleChannels(p.activation)
+    return Passthrough()  # heads, [dropout], [cost], [contrastive], [detection]
 
 
 def build_model(
@@ -174,5 +331,7 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        modules = [make_module(layer) for layer in plan.layers]
+        modules: list[nn.Module] = []
+        for layer in plan.layers:
+            modules.append(make_module(layer, modules))
     return DarknetModel(modules, plan).eval()

@@ -9,10 +9,13 @@ count is reported with its file and line, and sections foldkit cannot build are 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+import numpy as np
 
 from foldkit.darknet.cfg import Section, parse_cfg
 from foldkit.defaults import ACTIVATION_NAMES
@@ -26,24 +29,40 @@ BUILTIN_MODELS = {
 }
 
 
+RECURRENT = ("rnn", "lstm", "gru", "crnn")
+DROPPED = ("cost", "contrastive")  # training-only losses: Darknet's inference never reads their (zero) outputs
+
+
 @dataclass(frozen=True)
 class Conv:
     in_channels: int
     filters: int
     size: int
-    stride: tuple[int, int]
+    stride: tuple[int, int]  # (y, x) of the layer's output; with antialiasing, the blur's stride
     padding: int  # per side, already multiplied by dilation
     groups: int
     dilation: int
     batch_normalize: bool
     activation: str
+    antialiasing: int = 0  # 1: 3×3 [1,2,1]ᵀ[1,2,1]/16 blur after the activation, 2: 2×2 box; the conv runs at stride 1
+    share_from: int | None = None  # share_index: this layer runs layer ``share_from``'s weights (no record of its own)
+
+    @property
+    def conv_stride(self) -> tuple[int, int]:
+        return (1, 1) if self.antialiasing else self.stride
 
 
 @dataclass(frozen=True)
 class MaxPool:
     size: int
-    stride: tuple[int, int]
+    stride: tuple[int, int]  # with antialiasing, the blur's stride (the pool runs at stride 1)
     padding: int  # Darknet's total padding: floor(p/2) leading, the rest trailing
+    antialiasing: int = 0
+    channels: int = 0  # input channels (the blur is depthwise)
+
+    @property
+    def pool_stride(self) -> tuple[int, int]:
+        return (1, 1) if self.antialiasing else self.stride
 
     @property
     def lead(self) -> int:
@@ -61,8 +80,81 @@ class Route:
 
 
 @dataclass(frozen=True)
+class LocalAvgPool(MaxPool):
+    """``[local_avgpool]``: maxpool's geometry, the mean of the in-bounds elements of each window."""
+
+
+@dataclass(frozen=True)
 class Shortcut:
+    """``out = act(Σᵢ wᵢ·inᵢ)`` over this layer's input and the ``from`` layers, Darknet's alignment rules.
+
+    Inputs with more channels contribute their first C channels, fewer channels are added to the
+    first ones (AlexeyAB's flat-prefix rule, FORMAT-ZOO §7.1); a larger input of the same aspect is
+    sampled every ``stride``-th pixel (pjreddie's strided rule, §7.3: the resnets' downsampling
+    blocks). With ``weights_type`` the raw weights come from ``.weights`` and are normalized as
+    ``fuse_conv_batchnorm`` does (§7.2).
+    """
+
     activation: str = "linear"
+    shape: Shape = (0, 0, 0)  # this layer's (= its input's) shape
+    from_channels: tuple[int, ...] = ()  # per ``from`` input
+    steps: tuple[int, ...] = ()  # per ``from`` input: 1, or the sampling stride of a larger map
+    weights_type: str = "none"  # none | per_feature | per_channel
+    normalization: str = "none"  # relu | softmax (Darknet requires one with weights)
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def weight_count(self) -> int:
+        inputs = len(self.steps) + 1
+        return {"none": 0, "per_feature": inputs, "per_channel": inputs * self.channels}[self.weights_type]
+
+
+@dataclass(frozen=True)
+class ScaleChannels:
+    """``[scale_channels]``: the ``from`` map times this layer's input, per channel (C×1×1) or per pixel (1×H×W)."""
+
+    activation: str = "linear"
+
+
+@dataclass(frozen=True)
+class Sam:
+    """``[sam]``: this layer's input times the ``from`` map, elementwise (spatial attention)."""
+
+    activation: str = "linear"
+
+
+@dataclass(frozen=True)
+class Connected:
+    """``[connected]``: flatten C×H×W (channel-major), Linear, optional BatchNorm, activation; output N×1×1."""
+
+    inputs: int
+    outputs: int
+    batch_normalize: bool
+    activation: str
+
+
+@dataclass(frozen=True)
+class Crop:
+    """``[crop]`` at inference (CPU): the centre crop, then ``2x − 1`` unless ``noadjust``."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    adjust: bool
+
+
+@dataclass(frozen=True)
+class Reorg:
+    """``[reorg]`` (Darknet's index map, not SpaceToDepth) or ``[reorg3d]`` (= SpaceToDepth); FORMAT-ZOO §2."""
+
+    stride: int
+    reverse: bool
+    darknet_map: bool  # True for [reorg]: reinterpret the input as (C/s², H·s, W·s) around the space-to-depth
+    in_shape: Shape
 
 
 @dataclass(frozen=True)
@@ -78,7 +170,10 @@ class AvgPool:
 
 @dataclass(frozen=True)
 class Softmax:
+    """Softmax over each of ``groups`` equal chunks of the flat C·H·W input."""
+
     temperature: float = 1.0
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -97,6 +192,43 @@ class YoloHead:
     scale_x_y: float = 1.0
     new_coords: bool = False
     stride: int = 0  # input pixels per grid cell
+    kind: str = "yolo"
+
+
+@dataclass
+class GaussianYoloHead(YoloHead):
+    """``[Gaussian_yolo]``: a YOLOv3 head with K + 9 entries per anchor (μ, σ of x, y, w, h; obj; classes)."""
+
+    yolo_point: str = "center"
+    kind: str = "gaussian_yolo"
+
+
+@dataclass
+class RegionHead:
+    """What a ``[region]`` (YOLOv2) section says about decoding its head map (FORMAT-ZOO §3).
+
+    The graph outputs the raw conv map (NCHW, channel ``n·(classes+coords+1) + e``); decoding is
+    Darknet's: ``bx = (col + σ(tx))/W``, ``bw = exp(tw)·anchor_w/W`` with anchors in **grid cells**,
+    objectness σ, classes softmax (or, with ``tree``, the hierarchical softmax of that file).
+    ``mask``, ``scale_x_y`` and ``new_coords`` are the neutral values, so code written for
+    :class:`YoloHead` reads the same fields.
+    """
+
+    layer: int
+    classes: int
+    anchors: list[tuple[float, float]]  # (w, h) in grid cells, one per anchor
+    coords: int = 4
+    num: int = 1
+    softmax: bool = False
+    tree: str | None = None
+    stride: int = 0
+    mask: list[int] = field(default_factory=list)
+    scale_x_y: float = 1.0
+    new_coords: bool = False
+    kind: str = "region"
+
+
+Head = YoloHead | RegionHead
 
 
 @dataclass
@@ -107,7 +239,8 @@ class NetInfo:
     height: int
     width: int
     source: str = ""
-    heads: list[YoloHead] = field(default_factory=list)
+    heads: list[Head] = field(default_factory=list)
+    choices: dict[str, str] = field(default_factory=dict)  # fork choices this network depends on, for inspect
 
 
 @dataclass
@@ -126,6 +259,25 @@ class NetworkPlan:
     layers: list[Layer]
 
 
+_CONV_REFUSALS = {
+    "xnor": "XNOR-binarized conv (sign inputs, sign·mean|w| weights, bit-packed GEMM): Darknet's result depends on "
+            "its code path (c mod 32, padding bits) and is not a float conv foldkit can reproduce (FORMAT-ZOO §6.7)",
+    "binary": "binary weights are binarized by Darknet's GPU forward but not its CPU one, so the layer has no single "
+              "meaning (FORMAT-ZOO §6.7)",
+    "coordconv": "coordconv runs only in Darknet's GPU build, where it writes the wrong elements (FORMAT-ZOO §6.9)",
+    "flipped": "flipped (transposed) kernels are not supported by foldkit",
+}
+_FORK_NOTES = {
+    "relu6": "relu6 = min(max(x, 0), 6) as AlexeyAB's GPU build computes it (its CPU build outputs zeros; "
+             "pjreddie maps the name to relu)",
+    "strided_shortcut": "[shortcut] from a larger map: pjreddie's strided sampling from[:, :, ::s, ::s] "
+                        "(AlexeyAB aborts on these cfgs)",
+    "prefix_shortcut": "[shortcut] between different channel counts: AlexeyAB's channel-prefix rule",
+    "crop": "[crop]: the CPU forward (integer centre offsets, 2x − 1 on every channel)",
+}
+_ANTIALIAS_BLUR = {1: (3, 1), 2: (2, 0)}  # antialiasing → (blur kernel size, blur padding), FORMAT-ZOO §6.5
+
+
 def _activation(section: Section, default: str) -> str:
     name = section.get_str("activation", default)
     if name not in ACTIVATION_NAMES:
@@ -133,10 +285,30 @@ def _activation(section: Section, default: str) -> str:
     return name
 
 
+def _antialiasing(section: Section) -> int:
+    value = section.get_int("antialiasing", 0)
+    if value not in _ANTIALIAS_BLUR and value != 0:
+        raise section.error(f"antialiasing={value}: Darknet defines 1 (3×3 blur) and 2 (2×2 blur)", "antialiasing")
+    return value
+
+
+def _blurred(size: int, antialiasing: int, stride: int) -> int:
+    """Output size after Darknet's fixed antialiasing blur (a conv with its own size and padding)."""
+    if not antialiasing:
+        return size
+    kernel, pad = _ANTIALIAS_BLUR[antialiasing]
+    return (size + 2 * pad - kernel) // stride + 1
+
+
 class _Planner:
     """Walks the sections once, describing each layer and tracking Darknet's output shapes."""
 
     def __init__(self, sections: list[Section], img_size: tuple[int, int] | None) -> None:
+        for section in sections[1:]:
+            if section.type in RECURRENT:
+                raise section.error(
+                    "is a recurrent layer: not a feed-forward image network (Darknet keeps its hidden state "
+                    "between calls and steps it time_steps times; FORMAT-ZOO §11)")
         self.sections = sections
         net = sections[0]
         height = img_size[0] if img_size else net.get_int("height", 0)
@@ -150,7 +322,7 @@ class _Planner:
 
     def plan(self) -> NetworkPlan:
         for section in self.sections[1:]:
-            describe = getattr(self, f"_{section.type}", None)
+            describe = getattr(self, f"_{section.type.lower()}", None)
             if describe is None:
                 raise section.error("is not supported by foldkit; cannot build this network")
             params, sources, shape = describe(section)
@@ -173,6 +345,9 @@ class _Planner:
             raise section.error(f"{key} refers to layer {index} (absolute {target}), which is not an earlier layer", key)
         return target
 
+    def _note(self, key: str) -> None:
+        self.info.choices[key] = _FORK_NOTES[key]
+
     # --- one method per section type -----------------------------------------------------
     def _convolutional(self, section: Section):
         c, h, w = self._input_shape(section)
@@ -183,22 +358,47 @@ class _Planner:
         padding = size // 2 if section.get_int("pad", 0) else section.get_int("padding", 0)
         groups = max(1, section.get_int("groups", 1))
         dilation = section.get_int("dilation", 1) if size > 1 else 1
-        batch_normalize = section.get_int("batch_normalize", 0)
-        for key in ("binary", "xnor", "share_index", "flipped", "antialiasing", "coordconv", "deform"):
+        batch_normalize = bool(section.get_int("batch_normalize", 0))
+        for key, reason in _CONV_REFUSALS.items():
             if section.get_int(key, 0):
-                raise section.error(f"option '{key}' is not supported by foldkit", key)
-        if filters <= 0 or size <= 0 or stride_y <= 0 or stride_x <= 0:
-            raise section.error("filters, size and stride must be positive")
+                raise section.error(f"option '{key}' is refused: {reason}", key)
+        if filters <= 0 or size <= 0 or stride_y <= 0 or stride_x <= 0 or dilation <= 0:
+            raise section.error("filters, size, stride and dilation must be positive")
         if c % groups or filters % groups:
             raise section.error(f"groups={groups} must divide input channels {c} and filters {filters}", "groups")
-        padding *= dilation  # Darknet's im2col pads by pad·dilation
+        if size == 1 and (padding or (stride_x == 1 and stride_y > 1)):
+            raise section.error("a 1×1 conv with padding, or with stride_x=1 and stride_y>1, takes Darknet's "
+                                "unpadded, unstrided shortcut and reads the wrong pixels (FORMAT-ZOO §6.1)")
+        if dilation > 1 and 2 * padding != size - 1:
+            raise section.error(f"dilation={dilation} needs 2·padding = size − 1 (Darknet's output size ignores "
+                                "dilation, FORMAT-ZOO §6.3)", "dilation")
+        antialiasing = _antialiasing(section)
+        share_from = self._shared_conv(section, c, filters, size, groups, batch_normalize)
         activation = _activation(section, default="logistic")
-        out_h = (h + 2 * padding - dilation * (size - 1) - 1) // stride_y + 1
-        out_w = (w + 2 * padding - dilation * (size - 1) - 1) // stride_x + 1
-        params = Conv(c, filters, size, (stride_y, stride_x), padding, groups, dilation, bool(batch_normalize), activation)
+        if activation == "relu6":
+            self._note("relu6")
+        conv_y, conv_x = (1, 1) if antialiasing else (stride_y, stride_x)
+        out_h = _blurred((h + 2 * padding - size) // conv_y + 1, antialiasing, stride_y)
+        out_w = _blurred((w + 2 * padding - size) // conv_x + 1, antialiasing, stride_x)
+        params = Conv(c, filters, size, (stride_y, stride_x), padding * dilation, groups, dilation, batch_normalize,
+                      activation, antialiasing, share_from)
         return params, [section.index - 1], (filters, out_h, out_w)
 
-    def _maxpool(self, section: Section):
+    def _shared_conv(self, section: Section, c: int, filters: int, size: int, groups: int, bn: bool) -> int | None:
+        """``share_index``: the earlier conv whose weights this one runs (followed to the owner)."""
+        if not section.has("share_index"):
+            return None
+        target = self._resolve(section, "share_index", section.get_int("share_index"))
+        owner = self.layers[target].params
+        if not isinstance(owner, Conv):
+            raise section.error(f"share_index={target} is a [{self.layers[target].kind}], not a conv", "share_index")
+        if (owner.in_channels, owner.filters, owner.size, owner.groups, owner.batch_normalize) != (c, filters, size,
+                                                                                                   groups, bn):
+            raise section.error(f"share_index={target}: that conv's channels, filters, size, groups or "
+                                "batch_normalize differ from this one's", "share_index")
+        return owner.share_from if owner.share_from is not None else target
+
+    def _maxpool(self, section: Section, kind: type = MaxPool):
         c, h, w = self._input_shape(section)
         stride = section.get_int("stride", 1)
         stride_y, stride_x = section.get_int("stride_y", stride), section.get_int("stride_x", stride)
@@ -210,8 +410,14 @@ class _Planner:
             raise section.error("size and stride must be positive and padding non-negative")
         if padding >= size + max(stride_x, stride_y):
             raise section.error(f"padding={padding} would make windows of padding only", "padding")
-        out = ((h + padding - size) // stride_y + 1, (w + padding - size) // stride_x + 1)
-        return MaxPool(size, (stride_y, stride_x), padding), [section.index - 1], (c, *out)
+        antialiasing = _antialiasing(section) if kind is MaxPool else 0
+        pool_y, pool_x = (1, 1) if antialiasing else (stride_y, stride_x)
+        out = (_blurred((h + padding - size) // pool_y + 1, antialiasing, stride_y),
+               _blurred((w + padding - size) // pool_x + 1, antialiasing, stride_x))
+        return kind(size, (stride_y, stride_x), padding, antialiasing, c), [section.index - 1], (c, *out)
+
+    def _local_avgpool(self, section: Section):
+        return self._maxpool(section, LocalAvgPool)
 
     def _route(self, section: Section):
         sources = [self._resolve(section, "layers", i) for i in section.get_ints("layers")]
@@ -232,19 +438,104 @@ class _Planner:
         return Route(groups, group_id), sources, (channels, *shapes[0][1:])
 
     def _shortcut(self, section: Section):
-        if section.get_str("weights_type", "none") != "none":
-            raise section.error("weighted shortcuts (weights_type) are not supported by foldkit", "weights_type")
         if section.get_float("alpha", 1.0) != 1.0 or section.get_float("beta", 1.0) != 1.0:
             raise section.error("shortcut alpha/beta other than 1 are not supported by foldkit")
         sources = [self._resolve(section, "from", i) for i in section.get_ints("from")]
+        if not sources:
+            raise section.error("'from' is empty", "from")
+        weights_type = {"per_layer": "per_feature"}.get(section.get_str("weights_type", "none"),
+                                                         section.get_str("weights_type", "none"))
+        normalization = {"avg_relu": "relu"}.get(section.get_str("weights_normalization", "none"),
+                                                 section.get_str("weights_normalization", "none"))
+        if weights_type not in ("none", "per_feature", "per_channel"):
+            raise section.error(f"weights_type={weights_type}: Darknet knows none, per_feature, per_channel",
+                                "weights_type")
+        if weights_type != "none" and normalization not in ("relu", "softmax"):
+            raise section.error("weights_type needs weights_normalization=relu, avg_relu or softmax: Darknet stops "
+                                "with 'Incorrect weights_normalization' otherwise (FORMAT-ZOO §7.2)",
+                                "weights_normalization")
         shape = self._input_shape(section)
-        for i in sources:
-            if self.shapes[i] != shape:
-                raise section.error(
-                    f"adds layer {i} of shape {self.shapes[i]} to its input of shape {shape}; shapes must match", "from"
-                )
+        steps = [self._shortcut_step(section, i, shape, len(sources) == 1 and weights_type == "none")
+                 for i in sources]
         activation = _activation(section, default="linear")
-        return Shortcut(activation), [section.index - 1, *sources], shape
+        from_channels = tuple(self.shapes[i][0] for i in sources)
+        return (Shortcut(activation, shape, from_channels, tuple(steps), weights_type, normalization),
+                [section.index - 1, *sources], shape)
+
+    def _shortcut_step(self, section: Section, source: int, shape: Shape, plain: bool) -> int:
+        """1 for an input of the same H×W, else pjreddie's sampling stride for a larger one (FORMAT-ZOO §7)."""
+        (c, h, w), (fc, fh, fw) = shape, self.shapes[source]
+        if (fh, fw) == (h, w):
+            if plain and fc < c and self._input_shape(self.sections[source + 1]) == shape:
+                raise section.error(f"adds layer {source} ({fc} channels) whose input has this layer's shape {shape}: "
+                                    "Darknet's fast path then reads past its output (FORMAT-ZOO §7.1)", "from")
+            if fc != c:
+                self._note("prefix_shortcut")
+            return 1
+        step = fh // h
+        if plain and fh % h == 0 and fw % w == 0 and fw // w == step:
+            self._note("strided_shortcut")
+            if fc != c:
+                self._note("prefix_shortcut")
+            return step
+        raise section.error(f"adds layer {source} of shape {self.shapes[source]} to its input of shape {shape}: only "
+                            "one unweighted 'from' map an integer factor larger (pjreddie's strided rule) may "
+                            "differ in size", "from")
+
+    def _scale_channels(self, section: Section):
+        source = self._resolve(section, "from", section.get_int("from"))
+        prev, target = self._input_shape(section), self.shapes[source]
+        per_pixel = bool(section.get_int("scale_wh", 0))
+        expected = (1, *target[1:]) if per_pixel else (target[0], 1, 1)
+        if prev != expected:
+            raise section.error(f"scales layer {source} of shape {target} by its input of shape {prev}; "
+                                f"scale_wh={int(per_pixel)} needs {expected}", "from")
+        return ScaleChannels(_activation(section, default="linear")), [section.index - 1, source], target
+
+    def _sam(self, section: Section):
+        source = self._resolve(section, "from", section.get_int("from"))
+        prev = self._input_shape(section)
+        if self.shapes[source] != prev:
+            raise section.error(f"multiplies layer {source} of shape {self.shapes[source]} with its input of shape "
+                                f"{prev}; shapes must match", "from")
+        return Sam(_activation(section, default="linear")), [section.index - 1, source], prev
+
+    def _connected(self, section: Section):
+        c, h, w = self._input_shape(section)
+        outputs = section.get_int("output", 1)
+        if outputs <= 0:
+            raise section.error(f"output={outputs} must be positive", "output")
+        params = Connected(c * h * w, outputs, bool(section.get_int("batch_normalize", 0)),
+                           _activation(section, default="logistic"))
+        return params, [section.index - 1], (outputs, 1, 1)
+
+    def _crop(self, section: Section):
+        c, h, w = self._input_shape(section)
+        height, width = section.get_int("crop_height", 1), section.get_int("crop_width", 1)
+        if not (0 < height <= h and 0 < width <= w):
+            raise section.error(f"crops {height}×{width} out of a {h}×{w} input")
+        self._note("crop")
+        params = Crop((h - height) // 2, (w - width) // 2, height, width, not section.get_int("noadjust", 0))
+        return params, [section.index - 1], (c, height, width)
+
+    def _reorg(self, section: Section, darknet_map: bool = True):
+        c, h, w = self._input_shape(section)
+        stride = section.get_int("stride", 1)
+        reverse = bool(section.get_int("reverse", 0))
+        for key in ("flatten", "extra"):
+            if section.get_int(key, 0):
+                raise section.error(f"pjreddie's '{key}' mode of [reorg] is not supported by foldkit", key)
+        # Darknet's kernel walks C·H·W elements with C/s² (or C/s⁴) channels: other shapes read out of bounds.
+        divisor = stride ** (4 if reverse and not darknet_map else 2)
+        if stride < 1 or (not reverse and (h % stride or w % stride)) or ((reverse or darknet_map) and c % divisor):
+            raise section.error(f"stride={stride} (reverse={int(reverse)}) does not divide input {c}×{h}×{w} as "
+                                "Darknet's index map needs (FORMAT-ZOO §2.1)", "stride")
+        s2 = stride * stride
+        shape = (c // s2, h * stride, w * stride) if reverse else (c * s2, h // stride, w // stride)
+        return Reorg(stride, reverse, darknet_map, (c, h, w)), [section.index - 1], shape
+
+    def _reorg3d(self, section: Section):
+        return self._reorg(section, darknet_map=False)
 
     def _upsample(self, section: Section):
         c, h, w = self._input_shape(section)
@@ -257,40 +548,114 @@ class _Planner:
         return AvgPool(), [section.index - 1], (self._input_shape(section)[0], 1, 1)
 
     def _softmax(self, section: Section):
-        if section.get_int("groups", 1) != 1:
-            raise section.error("grouped softmax is not supported by foldkit", "groups")
+        if section.has("tree"):
+            raise section.error("a hierarchical softmax (tree=) needs Darknet's tree file; not supported", "tree")
+        groups = section.get_int("groups", 1)
         c, h, w = self._input_shape(section)
-        return Softmax(section.get_float("temperature", 1.0)), [section.index - 1], (c * h * w, 1, 1)
+        if groups < 1 or (c * h * w) % groups:
+            raise section.error(f"groups={groups} must divide the {c * h * w} inputs", "groups")
+        return Softmax(section.get_float("temperature", 1.0), groups), [section.index - 1], (c * h * w, 1, 1)
 
     def _passthrough(self, section: Section):
         return Passthrough(), [section.index - 1], self._input_shape(section)
 
-    _dropout = _cost = _passthrough
+    _dropout = _cost = _contrastive = _passthrough
 
-    def _yolo(self, section: Section):
+    def _detection(self, section: Section):
+        c, h, w = self._input_shape(section)
+        side, num = section.get_int("side", 7), section.get_int("num", 1)
+        coords, classes = section.get_int("coords", 1), section.get_int("classes", 1)
+        expected = side * side * ((1 + coords) * num + classes)
+        if c * h * w != expected:
+            raise section.error(f"expects side²·((1+coords)·num + classes) = {expected} inputs, found {c * h * w}")
+        return self._passthrough(section)
+
+    def _yolo(self, section: Section, entries: int = 5, head_type: type = YoloHead):
         c, h, w = self._input_shape(section)
         classes = section.get_int("classes", 20)
         num = section.get_int("num", 1)
         mask = section.get_ints("mask", list(range(num)))
-        values = section.get_floats("anchors", [0.0] * (2 * num))[: 2 * num]
-        if len(values) < 2 * num:
-            raise section.error(f"num={num} needs {2 * num} anchor values, found {len(values)}", "anchors")
+        given = section.get_floats("anchors", [])
+        # Anchors only decode the raw map. Darknet reads 2·num values into a zeroed array; a mask past num
+        # reads beyond it (cspx-p7-mish: num=16, masks to 19, 20 anchors listed): use the listed ones.
+        used = max(2 * num, 2 * (max(mask, default=0) + 1))
+        if any(m < 0 or 2 * m + 1 >= max(2 * num, len(given)) for m in mask):
+            raise section.error(f"a mask index in {mask} is outside the {len(given) // 2} anchors listed", "mask")
+        if len(given) < 2 * num or max(mask, default=0) >= num:
+            self.info.choices[f"anchors@{section.index}"] = (
+                f"[{section.type}] layer {section.index}: num={num} with {len(given)} anchor values and mask {mask}: "
+                "missing values are 0 (Darknet's zeroed array), masks past num use the listed anchors")
+        values = (given + [0.0] * used)[:used]
         pairs = list(zip(values[0::2], values[1::2]))
-        for m in mask:
-            if not 0 <= m < num:
-                raise section.error(f"mask index {m} is outside the {num} anchors", "mask")
-        expected = len(mask) * (classes + 5)
+        expected = len(mask) * (classes + entries)
         if c != expected:
             raise section.error(
-                f"expects {len(mask)}×({classes}+5) = {expected} input channels, the layer before gives {c}"
+                f"expects {len(mask)}×({classes}+{entries}) = {expected} input channels, the layer before gives {c}"
             )
-        head = YoloHead(
+        head = head_type(
                 layer=section.index - 1, classes=classes, anchors=[pairs[m] for m in mask], mask=mask,
                 scale_x_y=section.get_float("scale_x_y", 1.0), new_coords=bool(section.get_int("new_coords", 0)),
                 stride=self.info.height // h,
         )
+        if isinstance(head, GaussianYoloHead):
+            head.yolo_point = section.get_str("yolo_point", "center")
         self.info.heads.append(head)
         return head, [section.index - 1], (c, h, w)
+
+    def _gaussian_yolo(self, section: Section):
+        return self._yolo(section, entries=9, head_type=GaussianYoloHead)
+
+    def _region(self, section: Section):
+        c, h, w = self._input_shape(section)
+        classes, coords, num = section.get_int("classes", 20), section.get_int("coords", 4), section.get_int("num", 1)
+        values = section.get_floats("anchors", [])[: 2 * num]
+        values += [0.5] * (2 * num - len(values))  # Darknet's default anchor is 0.5 cells
+        expected = num * (classes + coords + 1)
+        if num < 1 or c != expected:
+            raise section.error(f"expects {num}×({classes}+{coords}+1) = {expected} input channels, "
+                                f"the layer before gives {c}")
+        head = RegionHead(layer=section.index - 1, classes=classes, anchors=list(zip(values[0::2], values[1::2])),
+                          coords=coords, num=num, softmax=bool(section.get_int("softmax", 0)),
+                          tree=section.get_str("tree", "") or None, stride=self.info.height // h,
+                          mask=list(range(num)))
+        self.info.heads.append(head)
+        return head, [section.index - 1], (c, h, w)
+
+
+def blur_kernel(antialiasing: int) -> np.ndarray:
+    """Darknet's fixed antialiasing blur (one channel's kernel): [1,2,1]ᵀ[1,2,1]/16, or a 2×2 box of 1/4."""
+    if antialiasing == 1:
+        row = np.array([1.0, 2.0, 1.0])
+        return np.outer(row, row) / 16.0
+    return np.full((2, 2), 0.25)
+
+
+def blur_padding(antialiasing: int) -> int:
+    return _ANTIALIAS_BLUR[antialiasing][1]
+
+
+SHORTCUT_MIN_WEIGHT = 0.001  # fuse_conv_batchnorm's floor under relu-normalized shortcut weights
+SHORTCUT_SUM_EPS = 0.0001  # added to the normalizing sum
+
+
+def normalized_shortcut_weights(raw, p: Shortcut):
+    """A weighted shortcut's raw ``.weights`` values → the (inputs, 1 or C) factors Darknet infers with.
+
+    AlexeyAB's ``fuse_conv_batchnorm`` rewrites them once (network.c 1334-1381): relu
+    ``max(w, 0.001)/(0.0001 + Σ max(w, 0.001))``, softmax ``exp(w − m)/(0.0001 + Σ exp(w − m))``,
+    per channel over the inputs. Written with operations numpy arrays and torch tensors share, so
+    the direct converter (float64 numpy) and the PyTorch module (traceable) use this one formula.
+    """
+    inputs = len(p.steps) + 1
+    w = raw.reshape(inputs, -1)
+    if p.normalization == "relu":
+        w = w.clip(SHORTCUT_MIN_WEIGHT, None)
+    else:
+        m = w[0]
+        for i in range(1, inputs):
+            m = (m + w[i] + abs(m - w[i])) / 2  # max(m, w[i]) in either library
+        w = math.e ** (w - m)
+    return w / (SHORTCUT_SUM_EPS + w.sum(0)[None])
 
 
 def builtin_cfg_path(name: str) -> Path:

@@ -19,7 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from foldkit.darknet import layers as spec
 from foldkit.darknet.layers import NetworkPlan, plan_network
-from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME, LEAKY_SLOPE
+from foldkit.defaults import (
+    DEFAULT_OPSET, GELU_C1, GELU_C3, INPUT_NAME, LEAKY_SLOPE, NORMALIZE_CHANNELS_EPS, SELU_ALPHA, SELU_LAMBDA,
+)
 from foldkit.darknet.weights import ConvRecord, read_weights
 from foldkit.errors import FoldkitError
 from foldkit.fold.affine import batchnorm_scale_shift, fold_affine
@@ -34,10 +36,12 @@ MIN_OPSET = 13  # Resize with an empty roi, Slice with tensor inputs
 class _GraphWriter:
     """Collects nodes, and the initializers as (name, array) pairs, with unique names."""
 
-    def __init__(self) -> None:
+    def __init__(self, opset: int) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.arrays: list[tuple[str, np.ndarray]] = []
+        self.opset = opset
         self._count = 0
+        self._scalars: dict[tuple[float, int], str] = {}
 
     def name(self, base: str) -> str:
         self._count += 1
@@ -48,17 +52,61 @@ class _GraphWriter:
         self.arrays.append((name, np.ascontiguousarray(array)))
         return name
 
+    def scalar(self, value: float) -> str:
+        """A float32 scalar constant, shared by every node that needs the same value."""
+        if value not in self._scalars:
+            self._scalars[value] = self.const(np.array(value, dtype=np.float32), "const")
+        return self._scalars[value]
+
+    def ints(self, values: list[int], base: str) -> str:
+        return self.const(np.array(values, dtype=np.int64), base)
+
     def node(self, op: str, inputs: list[str], base: str, **attrs) -> str:
         output = self.name(base)
         self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 
+    # elementwise helpers for the activation formulas
+    def mul(self, x: str, value: float, base: str) -> str:
+        return self.node("Mul", [x, self.scalar(value)], base)
 
-def _activation(g: _GraphWriter, name: str, x: str, base: str, opset: int) -> str:
+    def add(self, x: str, value: float, base: str) -> str:
+        return self.node("Add", [x, self.scalar(value)], base)
+
+    def clip(self, x: str, low: float, high: float, base: str) -> str:
+        return self.node("Clip", [x, self.scalar(low), self.scalar(high)], base)
+
+    def reduce(self, op: str, x: str, axis: int, base: str) -> str:
+        """ReduceSum/ReduceMax over one axis, keepdims (axes became an input in opsets 13 and 18)."""
+        if self.opset >= (13 if op == "ReduceSum" else 18):
+            return self.node(op, [x, self.ints([axis], base)], base, keepdims=1)
+        return self.node(op, [x], base, axes=[axis], keepdims=1)
+
+
+def _soft_clip(g: _GraphWriter, x: str, low: float, high: float, slope: float, scale: float, offset: float,
+               base: str) -> str:
+    clipped = g.clip(x, low, high, base)
+    inside = g.add(g.mul(clipped, scale, base), offset, base)
+    return g.node("Add", [inside, g.mul(g.node("Sub", [x, clipped], base), slope, base)], base)
+
+
+def _normalize_channels(g: _GraphWriter, name: str, x: str, base: str) -> str:
+    if name == "normalize_channels":
+        values = g.node("Relu", [x], base)
+    else:
+        if name.endswith("maxval"):
+            x = g.node("Sub", [x, g.reduce("ReduceMax", x, 1, base)], base)
+        values = g.node("Exp", [x], base)
+    total = g.add(g.reduce("ReduceSum", values, 1, base), NORMALIZE_CHANNELS_EPS, base)
+    return g.node("Div", [values, total], base)
+
+
+def _activation(g: _GraphWriter, name: str, x: str, base: str) -> str:
+    """Darknet's activation ``name`` on ``x``, op for op as :mod:`foldkit.nn` computes it."""
     if name == "linear":
         return x
-    if name == "leaky":
-        return g.node("LeakyRelu", [x], base, alpha=LEAKY_SLOPE)
+    if name in ("leaky", "revleaky", "relie"):
+        return g.node("LeakyRelu", [x], base, alpha=0.01 if name == "relie" else LEAKY_SLOPE)
     if name in ("relu", "tanh"):
         return g.node(name.capitalize(), [x], base)
     if name == "logistic":
@@ -66,71 +114,184 @@ def _activation(g: _GraphWriter, name: str, x: str, base: str, opset: int) -> st
     if name == "swish":
         return g.node("Mul", [x, g.node("Sigmoid", [x], base)], base)
     if name == "mish":
-        if opset >= 18:
+        if g.opset >= 18:
             return g.node("Mish", [x], base)
         return g.node("Mul", [x, g.node("Tanh", [g.node("Softplus", [x], base)], base)], base)
+    if name in ("relu6", "hardtan"):
+        return g.clip(x, 0.0, 6.0, base) if name == "relu6" else g.clip(x, -1.0, 1.0, base)
+    if name == "elu":
+        return g.node("Elu", [x], base, alpha=1.0)
+    if name == "selu":
+        return g.node("Selu", [x], base, alpha=SELU_ALPHA, gamma=SELU_LAMBDA)
+    if name == "gelu":
+        cube = g.node("Mul", [g.node("Mul", [x, x], base), x], base)
+        inner = g.node("Add", [g.mul(x, GELU_C1, base), g.mul(cube, GELU_C3, base)], base)
+        return g.node("Mul", [g.mul(x, 0.5, base), g.add(g.node("Tanh", [inner], base), 1.0, base)], base)
+    if name == "ramp":
+        return g.node("Add", [g.node("Relu", [x], base), g.mul(x, 0.1, base)], base)
+    if name == "loggy":
+        return g.add(g.mul(g.node("Sigmoid", [x], base), 2.0, base), -1.0, base)
+    if name == "plse":
+        return _soft_clip(g, x, -4.0, 4.0, 0.01, 0.125, 0.5, base)
+    if name == "lhtan":
+        return _soft_clip(g, x, 0.0, 1.0, 0.001, 1.0, 0.0, base)
+    if name == "stair":
+        n = g.node("Floor", [x], base)
+        odd = g.node("Sub", [n, g.mul(g.node("Floor", [g.mul(n, 0.5, base)], base), 2.0, base)], base)
+        fraction = g.node("Mul", [odd, g.node("Sub", [x, n], base)], base)
+        return g.node("Add", [g.node("Floor", [g.mul(x, 0.5, base)], base), fraction], base)
+    if name == "hard_mish":
+        return g.mul(g.node("Mul", [x, g.clip(g.add(x, 2.0, base), 0.0, 2.0, base)], base), 0.5, base)
+    if name.startswith("normalize_channels"):
+        return _normalize_channels(g, name, x, base)
     raise FoldkitError(f"activation {name!r} has no ONNX writer")
 
 
-def _conv(g: _GraphWriter, p: spec.Conv, record: ConvRecord, x: str, base: str, fold: bool, report: FoldReport,
-          opset: int) -> str:
-    attrs = dict(kernel_shape=[p.size, p.size], strides=list(p.stride), pads=[p.padding] * 4,
-                 dilations=[p.dilation, p.dilation], group=p.groups)
+def _linear_op(g: _GraphWriter, op: str, record: ConvRecord, x: str, base: str, fold: bool, report: FoldReport,
+               attrs: dict) -> tuple[str, list[str] | None]:
+    """Conv or Gemm with its bias, or with its BatchNorm folded in (or kept as a node when ``fold=False``).
+
+    Returns the output and, when the op alone computes it, the op's weight inputs (for ``share_index``).
+    """
     if record.gamma is None:
-        out = g.node("Conv", [x, g.const(record.weight, f"{base}.weight"), g.const(record.bias, f"{base}.bias")],
-                     f"{base}.conv", **attrs)
-    elif fold:
+        params = [g.const(record.weight, f"{base}.weight"), g.const(record.bias, f"{base}.bias")]
+        return g.node(op, [x, *params], f"{base}.{op.lower()}", **attrs), params
+    if fold:
         scale, shift = batchnorm_scale_shift(record.gamma, record.bias, record.mean, record.var, record.eps)
         folded = fold_affine(record.weight, None, scale, shift)
-        out = g.node("Conv", [x, g.const(folded.weight, f"{base}.weight"), g.const(folded.bias, f"{base}.bias")],
-                     f"{base}.conv", **attrs)
-        report.add(FoldEntry(f"{base}.bn", "BatchNormalization", FOLDED, target=f"{base}.conv",
-                             pattern="Conv → BatchNormalization", max_amplification=folded.max_amplification,
+        params = [g.const(folded.weight, f"{base}.weight"), g.const(folded.bias, f"{base}.bias")]
+        out = g.node(op, [x, *params], f"{base}.{op.lower()}", **attrs)
+        report.add(FoldEntry(f"{base}.bn", "BatchNormalization", FOLDED, target=f"{base}.{op.lower()}",
+                             pattern=f"{op} → BatchNormalization", max_amplification=folded.max_amplification,
                              warnings=folded.warnings))
-    else:
-        conv = g.node("Conv", [x, g.const(record.weight, f"{base}.weight")], f"{base}.conv", **attrs)
-        params = [g.const(a, f"{base}.bn.{n}") for a, n in
-                  ((record.gamma, "scale"), (record.bias, "B"), (record.mean, "mean"), (record.var, "var"))]
-        out = g.node("BatchNormalization", [conv, *params], f"{base}.bn", epsilon=record.eps)
-    return _activation(g, p.activation, out, f"{base}.act", opset)
+        return out, params
+    linear = g.node(op, [x, g.const(record.weight, f"{base}.weight")], f"{base}.{op.lower()}", **attrs)
+    params = [g.const(a, f"{base}.bn.{n}") for a, n in
+              ((record.gamma, "scale"), (record.bias, "B"), (record.mean, "mean"), (record.var, "var"))]
+    return g.node("BatchNormalization", [linear, *params], f"{base}.bn", epsilon=record.eps), None
 
 
-def _layer(g: _GraphWriter, layer: spec.Layer, inputs: list[str], channels: list[int], base: str, records, fold,
-           report, opset) -> str:
-    p = layer.params
-    if isinstance(p, spec.Conv):
-        return _conv(g, p, next(records), inputs[0], base, fold, report, opset)
-    if isinstance(p, spec.MaxPool):
-        return g.node("MaxPool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.stride),
-                      pads=[p.lead, p.lead, p.trail, p.trail])
-    if isinstance(p, spec.Route):
-        if p.groups > 1:
-            inputs = [_channel_slice(g, x, c, p, base) for x, c in zip(inputs, channels)]
-        return inputs[0] if len(inputs) == 1 else g.node("Concat", inputs, base, axis=1)
-    if isinstance(p, spec.Shortcut):
-        total = inputs[0]
-        for other in inputs[1:]:
-            total = g.node("Add", [total, other], base)
-        return _activation(g, p.activation, total, f"{base}.act", opset)
-    if isinstance(p, spec.Upsample):
-        scales = g.const(np.array([1, 1, p.stride, p.stride], dtype=np.float32), f"{base}.scales")
-        out = g.node("Resize", [inputs[0], g.const(np.zeros(0, np.float32), f"{base}.roi"), scales], base,
-                     mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-        return out if p.scale == 1.0 else g.node("Mul", [out, g.const(np.array(p.scale, np.float32), base)], base)
-    if isinstance(p, spec.AvgPool):
-        return g.node("GlobalAveragePool", inputs, base)
-    if isinstance(p, spec.Softmax):
-        flat = g.node("Flatten", inputs, base, axis=1)
-        if p.temperature != 1.0:
-            flat = g.node("Div", [flat, g.const(np.array(p.temperature, np.float32), base)], base)
-        return g.node("Softmax", [flat], base, axis=1)
-    return inputs[0]  # [yolo], [dropout], [cost]
+def _blur(g: _GraphWriter, x: str, channels: int, antialiasing: int, stride: tuple[int, int], base: str) -> str:
+    one = spec.blur_kernel(antialiasing).astype(np.float32)
+    kernel = np.broadcast_to(one, (channels, 1, *one.shape))
+    pad = spec.blur_padding(antialiasing)
+    return g.node("Conv", [x, g.const(kernel, f"{base}.blur")], f"{base}.blur",
+                  kernel_shape=list(one.shape), strides=list(stride), pads=[pad] * 4, group=channels)
 
 
 def _channel_slice(g: _GraphWriter, x: str, channels: int, p: spec.Route, base: str) -> str:
     width = channels // p.groups
-    bounds = [np.array([v], dtype=np.int64) for v in (p.group_id * width, (p.group_id + 1) * width, 1)]
-    return g.node("Slice", [x, *(g.const(b, f"{base}.slice") for b in bounds)], base)
+    bounds = [[p.group_id * width], [(p.group_id + 1) * width], [1]]
+    return g.node("Slice", [x, *(g.ints(b, f"{base}.slice") for b in bounds)], base)
+
+
+class _LayerWriter:
+    """Writes each planned layer's nodes; remembers each conv's weight tensors so ``share_index`` reuses them."""
+
+    def __init__(self, g: _GraphWriter, plan: NetworkPlan, records: dict, fold: bool, report: FoldReport) -> None:
+        self.g, self.plan, self.records, self.fold, self.report = g, plan, records, fold, report
+        self.conv_params: dict[int, list[str] | None] = {}  # conv layer → its Conv node's weight inputs
+
+    def write(self, index: int, inputs: list[str], shapes: list[spec.Shape]) -> str:
+        g, layer, base = self.g, self.plan.layers[index], f"layer{index}"
+        p = layer.params
+        if isinstance(p, spec.Conv):
+            return self._conv(index, p, inputs[0], base)
+        if isinstance(p, spec.LocalAvgPool):
+            return g.node("AveragePool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.stride),
+                          pads=[p.lead, p.lead, p.trail, p.trail], count_include_pad=0)
+        if isinstance(p, spec.MaxPool):
+            out = g.node("MaxPool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.pool_stride),
+                         pads=[p.lead, p.lead, p.trail, p.trail])
+            return _blur(g, out, p.channels, p.antialiasing, p.stride, base) if p.antialiasing else out
+        if isinstance(p, spec.Route):
+            if p.groups > 1:
+                inputs = [_channel_slice(g, x, s[0], p, base) for x, s in zip(inputs, shapes)]
+            return inputs[0] if len(inputs) == 1 else g.node("Concat", inputs, base, axis=1)
+        if isinstance(p, spec.Shortcut):
+            return self._shortcut(index, p, inputs, shapes, base)
+        if isinstance(p, spec.Upsample):
+            scales = g.const(np.array([1, 1, p.stride, p.stride], dtype=np.float32), f"{base}.scales")
+            out = g.node("Resize", [inputs[0], g.const(np.zeros(0, np.float32), f"{base}.roi"), scales], base,
+                         mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+            return out if p.scale == 1.0 else g.mul(out, p.scale, base)
+        if isinstance(p, spec.AvgPool):
+            return g.node("GlobalAveragePool", inputs, base)
+        if isinstance(p, spec.Softmax):
+            return self._softmax(p, inputs[0], base)
+        if isinstance(p, spec.Connected):
+            flat = g.node("Flatten", inputs, base, axis=1)
+            out, _ = _linear_op(g, "Gemm", self.records[index], flat, base, self.fold, self.report, {"transB": 1})
+            out = _activation(g, p.activation, out, f"{base}.act")
+            return g.node("Unsqueeze", [out, g.ints([2, 3], base)], base)
+        if isinstance(p, spec.Crop):
+            bounds = [[p.top, p.left], [p.top + p.height, p.left + p.width], [2, 3]]
+            out = g.node("Slice", [inputs[0], *(g.ints(b, base) for b in bounds)], base)
+            return g.add(g.mul(out, 2.0, base), -1.0, base) if p.adjust else out
+        if isinstance(p, spec.Reorg):
+            return self._reorg(p, layer.shape, inputs[0], base)
+        if isinstance(p, (spec.Sam, spec.ScaleChannels)):
+            return _activation(g, p.activation, g.node("Mul", [inputs[1], inputs[0]], base), f"{base}.act")
+        return inputs[0]  # heads, [dropout], [cost], [contrastive], [detection]
+
+    def _conv(self, index: int, p: spec.Conv, x: str, base: str) -> str:
+        g = self.g
+        attrs = dict(kernel_shape=[p.size, p.size], strides=list(p.conv_stride), pads=[p.padding] * 4,
+                     dilations=[p.dilation, p.dilation], group=p.groups)
+        if p.share_from is None:
+            out, self.conv_params[index] = _linear_op(g, "Conv", self.records[index], x, base, self.fold,
+                                                      self.report, attrs)
+        elif self.conv_params[p.share_from] is not None:  # the owner's (folded) tensors, this layer's geometry
+            out = g.node("Conv", [x, *self.conv_params[p.share_from]], f"{base}.conv", **attrs)
+        else:
+            raise FoldkitError(f"{self.plan.info.source}: layer {index} shares layer {p.share_from}'s conv "
+                               "(share_index); the direct converter writes shared convs only with fold=True")
+        out = _activation(g, p.activation, out, f"{base}.act")
+        return _blur(g, out, p.filters, p.antialiasing, p.stride, base) if p.antialiasing else out
+
+    def _softmax(self, p: spec.Softmax, x: str, base: str) -> str:
+        g = self.g
+        flat = g.node("Flatten", [x], base, axis=1)
+        if p.temperature != 1.0:
+            flat = g.node("Div", [flat, g.scalar(p.temperature)], base)
+        if p.groups == 1:
+            return g.node("Softmax", [flat], base, axis=1)
+        chunks = g.node("Reshape", [flat, g.ints([0, p.groups, -1], base)], base)
+        return g.node("Reshape", [g.node("Softmax", [chunks], base, axis=-1), g.ints([0, -1], base)], base)
+
+    def _shortcut(self, index: int, p: spec.Shortcut, inputs: list[str], shapes: list[spec.Shape], base: str) -> str:
+        g = self.g
+        channels, height, width = shapes[0]
+        aligned = [inputs[0]]
+        for x, (c, _, _), step in zip(inputs[1:], shapes[1:], p.steps):
+            if step > 1:  # pjreddie's strided rule: every step-th pixel of the larger map
+                bounds = [[0, 0], [height * step, width * step], [2, 3], [step, step]]
+                x = g.node("Slice", [x, *(g.ints(b, base) for b in bounds)], base)
+            if c > channels:  # AlexeyAB's prefix rule: extra channels are ignored…
+                x = g.node("Slice", [x, *(g.ints(b, base) for b in ([0], [channels], [1]))], base)
+            elif c < channels:  # …and missing ones add nothing
+                x = g.node("Pad", [x, g.ints([0, 0, 0, 0, 0, channels - c, 0, 0], base)], base)
+            aligned.append(x)
+        if p.weight_count:
+            raw = self.records[index].astype(np.float64)
+            factors = spec.normalized_shortcut_weights(raw, p).astype(np.float32)
+            aligned = [g.node("Mul", [x, g.const(f.reshape(1, -1, 1, 1), f"{base}.w")], base)
+                       for x, f in zip(aligned, factors)]
+        total = aligned[0]
+        for other in aligned[1:]:
+            total = g.node("Add", [total, other], base)
+        return _activation(g, p.activation, total, f"{base}.act")
+
+    def _reorg(self, p: spec.Reorg, out_shape: spec.Shape, x: str, base: str) -> str:
+        g, s, (c, h, w) = self.g, p.stride, p.in_shape
+        reinterpret = p.darknet_map != p.reverse  # Darknet's buffer seen as (C/s², H·s, W·s) around the map
+        if reinterpret:
+            x = g.node("Reshape", [x, g.ints([-1, c // (s * s), h * s, w * s], base)], base)
+        if p.reverse:
+            out = g.node("DepthToSpace", [x], base, blocksize=s, mode="DCR")
+        else:
+            out = g.node("SpaceToDepth", [x], base, blocksize=s)
+        return g.node("Reshape", [out, g.ints([-1, *out_shape], base)], base) if reinterpret else out
 
 
 @dataclass
@@ -176,15 +337,17 @@ def darknet_to_onnx(
     plan = plan_network(model, img_size)
     _, records = read_weights(plan, weights, bn_variant=bn_variant)
     info = plan.info
-    g = _GraphWriter()
+    g = _GraphWriter(opset)
     report = FoldReport() if fold else None
-    record_iter = iter(records)
+    writer = _LayerWriter(g, plan, records, fold, report or FoldReport())
     outputs: list[str] = []
+    flat: list[bool] = []  # [softmax] outputs (N, C·H·W); layers that pass a tensor on keep its rank
     for index, layer in enumerate(plan.layers):
-        channels = [info.channels if s < 0 else plan.layers[s].shape[0] for s in layer.sources]
+        shapes = [(info.channels, info.height, info.width) if s < 0 else plan.layers[s].shape for s in layer.sources]
         inputs = [INPUT_NAME if s < 0 else outputs[s] for s in layer.sources]
-        outputs.append(_layer(g, layer, inputs, channels, f"layer{index}", record_iter, fold, report or FoldReport(),
-                              opset))
+        outputs.append(writer.write(index, inputs, shapes))
+        flat.append(isinstance(layer.params, spec.Softmax) or (
+            isinstance(layer.params, spec.Passthrough) and layer.sources[0] >= 0 and flat[layer.sources[0]]))
 
     batch_dim = "batch" if batch is None else batch
     if info.heads:
@@ -193,7 +356,7 @@ def darknet_to_onnx(
                          for name, _, shape in ends]
     else:
         last = plan.layers[-1]
-        shape = [batch_dim, last.shape[0]] if isinstance(last.params, spec.Softmax) else [batch_dim, *last.shape]
+        shape = [batch_dim, last.shape[0]] if flat[-1] else [batch_dim, *last.shape]
         ends = [("output", outputs[-1], None)]
         graph_outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)]
     _rename(g.nodes, {internal: name for name, internal, _ in ends})

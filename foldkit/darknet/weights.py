@@ -4,8 +4,11 @@ Layout (FORMAT.md §3): a header of three int32 (major, minor, revision) and ``s
 when ``major·10 + minor ≥ 2`` (20-byte header, every current file), else an int32 (16 bytes,
 e.g. the published yolov2.weights) — then float32 little-endian records in layer order. A
 ``[convolutional]`` record is: biases (BN's β when ``batch_normalize=1``), then γ, running mean,
-running variance if BN, then the kernel as [filters][c/groups][size][size]. Darknet itself never
-checks the file size; foldkit does, and says how many floats it expected and found.
+running variance if BN, then the kernel as [filters][c/groups][size][size]. A ``[connected]``
+record is biases, weights [outputs][inputs], then γ, mean, variance if BN (FORMAT-ZOO §4); a
+weighted ``[shortcut]`` stores its raw weights (§7.2); a conv with ``share_index`` stores nothing
+(§6.6). Darknet itself never checks the file size; foldkit does, and says how many floats it
+expected and found.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from foldkit.darknet.layers import Conv, NetworkPlan
+from foldkit.darknet.layers import Connected, Conv, NetworkPlan, Shortcut
 from foldkit.errors import FoldkitError
 from foldkit.fileio import write_atomic
 
 if TYPE_CHECKING:
+    import torch
+
     from foldkit.darknet.build import DarknetModel
 
 BN_VARIANTS = ("alexeyab", "pjreddie")
@@ -52,27 +57,40 @@ class WeightsHeader:
         )
 
 
-def _convs(plan: NetworkPlan) -> list[Conv]:
-    return [layer.params for layer in plan.layers if isinstance(layer.params, Conv)]
+def _record_counts(params: object) -> list[tuple[str, int]]:
+    """One layer's ``.weights`` record as (array, float count) in file order; empty for layers without one."""
+    if isinstance(params, Conv) and params.share_from is None:
+        n = params.filters
+        bn = [("gamma", n), ("mean", n), ("var", n)] if params.batch_normalize else []
+        return [("bias", n), *bn, ("weight", n * (params.in_channels // params.groups) * params.size ** 2)]
+    if isinstance(params, Connected):  # FORMAT-ZOO §4: the BN arrays come after the weights here
+        n = params.outputs
+        bn = [("gamma", n), ("mean", n), ("var", n)] if params.batch_normalize else []
+        return [("bias", n), ("weight", n * params.inputs), *bn]
+    if isinstance(params, Shortcut) and params.weight_count:
+        return [("weight", params.weight_count)]
+    return []
 
 
 def expected_floats(network: NetworkPlan | object) -> int:
     """How many float32 values the body of this network's ``.weights`` file holds (a plan or a model)."""
     plan = getattr(network, "plan", network)
-    return sum(c.filters * (4 if c.batch_normalize else 1) + c.filters * (c.in_channels // c.groups) * c.size ** 2
-               for c in _convs(plan))
+    return sum(count for layer in plan.layers for _, count in _record_counts(layer.params))
 
 
 @dataclass
 class ConvRecord:
-    """One ``[convolutional]`` layer's arrays, as read (float32, views into the file's bytes)."""
+    """One ``[convolutional]`` or ``[connected]`` layer's arrays, as read (float32 views into the file's bytes)."""
 
     bias: np.ndarray  # BN's β with batch_normalize, else the conv bias
-    weight: np.ndarray  # [filters, c/groups, size, size]
+    weight: np.ndarray  # [filters, c/groups, size, size], or [outputs, inputs] for [connected]
     gamma: np.ndarray | None = None
     mean: np.ndarray | None = None
     var: np.ndarray | None = None
     eps: float = 1e-5
+
+
+Record = ConvRecord | np.ndarray  # a weighted [shortcut]'s record is its raw weights
 
 
 def read_header(data: bytes, path: str) -> WeightsHeader:
@@ -88,8 +106,11 @@ def read_header(data: bytes, path: str) -> WeightsHeader:
 
 
 def read_weights(plan: NetworkPlan, path: str | os.PathLike, *, bn_variant: str = "alexeyab"
-                 ) -> tuple[WeightsHeader, list[ConvRecord]]:
-    """Read a ``.weights`` file for ``plan`` after checking its exact size: the header and one record per conv.
+                 ) -> tuple[WeightsHeader, dict[int, Record]]:
+    """Read a ``.weights`` file for ``plan`` after checking its exact size: the header and each layer's record.
+
+    Records are keyed by layer index: conv and connected layers (:class:`ConvRecord`) and weighted
+    shortcuts (their raw weights); a conv with ``share_index`` has none.
 
     ``bn_variant="pjreddie"`` reproduces pjreddie Darknet's CPU BatchNorm, ``γ(x − μ)/(√σ² + 1e-6) + β``,
     exactly: the variance becomes ``(√σ² + 1e-6)²`` with ε = 0 (computed in float64).
@@ -122,19 +143,42 @@ def read_weights(plan: NetworkPlan, path: str | os.PathLike, *, bn_variant: str 
         position += count
         return values[position - count:position]
 
-    records = []
-    for conv in _convs(plan):
-        n = conv.filters
-        record = ConvRecord(bias=take(n), weight=np.empty(0, np.float32))
-        if conv.batch_normalize:
-            record.gamma, record.mean, record.var = take(n), take(n), take(n)
-            if bn_variant == "pjreddie":
-                record.var = ((np.sqrt(record.var.astype(np.float64)) + PJREDDIE_CPU_EPS) ** 2).astype(np.float32)
-                record.eps = 0.0
-        record.weight = take(n * (conv.in_channels // conv.groups) * conv.size ** 2).reshape(
-            n, conv.in_channels // conv.groups, conv.size, conv.size)
-        records.append(record)
+    records: dict[int, Record] = {}
+    for index, layer in enumerate(plan.layers):
+        counts = _record_counts(layer.params)
+        if not counts:
+            continue
+        arrays = {name: take(count) for name, count in counts}
+        if isinstance(layer.params, Shortcut):
+            records[index] = arrays["weight"]
+            continue
+        record = ConvRecord(arrays["bias"], arrays["weight"], arrays.get("gamma"), arrays.get("mean"), arrays.get("var"))
+        if record.var is not None and bn_variant == "pjreddie":
+            record.var = ((np.sqrt(record.var.astype(np.float64)) + PJREDDIE_CPU_EPS) ** 2).astype(np.float32)
+            record.eps = 0.0
+        p = layer.params
+        shape = (p.outputs, p.inputs) if isinstance(p, Connected) else (
+            p.filters, p.in_channels // p.groups, p.size, p.size)
+        record.weight = record.weight.reshape(shape)
+        records[index] = record
     return header, records
+
+
+def _weighted_modules(module: "torch.nn.Module") -> tuple["torch.nn.Module", "torch.nn.Module"]:
+    """(linear op, norm) of a built conv or connected layer."""
+    if hasattr(module, "linear"):
+        return module.linear, module.norm
+    return module.conv, module.norm
+
+
+def _file_tensors(params: object, module: "torch.nn.Module") -> list["torch.Tensor"]:
+    """A built layer's tensors in ``.weights`` order (see :func:`_record_counts`)."""
+    if isinstance(params, Shortcut):
+        return [module.weight]
+    op, norm = _weighted_modules(module)
+    first = [op.bias] if op.bias is not None else [norm.bias]
+    bn = [] if op.bias is not None else [norm.weight, norm.running_mean, norm.running_var]
+    return [*first, *bn, op.weight] if isinstance(params, Conv) else [*first, op.weight, *bn]
 
 
 def load_weights(model: "DarknetModel", path: str | os.PathLike, *, bn_variant: str = "alexeyab") -> WeightsHeader:
@@ -142,18 +186,21 @@ def load_weights(model: "DarknetModel", path: str | os.PathLike, *, bn_variant: 
     import torch
 
     header, records = read_weights(model.plan, path, bn_variant=bn_variant)
-    blocks = [layer for kind, layer in zip(model.kinds, model.layers) if kind == "convolutional"]
     with torch.no_grad():
-        for block, record in zip(blocks, records):
-            conv, bn = block.conv, block.norm
+        for index, record in records.items():
+            module = model.layers[index]
+            if isinstance(record, np.ndarray):
+                module.weight.copy_(torch.from_numpy(record.copy()))
+                continue
+            op, norm = _weighted_modules(module)
             if record.gamma is None:
-                conv.bias.copy_(torch.from_numpy(record.bias.copy()))
+                op.bias.copy_(torch.from_numpy(record.bias.copy()))
             else:
-                for tensor, values in ((bn.bias, record.bias), (bn.weight, record.gamma),
-                                       (bn.running_mean, record.mean), (bn.running_var, record.var)):
+                for tensor, values in ((norm.bias, record.bias), (norm.weight, record.gamma),
+                                       (norm.running_mean, record.mean), (norm.running_var, record.var)):
                     tensor.copy_(torch.from_numpy(np.array(values, dtype=np.float32)))
-                bn.eps = record.eps
-            conv.weight.copy_(torch.from_numpy(record.weight.copy()))
+                norm.eps = record.eps
+            op.weight.copy_(torch.from_numpy(record.weight.copy()))
     return header
 
 
@@ -164,12 +211,10 @@ def save_weights(model: "DarknetModel", path: str | os.PathLike, header: Weights
     header = header or WeightsHeader()
     parts = [header.pack()]
     with torch.no_grad():
-        for kind, block in zip(model.kinds, model.layers):
-            if kind != "convolutional":
+        for layer, module in zip(model.plan.layers, model.layers):
+            if not _record_counts(layer.params):
                 continue
-            conv, bn = block.conv, block.norm
-            arrays = [bn.bias, bn.weight, bn.running_mean, bn.running_var] if conv.bias is None else [conv.bias]
-            for tensor in [*arrays, conv.weight]:
+            for tensor in _file_tensors(layer.params, module):
                 parts.append(tensor.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes())
 
     def writer(tmp: Path) -> None:
