@@ -104,6 +104,8 @@ def opencv_divergence(sections: list[Section], plan: NetworkPlan) -> str | None:
             return f"{where}: upsample stride default differs (Darknet 2, OpenCV 1)"
         elif section.type == "softmax" and math.prod(plan.layers[section.index - 1].shape[1:]) > 1:
             return f"{where}: OpenCV's softmax runs over channels only, Darknet's over C×H×W"
+        elif section.type == "softmax" and section.get_float("temperature", 1.0) != 1.0:
+            return f"{where}: OpenCV ignores the softmax temperature"
         elif section.type == "shortcut" and (section.has("weights_type") or "," in section.get_str("from", "")):
             return f"{where}: OpenCV ignores shortcut weights and extra 'from' layers"
         elif section.type == "connected" and section.get_str("batch_normalize", "0") != "0":

@@ -154,3 +154,20 @@ def test_detect_region_anchors_given_by_hand(tmp_path):
     results = detect_images(tmp_path / "bare.onnx", [tmp_path / "img.png"], conf=0.5, classes=CLASSES,
                             anchors=anchors, head_kind="region")
     _assert_planted(results[0].detections)
+
+
+def test_in_graph_region_decoding_matches_deploy_decoding():
+    """The torch decoder (for --decode) and the numpy one (for detect) give the same boxes and scores."""
+    import torch
+
+    from foldkit.darknet.layers import RegionHead
+    from foldkit.darknet.region_decode import decode_region
+
+    head = RegionHead(layer=0, classes=CLASSES, anchors=list(ANCHORS), num=len(ANCHORS), softmax=True)
+    raw = np.random.default_rng(3).normal(size=(2, len(ANCHORS) * (CLASSES + 5), GRID, GRID))
+    raw[:1] = region_map()
+    in_graph = decode_region(torch.from_numpy(raw), head, (SIZE, SIZE)).numpy()
+    np.testing.assert_allclose(in_graph, decode_heads([raw], [REGION], (SIZE, SIZE)), rtol=1e-12, atol=1e-12)
+    _assert_planted(postprocess(in_graph[:1], [IDENTITY], conf=0.5, iou=0.45)[0])
+    with pytest.raises(FoldkitError, match="tree"):
+        decode_region(torch.from_numpy(raw), RegionHead(0, CLASSES, list(ANCHORS), tree="9k.tree"), (SIZE, SIZE))
