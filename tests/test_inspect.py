@@ -100,3 +100,17 @@ def test_cli_inspect_prints_the_table(cfg, capsys):
     assert main(["inspect", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert _rows(out)[2][:2] == ["convolutional", "8×8×8"] and "Fork choices:" in out
+
+
+def test_fork_choices_list_what_the_network_relies_on(tmp_path):
+    """A shortcut between different channel counts follows AlexeyAB's channel-prefix rule, and says so."""
+    path = tmp_path / "prefix.cfg"
+    path.write_text("[net]\nwidth=16\nheight=16\nchannels=3\n\n"
+                    "[convolutional]\nfilters=8\nsize=1\nactivation=leaky\n\n"
+                    "[convolutional]\nfilters=16\nsize=1\nactivation=leaky\n\n"
+                    "[shortcut]\nfrom=-2\nactivation=linear\n")
+    text = inspect_target(path)
+    assert _rows(text)[2] == ["shortcut", "16×16×16", "linear", "-"]
+    assert "channel-prefix" in text.split("Fork choices:")[1]
+    (tmp_path / "plain.cfg").write_text(CFG)  # its shortcut adds equal shapes: no fork choice to name
+    assert "channel-prefix" not in inspect_target(tmp_path / "plain.cfg")
