@@ -112,8 +112,11 @@ def opencv_divergence(sections: list[Section], plan: NetworkPlan) -> str | None:
 
 
 def _input_size(cfg) -> int:
-    native = plan_network(cfg).info.height
-    if native <= SIZES[0]:
+    """The smallest of SIZES the cfg plans at; its own size when smaller, or when a [connected] layer's
+    weight count depends on it (OpenCV sizes [connected] from the cfg's [net])."""
+    plan = plan_network(cfg)
+    native = plan.info.height
+    if native <= SIZES[0] or any(layer.kind == "connected" for layer in plan.layers):
         return native
     for size in SIZES:
         try:
