@@ -64,12 +64,12 @@ CASES = [
     (2, "padding", "-3", "'padding=-3' must be at least 0"),
     (6, "classes", "-1", "'classes=-1' must be at least 1"),
     (6, "num", "0", "'num=0' must be at least 1"),
-    (4, "layers", "-1,,-3", "item '' is not a plain integer"),
-    (6, "mask", "0,1,2,", "item '' is not a plain integer"),
+    (4, "layers", "-1,,-3", "item '' is not a valid int"),
+    (6, "mask", "0,1,2,", "item '' is not a valid int"),
     (6, "anchors", "10,14,23,27,37,5_8", "item '5_8'"),
     (0, "width", "6４", "Darknet would read 6"),
-    (6, "scale_x_y", "1_0.5", "is not a plain decimal number"),
-    (6, "scale_x_y", "nan", "is not a plain decimal number"),
+    (6, "scale_x_y", "1_0.5", "is not a valid float"),
+    (6, "scale_x_y", "nan", "is not a valid float"),
     (6, "scale_x_y", "1e999", "overflows a float"),
 ]
 

@@ -137,7 +137,7 @@ def _number(text: str, kind: NumberKind) -> int | float:
     pattern = _INT if kind is int else _FLOAT
     if not pattern.fullmatch(text):
         darknet = f" (Darknet would read {_atoi_prefix(text)})" if kind is int else ""
-        raise ValueError(f"is not a plain {'integer' if kind is int else 'decimal number'}{darknet}")
+        raise ValueError(f"is not a valid {kind.__name__}: plain ASCII digits only{darknet}")
     value = kind(text)
     if kind is int and abs(value) > C_INT_MAX:
         raise ValueError(f"does not fit Darknet's 32-bit integer (|value| ≤ {C_INT_MAX})")
