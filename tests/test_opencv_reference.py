@@ -177,8 +177,11 @@ class ZooCase:
         wanted = [names[names.index(f"permute_{h.layer + 1}") - 1] for h in heads] if heads else \
             list(net.getUnconnectedOutLayersNames())
         net.enableWinograd(False)
-        net.setInput(self.sample.numpy())
-        return list(net.forward(wanted))
+        per_image = []
+        for image in self.sample.numpy():  # one at a time: OpenCV's [scale_channels] fails on a batch of 2
+            net.setInput(image[None])
+            per_image.append(net.forward(wanted))
+        return [np.concatenate(outputs) for outputs in zip(*per_image)]
 
 
 @pytest.mark.parametrize("name", _zoo_cfgs())
@@ -217,15 +220,15 @@ def test_opencv_reference_catches_a_wrong_weight(shared_darknet, tmp_path):
     assert _relative(case.onnx, reference) > 100 * RTOL
 
 
+@pytest.mark.slow
 def test_float32_noise_exceeds_rtol_on_deep_networks(shared_darknet, tmp_path):
-    """Why deep cfgs are compared at their noise level: float32 alone departs from float64 by more than RTOL.
+    """Why some deep cfgs are compared at their noise level: float32 alone departs from float64 by more than RTOL.
 
-    csdarknet53-omega (a CSP-Darknet53 classifier, 100+ layers) at 64 px: the float32 PyTorch model and
-    foldkit's folded ONNX depart from float64 by similar amounts, both above RTOL, while OpenCV sits
-    within a few times that noise.
+    cd53paspp-gamma (CSP-Darknet53 + PAN + SPP, 100+ conv layers) at 64 px: the float32 PyTorch model
+    departs from float64 by ~8e-4; foldkit's folded ONNX and OpenCV both sit within a few times that noise
+    of float64, as they do of each other.
     """
-    case = ZooCase(shared_darknet / "zoo" / "csdarknet53-omega.cfg", tmp_path)
-    onnx_error = _relative(case.onnx, case.float64)
-    assert case.noise > RTOL and onnx_error > RTOL
-    assert onnx_error < NOISE_MARGIN * case.noise
+    case = ZooCase(shared_darknet / "zoo" / "cd53paspp-gamma.cfg", tmp_path)
+    assert case.noise > 10 * RTOL
+    assert _relative(case.onnx, case.float64) < NOISE_MARGIN * case.noise
     assert _relative(case.opencv_outputs(tmp_path), case.float64) < NOISE_MARGIN * case.noise
