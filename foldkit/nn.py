@@ -16,9 +16,17 @@ import torch
 from torch import nn
 
 from foldkit.defaults import (
-    ACTIVATION_NAMES, BN_EPS, GELU_C1, GELU_C3, LEAKY_SLOPE, NORMALIZE_CHANNELS_EPS, SELU_ALPHA, SELU_LAMBDA,
+    ACTIVATION_NAMES,
+    BN_EPS,
+    GELU_C1,
+    GELU_C3,
+    LEAKY_SLOPE,
+    NORMALIZE_CHANNELS_EPS,
+    SELU_ALPHA,
+    SELU_LAMBDA,
 )
 from foldkit.errors import FoldkitError
+
 
 class DarknetActivation(nn.Module):
     """A Darknet activation with no PyTorch twin, written as Darknet's formula (activations.h/.c).
@@ -63,8 +71,9 @@ def _soft_clip(x: torch.Tensor, low: float, high: float, slope: float, scale: fl
 
 _FORMULAS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu6": lambda x: torch.clamp(x, 0.0, 6.0),
-    "elu": lambda x: torch.where(x >= 0, x, torch.expm1(torch.clamp(x, max=0.0))),
-    "selu": lambda x: SELU_LAMBDA * torch.where(x >= 0, x, SELU_ALPHA * torch.expm1(torch.clamp(x, max=0.0))),
+    # exp(x) − 1 as Darknet writes it (and as ONNX exports it: expm1 has no ONNX op)
+    "elu": lambda x: torch.where(x >= 0, x, torch.exp(torch.clamp(x, max=0.0)) - 1.0),
+    "selu": lambda x: SELU_LAMBDA * torch.where(x >= 0, x, SELU_ALPHA * (torch.exp(torch.clamp(x, max=0.0)) - 1.0)),
     "gelu": lambda x: 0.5 * x * (1.0 + torch.tanh(GELU_C1 * x + GELU_C3 * x * x * x)),
     "ramp": lambda x: torch.relu(x) + 0.1 * x,
     "loggy": lambda x: 2.0 * torch.sigmoid(x) - 1.0,

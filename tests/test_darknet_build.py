@@ -7,6 +7,7 @@ import torch
 from foldkit import FoldkitError, build_model
 from foldkit.darknet.build import DarknetMaxPool
 from foldkit.darknet.cfg import parse_cfg, parse_cfg_text
+from foldkit.darknet.layers import plan_network
 from foldkit.nn import count_parameters
 
 # FORMAT.md §4: learnable parameters (conv W + γ,β or bias), independent of input size.
@@ -122,15 +123,23 @@ def test_route_size_mismatch_at_an_odd_input_size():
         build_model("yolov3", 100)
 
 
-def test_every_shared_cfg_builds_or_is_refused_clearly(shared_darknet):
-    for cfg in sorted(shared_darknet.glob("*.cfg")):
-        try:
-            model = build_model(cfg, 64 if "tiny" in cfg.name else 128)
-        except FoldkitError as exc:
-            assert str(exc).startswith(str(cfg)) and "not supported" in str(exc), str(exc)
-            continue
-        assert count_parameters(model) > 0
-        assert parse_cfg(cfg)[0].type == "net"
+# Every cfg in ../shared/darknet builds since the zoo layers landed (issue 11): none is refused.
+SHARED_CFGS = {
+    "csdarknet53-omega.cfg", "darknet19.alexeyab.cfg", "darknet19.cfg", "darknet53.cfg", "enet-coco.cfg",
+    "yolov2-tiny.cfg", "yolov2.alexeyab.cfg", "yolov2.cfg", "yolov3-spp.cfg", "yolov3-tiny.cfg",
+    "yolov3.alexeyab.cfg", "yolov3.cfg", "yolov4-tiny.cfg", "yolov4.cfg",
+}
+
+
+def test_every_shared_cfg_builds(shared_darknet):
+    names = {p.name for p in shared_darknet.glob("*.cfg")}
+    assert names == SHARED_CFGS
+    for name in sorted(names):
+        plan = plan_network(shared_darknet / name, 64 if "tiny" in name else 128)
+        with torch.device("meta"):
+            model = build_model(shared_darknet / name, 64 if "tiny" in name else 128)
+        assert count_parameters(model) > 0 and len(model.layers) == len(plan.layers)
+        assert parse_cfg(shared_darknet / name)[0].type == "net"
 
 
 # FORMAT.md §4, "learnable (PyTorch-style)": the real cfgs' parameter counts.

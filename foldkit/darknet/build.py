@@ -6,6 +6,7 @@ Each section after ``[net]`` becomes one module with Darknet's layer index.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +14,17 @@ from torch import nn
 
 from foldkit.darknet import layers as spec
 from foldkit.darknet.layers import (  # noqa: F401 - re-exported for users of this module
-    BUILTIN_MODELS, NetInfo, NetworkPlan, YoloHead, builtin_cfg_path, plan_network, resolve_cfg,
+    BUILTIN_MODELS,
+    NetInfo,
+    NetworkPlan,
+    YoloHead,
+    builtin_cfg_path,
+    plan_network,
+    resolve_cfg,
 )
 from foldkit.defaults import BN_EPS
 from foldkit.nn import ConvNormAct, make_activation
+
 
 class Route(nn.Module):
     """Concatenate the listed layers' outputs along channels; with ``groups``, take one slice of each."""
@@ -51,7 +59,7 @@ class Shortcut(nn.Module):
         inputs = [x, *(self._align(o, c, step) for o, c, step in zip(others, p.from_channels, p.steps))]
         if self.weight is not None:
             factors = spec.normalized_shortcut_weights(self.weight, p)
-            inputs = [f.view(1, -1, 1, 1) * t for f, t in zip(factors, inputs)]
+            inputs = [factors[i].view(1, -1, 1, 1) * t for i, t in enumerate(inputs)]  # indexed: fx-traceable
         total = inputs[0]
         for other in inputs[1:]:
             total = total + other
@@ -71,6 +79,8 @@ class Shortcut(nn.Module):
 class Blur(nn.Module):
     """Darknet's fixed antialiasing blur: a depthwise conv with a constant kernel (a buffer, not a weight)."""
 
+    kernel: torch.Tensor
+
     def __init__(self, channels: int, antialiasing: int, stride: tuple[int, int]) -> None:
         super().__init__()
         kernel = torch.tensor(spec.blur_kernel(antialiasing), dtype=torch.float32)
@@ -84,7 +94,9 @@ class Blur(nn.Module):
 class SharedConv(nn.Module):
     """A conv with ``share_index``: the owner layer's weights and BatchNorm, its own stride, padding and dilation."""
 
-    def __init__(self, owner: ConvNormAct, p: spec.Conv) -> None:
+    owner: Any  # a ConvNormAct (torch types submodule attributes loosely)
+
+    def __init__(self, owner: nn.Module, p: spec.Conv) -> None:
         super().__init__()
         self.owner = owner
         self.stride, self.padding, self.dilation, self.groups = p.conv_stride, p.padding, p.dilation, p.groups
@@ -157,6 +169,18 @@ class ScaleChannels(nn.Module):
 
 class Sam(ScaleChannels):
     """``[sam]``: this layer's input times the ``from`` map, elementwise."""
+
+
+class DepthMaxPool(nn.Module):
+    """``maxpool_depth``: the max over channels g, g+G, … at each pixel (FORMAT-ZOO §9.1)."""
+
+    def __init__(self, p: spec.DepthMaxPool, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.spec, self.shape = p, shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups, height, width = self.shape
+        return x.reshape(-1, self.spec.in_channels // groups, groups, height, width).amax(dim=1)
 
 
 class LocalAvgPool(nn.Module):
@@ -242,8 +266,9 @@ class Passthrough(nn.Module):
 class DarknetModel(nn.Module):
     """A network built from a Darknet cfg.
 
-    ``forward`` returns, for a detector, a tuple of the raw head maps (N, anchors·(5+classes), H, W),
-    one per ``[yolo]`` section in cfg order; for a classifier, the last layer's output.
+    ``forward`` returns, for a detector, a tuple of the raw head maps (N, anchors·(entries+classes), H, W),
+    one per head section (``[yolo]``, ``[region]``, ``[Gaussian_yolo]``) in cfg order; for a
+    classifier, the last layer's output.
     ``layers[i]`` is Darknet's layer ``i``; ``inputs_of[i]`` lists the layer indices it reads
     (−1 is the network input).
     """
@@ -292,6 +317,8 @@ def make_module(layer: spec.Layer, built: list[nn.Module]) -> nn.Module:
         return block
     if isinstance(p, spec.LocalAvgPool):
         return LocalAvgPool(p)
+    if isinstance(p, spec.DepthMaxPool):
+        return DepthMaxPool(p, layer.shape)
     if isinstance(p, spec.MaxPool):
         pool = DarknetMaxPool(p.size, p.pool_stride[0], p.pool_stride[1], p.padding)
         return nn.Sequential(pool, Blur(p.channels, p.antialiasing, p.stride)) if p.antialiasing else pool
@@ -315,6 +342,8 @@ def make_module(layer: spec.Layer, built: list[nn.Module]) -> nn.Module:
         return Sam(p.activation)
     if isinstance(p, spec.ScaleChannels):
         return ScaleChannels(p.activation)
+    if isinstance(p, spec.Activation):
+        return make_activation(p.activation)
     return Passthrough()  # heads, [dropout], [cost], [contrastive], [detection]
 
 

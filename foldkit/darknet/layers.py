@@ -80,6 +80,14 @@ class Route:
 
 
 @dataclass(frozen=True)
+class DepthMaxPool:
+    """``[maxpool] maxpool_depth=1``: per pixel, output channel g is the max of input channels g, g+G, g+2G, …"""
+
+    in_channels: int
+    out_channels: int  # G
+
+
+@dataclass(frozen=True)
 class LocalAvgPool(MaxPool):
     """``[local_avgpool]``: maxpool's geometry, the mean of the in-bounds elements of each window."""
 
@@ -181,6 +189,13 @@ class Passthrough:
     pass
 
 
+@dataclass(frozen=True)
+class Activation:
+    """``[activation]``: an activation alone (AlexeyAB; default linear)."""
+
+    activation: str = "linear"
+
+
 @dataclass
 class YoloHead:
     """What a ``[yolo]`` section says about decoding its head map."""
@@ -255,7 +270,7 @@ class Layer:
 
 @dataclass
 class NetworkPlan:
-    info: "NetInfo"
+    info: NetInfo
     layers: list[Layer]
 
 
@@ -404,8 +419,12 @@ class _Planner:
         stride_y, stride_x = section.get_int("stride_y", stride), section.get_int("stride_x", stride)
         size = section.get_int("size", stride)
         padding = section.get_int("padding", size - 1)
-        if section.get_int("maxpool_depth", 0):
-            raise section.error("option 'maxpool_depth' is not supported by foldkit", "maxpool_depth")
+        if kind is MaxPool and section.get_int("maxpool_depth", 0):  # size, stride, padding are ignored
+            groups = section.get_int("out_channels", 1)
+            if groups < 1 or c % groups:
+                raise section.error(f"maxpool_depth with out_channels={groups} needs it to divide the {c} input "
+                                    "channels", "out_channels")
+            return DepthMaxPool(c, groups), [section.index - 1], (groups, h, w)
         if size <= 0 or stride_y <= 0 or stride_x <= 0 or padding < 0:
             raise section.error("size and stride must be positive and padding non-negative")
         if padding >= size + max(stride_x, stride_y):
@@ -560,6 +579,10 @@ class _Planner:
         return Passthrough(), [section.index - 1], self._input_shape(section)
 
     _dropout = _cost = _contrastive = _passthrough
+
+    def _activation(self, section: Section):
+        params = Activation(_activation(section, default="linear"))
+        return params, [section.index - 1], self._input_shape(section)
 
     def _detection(self, section: Section):
         c, h, w = self._input_shape(section)

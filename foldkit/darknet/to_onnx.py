@@ -19,10 +19,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from foldkit.darknet import layers as spec
 from foldkit.darknet.layers import NetworkPlan, plan_network
-from foldkit.defaults import (
-    DEFAULT_OPSET, GELU_C1, GELU_C3, INPUT_NAME, LEAKY_SLOPE, NORMALIZE_CHANNELS_EPS, SELU_ALPHA, SELU_LAMBDA,
-)
 from foldkit.darknet.weights import ConvRecord, read_weights
+from foldkit.defaults import (
+    DEFAULT_OPSET,
+    GELU_C1,
+    GELU_C3,
+    INPUT_NAME,
+    LEAKY_SLOPE,
+    NORMALIZE_CHANNELS_EPS,
+    SELU_ALPHA,
+    SELU_LAMBDA,
+)
 from foldkit.errors import FoldkitError
 from foldkit.fold.affine import batchnorm_scale_shift, fold_affine
 from foldkit.fold.report import FOLDED, FoldEntry, FoldReport
@@ -41,7 +48,7 @@ class _GraphWriter:
         self.arrays: list[tuple[str, np.ndarray]] = []
         self.opset = opset
         self._count = 0
-        self._scalars: dict[tuple[float, int], str] = {}
+        self._scalars: dict[float, str] = {}
 
     def name(self, base: str) -> str:
         self._count += 1
@@ -147,15 +154,23 @@ def _activation(g: _GraphWriter, name: str, x: str, base: str) -> str:
     raise FoldkitError(f"activation {name!r} has no ONNX writer")
 
 
-def _linear_op(g: _GraphWriter, op: str, record: ConvRecord, x: str, base: str, fold: bool, report: FoldReport,
-               attrs: dict) -> tuple[str, list[str] | None]:
-    """Conv or Gemm with its bias, or with its BatchNorm folded in (or kept as a node when ``fold=False``).
+@dataclass
+class _WrittenOp:
+    """A written Conv/Gemm: its output, and the tensors a ``share_index`` layer reuses."""
 
-    Returns the output and, when the op alone computes it, the op's weight inputs (for ``share_index``).
-    """
+    output: str
+    weights: list[str]  # the op's inputs after the data: weight and (unless an unfolded BN follows) bias
+    norm: list[str] | None = None  # scale, B, mean, var of the BatchNormalization node kept when fold=False
+    eps: float = 0.0
+
+
+def _linear_op(g: _GraphWriter, op: str, record: ConvRecord, x: str, base: str, fold: bool, report: FoldReport,
+               attrs: dict) -> _WrittenOp:
+    """Conv or Gemm with its bias, or with its BatchNorm folded in (or kept as a node when ``fold=False``)."""
     if record.gamma is None:
         params = [g.const(record.weight, f"{base}.weight"), g.const(record.bias, f"{base}.bias")]
-        return g.node(op, [x, *params], f"{base}.{op.lower()}", **attrs), params
+        return _WrittenOp(g.node(op, [x, *params], f"{base}.{op.lower()}", **attrs), params)
+    assert record.mean is not None and record.var is not None
     if fold:
         scale, shift = batchnorm_scale_shift(record.gamma, record.bias, record.mean, record.var, record.eps)
         folded = fold_affine(record.weight, None, scale, shift)
@@ -164,11 +179,19 @@ def _linear_op(g: _GraphWriter, op: str, record: ConvRecord, x: str, base: str, 
         report.add(FoldEntry(f"{base}.bn", "BatchNormalization", FOLDED, target=f"{base}.{op.lower()}",
                              pattern=f"{op} → BatchNormalization", max_amplification=folded.max_amplification,
                              warnings=folded.warnings))
-        return out, params
-    linear = g.node(op, [x, g.const(record.weight, f"{base}.weight")], f"{base}.{op.lower()}", **attrs)
-    params = [g.const(a, f"{base}.bn.{n}") for a, n in
-              ((record.gamma, "scale"), (record.bias, "B"), (record.mean, "mean"), (record.var, "var"))]
-    return g.node("BatchNormalization", [linear, *params], f"{base}.bn", epsilon=record.eps), None
+        return _WrittenOp(out, params)
+    params = [g.const(record.weight, f"{base}.weight")]
+    norm = [g.const(a, f"{base}.bn.{n}") for a, n in
+            ((record.gamma, "scale"), (record.bias, "B"), (record.mean, "mean"), (record.var, "var"))]
+    written = _WrittenOp(g.node(op, [x, *params], f"{base}.{op.lower()}", **attrs), params, norm, record.eps)
+    written.output = _norm_node(g, written, written.output, base)
+    return written
+
+
+def _norm_node(g: _GraphWriter, written: _WrittenOp, x: str, base: str) -> str:
+    if written.norm is None:
+        return x
+    return g.node("BatchNormalization", [x, *written.norm], f"{base}.bn", epsilon=written.eps)
 
 
 def _blur(g: _GraphWriter, x: str, channels: int, antialiasing: int, stride: tuple[int, int], base: str) -> str:
@@ -190,7 +213,7 @@ class _LayerWriter:
 
     def __init__(self, g: _GraphWriter, plan: NetworkPlan, records: dict, fold: bool, report: FoldReport) -> None:
         self.g, self.plan, self.records, self.fold, self.report = g, plan, records, fold, report
-        self.conv_params: dict[int, list[str] | None] = {}  # conv layer → its Conv node's weight inputs
+        self.conv_ops: dict[int, _WrittenOp] = {}  # conv layer → its written Conv, for share_index
 
     def write(self, index: int, inputs: list[str], shapes: list[spec.Shape]) -> str:
         g, layer, base = self.g, self.plan.layers[index], f"layer{index}"
@@ -200,6 +223,12 @@ class _LayerWriter:
         if isinstance(p, spec.LocalAvgPool):
             return g.node("AveragePool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.stride),
                           pads=[p.lead, p.lead, p.trail, p.trail], count_include_pad=0)
+        if isinstance(p, spec.DepthMaxPool):
+            _, h, w = shapes[0]
+            split = g.node("Reshape", [inputs[0], g.ints([-1, p.in_channels // p.out_channels, p.out_channels, h, w],
+                                                         base)], base)
+            return g.node("Reshape", [g.reduce("ReduceMax", split, 1, base), g.ints([-1, p.out_channels, h, w], base)],
+                          base)
         if isinstance(p, spec.MaxPool):
             out = g.node("MaxPool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.pool_stride),
                          pads=[p.lead, p.lead, p.trail, p.trail])
@@ -221,7 +250,7 @@ class _LayerWriter:
             return self._softmax(p, inputs[0], base)
         if isinstance(p, spec.Connected):
             flat = g.node("Flatten", inputs, base, axis=1)
-            out, _ = _linear_op(g, "Gemm", self.records[index], flat, base, self.fold, self.report, {"transB": 1})
+            out = _linear_op(g, "Gemm", self.records[index], flat, base, self.fold, self.report, {"transB": 1}).output
             out = _activation(g, p.activation, out, f"{base}.act")
             return g.node("Unsqueeze", [out, g.ints([2, 3], base)], base)
         if isinstance(p, spec.Crop):
@@ -230,22 +259,22 @@ class _LayerWriter:
             return g.add(g.mul(out, 2.0, base), -1.0, base) if p.adjust else out
         if isinstance(p, spec.Reorg):
             return self._reorg(p, layer.shape, inputs[0], base)
+        if isinstance(p, spec.Activation):
+            return _activation(g, p.activation, inputs[0], f"{base}.act")
         if isinstance(p, (spec.Sam, spec.ScaleChannels)):
             return _activation(g, p.activation, g.node("Mul", [inputs[1], inputs[0]], base), f"{base}.act")
         return inputs[0]  # heads, [dropout], [cost], [contrastive], [detection]
 
     def _conv(self, index: int, p: spec.Conv, x: str, base: str) -> str:
         g = self.g
-        attrs = dict(kernel_shape=[p.size, p.size], strides=list(p.conv_stride), pads=[p.padding] * 4,
-                     dilations=[p.dilation, p.dilation], group=p.groups)
+        attrs = {"kernel_shape": [p.size, p.size], "strides": list(p.conv_stride), "pads": [p.padding] * 4,
+                 "dilations": [p.dilation, p.dilation], "group": p.groups}
         if p.share_from is None:
-            out, self.conv_params[index] = _linear_op(g, "Conv", self.records[index], x, base, self.fold,
-                                                      self.report, attrs)
-        elif self.conv_params[p.share_from] is not None:  # the owner's (folded) tensors, this layer's geometry
-            out = g.node("Conv", [x, *self.conv_params[p.share_from]], f"{base}.conv", **attrs)
-        else:
-            raise FoldkitError(f"{self.plan.info.source}: layer {index} shares layer {p.share_from}'s conv "
-                               "(share_index); the direct converter writes shared convs only with fold=True")
+            self.conv_ops[index] = _linear_op(g, "Conv", self.records[index], x, base, self.fold, self.report, attrs)
+            out = self.conv_ops[index].output
+        else:  # share_index: the owner's tensors, this layer's geometry
+            owner = self.conv_ops[p.share_from]
+            out = _norm_node(g, owner, g.node("Conv", [x, *owner.weights], f"{base}.conv", **attrs), base)
         out = _activation(g, p.activation, out, f"{base}.act")
         return _blur(g, out, p.filters, p.antialiasing, p.stride, base) if p.antialiasing else out
 
@@ -359,6 +388,9 @@ def darknet_to_onnx(
         shape = [batch_dim, last.shape[0]] if flat[-1] else [batch_dim, *last.shape]
         ends = [("output", outputs[-1], None)]
         graph_outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)]
+    # a network that hands its input straight out (an [activation] linear) needs a node to name the output
+    ends = [(name, g.node("Identity", [internal], name) if internal == INPUT_NAME else internal, shape)
+            for name, internal, shape in ends]
     _rename(g.nodes, {internal: name for name, internal, _ in ends})
     image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch_dim, info.channels, info.height, info.width])
     opsets = [helper.make_opsetid("", opset)]

@@ -17,8 +17,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +45,11 @@ class WeightsHeader:
     def wide_seen(self) -> bool:
         """Whether ``seen`` is a uint64 (20-byte header); Darknet decides by version."""
         return self.major * 10 + self.minor >= 2 and self.major < 1000 and self.minor < 1000
+
+    @property
+    def transposed(self) -> bool:
+        """Darknet's flag for ``[connected]`` weights stored [inputs][outputs]: a version part above 1000."""
+        return self.major > 1000 or self.minor > 1000
 
     @property
     def size(self) -> int:
@@ -118,14 +122,15 @@ def read_weights(plan: NetworkPlan, path: str | os.PathLike, *, bn_variant: str 
     if bn_variant not in BN_VARIANTS:
         raise FoldkitError(f"unknown BatchNorm variant {bn_variant!r}; choose one of {', '.join(BN_VARIANTS)}")
     path = Path(path)
-    try:
-        data = path.read_bytes()
+    try:  # mapped, not read: records are views that the converter folds or streams out page by page
+        size = path.stat().st_size
+        data = np.memmap(path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
     except FileNotFoundError:
         raise FoldkitError(f"{path}: no such weights file") from None
     except OSError as exc:
         raise FoldkitError(f"{path}: cannot read: {exc.strerror}") from None
-    header = read_header(data, str(path))
-    body = len(data) - header.size
+    header = read_header(bytes(data[:20]), str(path))
+    body = size - header.size
     expected = expected_floats(plan)
     if body != 4 * expected:
         found = f"{body // 4} floats" + (f" and {body % 4} stray bytes" if body % 4 else "")
@@ -133,9 +138,9 @@ def read_weights(plan: NetworkPlan, path: str | os.PathLike, *, bn_variant: str 
         raise FoldkitError(
             f"{path}: {verdict} for {Path(plan.info.source).name}: expected {expected} floats "
             f"({header.size + 4 * expected} bytes with the {header.size}-byte header), found {found} "
-            f"({len(data)} bytes); is it the weights of this cfg?"
+            f"({size} bytes); is it the weights of this cfg?"
         )
-    values = np.frombuffer(data, dtype="<f4", offset=header.size)
+    values = data[header.size:].view("<f4")
     position = 0
 
     def take(count: int) -> np.ndarray:
@@ -157,38 +162,43 @@ def read_weights(plan: NetworkPlan, path: str | os.PathLike, *, bn_variant: str 
             record.var = ((np.sqrt(record.var.astype(np.float64)) + PJREDDIE_CPU_EPS) ** 2).astype(np.float32)
             record.eps = 0.0
         p = layer.params
-        shape = (p.outputs, p.inputs) if isinstance(p, Connected) else (
-            p.filters, p.in_channels // p.groups, p.size, p.size)
+        if isinstance(p, Connected):
+            shape: tuple[int, ...] = (p.outputs, p.inputs)
+            if header.transposed:  # stored [inputs][outputs]; Darknet transposes after reading (FORMAT-ZOO §4)
+                record.weight = record.weight.reshape(p.inputs, p.outputs).T.copy()
+        else:
+            assert isinstance(p, Conv)
+            shape = (p.filters, p.in_channels // p.groups, p.size, p.size)
         record.weight = record.weight.reshape(shape)
         records[index] = record
     return header, records
 
 
-def _weighted_modules(module: "torch.nn.Module") -> tuple["torch.nn.Module", "torch.nn.Module"]:
-    """(linear op, norm) of a built conv or connected layer."""
+def _weighted_modules(module: Any) -> tuple[Any, Any]:
+    """(linear op, norm) of a built conv or connected layer (``Any``: torch types its submodules loosely)."""
     if hasattr(module, "linear"):
         return module.linear, module.norm
     return module.conv, module.norm
 
 
-def _file_tensors(params: object, module: "torch.nn.Module") -> list["torch.Tensor"]:
+def _file_tensors(params: object, module: Any) -> list[torch.Tensor]:
     """A built layer's tensors in ``.weights`` order (see :func:`_record_counts`)."""
     if isinstance(params, Shortcut):
         return [module.weight]
     op, norm = _weighted_modules(module)
     first = [op.bias] if op.bias is not None else [norm.bias]
-    bn = [] if op.bias is not None else [norm.weight, norm.running_mean, norm.running_var]
+    bn: list[torch.Tensor] = [] if op.bias is not None else [norm.weight, norm.running_mean, norm.running_var]
     return [*first, *bn, op.weight] if isinstance(params, Conv) else [*first, op.weight, *bn]
 
 
-def load_weights(model: "DarknetModel", path: str | os.PathLike, *, bn_variant: str = "alexeyab") -> WeightsHeader:
+def load_weights(model: DarknetModel, path: str | os.PathLike, *, bn_variant: str = "alexeyab") -> WeightsHeader:
     """Fill a PyTorch Darknet model from a ``.weights`` file (see :func:`read_weights`); returns the header."""
     import torch
 
     header, records = read_weights(model.plan, path, bn_variant=bn_variant)
     with torch.no_grad():
         for index, record in records.items():
-            module = model.layers[index]
+            module: Any = model.layers[index]
             if isinstance(record, np.ndarray):
                 module.weight.copy_(torch.from_numpy(record.copy()))
                 continue
@@ -204,7 +214,7 @@ def load_weights(model: "DarknetModel", path: str | os.PathLike, *, bn_variant: 
     return header
 
 
-def save_weights(model: "DarknetModel", path: str | os.PathLike, header: WeightsHeader | None = None) -> None:
+def save_weights(model: DarknetModel, path: str | os.PathLike, header: WeightsHeader | None = None) -> None:
     """Write a PyTorch Darknet model's parameters as a ``.weights`` file (atomically)."""
     import torch
 
@@ -219,7 +229,6 @@ def save_weights(model: "DarknetModel", path: str | os.PathLike, header: Weights
 
     def writer(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            for part in parts:
-                handle.write(part)
+            handle.writelines(parts)
 
     write_atomic(path, writer)
