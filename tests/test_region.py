@@ -90,12 +90,13 @@ def test_region_softmax_sums_to_one_per_anchor():
     assert ((decoded[..., 4] > 0) & (decoded[..., 4] < 1)).all()
 
 
-def test_region_without_softmax_uses_the_logistic():
+def test_region_without_softmax_keeps_the_class_scores_raw():
+    """AlexeyAB's region layer leaves the class entries raw when softmax=0 (FORMAT-ZOO §3.2), as --decode does."""
     spec = HeadSpec(anchors=ANCHORS, classes=CLASSES, kind="region", softmax=False)
     decoded = decode_heads([region_map()], [spec], (SIZE, SIZE))
     a, row, col, *_ = PLANTED[0]
     index = (a * GRID + row) * GRID + col
-    np.testing.assert_allclose(decoded[0, index, 5:], [0.5, 0.5, 1 / (1 + np.exp(-CLASS_LOGIT))])
+    np.testing.assert_allclose(decoded[0, index, 5:], [0.0, 0.0, CLASS_LOGIT])
 
 
 def test_metadata_carries_region_heads(tmp_path):
@@ -156,18 +157,28 @@ def test_detect_region_anchors_given_by_hand(tmp_path):
     _assert_planted(results[0].detections)
 
 
-def test_in_graph_region_decoding_matches_deploy_decoding():
-    """The torch decoder (for --decode) and the numpy one (for detect) give the same boxes and scores."""
+def test_in_graph_region_decoding_matches_deploy_decoding(tmp_path):
+    """``--decode``'s decoder (YoloDecoder, torch) and detect's (numpy) give the same boxes and scores.
+
+    The network samples its input every CELL pixels ([local_avgpool] size 1), so the head map is planted
+    in the input image itself.
+    """
     import torch
 
-    from foldkit.darknet.layers import RegionHead
-    from foldkit.darknet.region_decode import decode_region
+    from foldkit.darknet.build import build_model
+    from foldkit.darknet.decode import YoloDecoder
 
-    head = RegionHead(layer=0, classes=CLASSES, anchors=list(ANCHORS), num=len(ANCHORS), softmax=True)
-    raw = np.random.default_rng(3).normal(size=(2, len(ANCHORS) * (CLASSES + 5), GRID, GRID))
+    depth = len(ANCHORS) * (CLASSES + 5)
+    cfg = tmp_path / "planted.cfg"
+    cfg.write_text(f"[net]\nwidth={SIZE}\nheight={SIZE}\nchannels={depth}\n"
+                   f"[local_avgpool]\nsize=1\nstride={int(CELL)}\npadding=0\n"
+                   f"[region]\nanchors={','.join(str(v) for pair in ANCHORS for v in pair)}\nclasses={CLASSES}\n"
+                   f"num={len(ANCHORS)}\nsoftmax=1\n")
+    raw = np.random.default_rng(3).normal(size=(2, depth, GRID, GRID)).astype(np.float32)
     raw[:1] = region_map()
-    in_graph = decode_region(torch.from_numpy(raw), head, (SIZE, SIZE)).numpy()
-    np.testing.assert_allclose(in_graph, decode_heads([raw], [REGION], (SIZE, SIZE)), rtol=1e-12, atol=1e-12)
+    image = np.zeros((2, depth, SIZE, SIZE), np.float32)
+    image[:, :, ::int(CELL), ::int(CELL)] = raw
+    with torch.no_grad():
+        in_graph = YoloDecoder(build_model(cfg)).eval()(torch.from_numpy(image)).double().numpy()
+    np.testing.assert_allclose(in_graph, decode_heads([raw], [REGION], (SIZE, SIZE)), rtol=2e-5, atol=1e-4)
     _assert_planted(postprocess(in_graph[:1], [IDENTITY], conf=0.5, iou=0.45)[0])
-    with pytest.raises(FoldkitError, match="tree"):
-        decode_region(torch.from_numpy(raw), RegionHead(0, CLASSES, list(ANCHORS), tree="9k.tree"), (SIZE, SIZE))

@@ -30,8 +30,8 @@ class HeadSpec:
     """What decoding one head map needs.
 
     ``kind="yolo"``: anchors in input pixels. ``kind="region"`` (YOLOv2): anchors in grid cells,
-    classes by softmax (``softmax=False`` applies the logistic to each class score, as pjreddie's
-    region layer does; AlexeyAB's leaves them raw, which are not probabilities).
+    classes by softmax; with ``softmax=False`` the class scores stay raw, as AlexeyAB's region layer
+    and the in-graph decoder leave them (pjreddie's applies the logistic).
     """
 
     anchors: tuple[tuple[float, float], ...]
@@ -172,19 +172,17 @@ def _decode_region(p: np.ndarray, spec: HeadSpec, grid: tuple[int, int], input_s
     """Darknet's region layer (get_region_boxes) on (N, A, H, W, 5 + C) raw entries; anchors in grid cells.
 
     ``bx = (col + σ(tx))/W``, ``bw = exp(tw)·anchor_w/W`` (fractions of the input), objectness σ,
-    classes softmax over the C scores of each (cell, anchor).
+    classes softmax over the C scores of each (cell, anchor) (raw without ``softmax``).
     """
     cx, cy = _cell_centres(_sigmoid(p[..., 0:2]), grid, input_size)
     (h, w), (input_h, input_w) = grid, input_size
     cell = np.array([input_w / w, input_h / h])
     anchors = np.asarray(spec.anchors, dtype=np.float64)[None, :, None, None, :] * cell
     wh = np.exp(p[..., 2:4]) * anchors
-    logits = p[..., 5:]
+    classes = p[..., 5:]
     if spec.softmax:
-        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        exp = np.exp(classes - classes.max(axis=-1, keepdims=True))
         classes = exp / exp.sum(axis=-1, keepdims=True)
-    else:
-        classes = _sigmoid(logits)
     return np.concatenate([cx[..., None], cy[..., None], wh, _sigmoid(p[..., 4:5]), classes], axis=-1)
 
 
