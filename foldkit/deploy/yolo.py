@@ -111,7 +111,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Let
     target_h, target_w = size
     scale = min(target_w / width, target_h / height)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR), dtype=np.float32) / 255.0
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
     canvas = np.full((target_h, target_w, 3), LETTERBOX_FILL, dtype=np.float32)
     pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
     canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
@@ -234,7 +234,7 @@ def postprocess(
         kept = nms(corners, scores, class_ids, iou) if len(scores) else np.zeros(0, dtype=int)
         original = unletterbox(corners[kept], info)
         results.append([
-            Detection(int(c), float(s), tuple(float(v) for v in box),
+            Detection(int(c), float(s), (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
                       names[c] if names and c < len(names) else str(int(c)))
             for c, s, box in zip(class_ids[kept], scores[kept], original)
         ])
