@@ -25,7 +25,7 @@ is made at ``NOISE_MARGIN`` times it, saying so in the failure message;
 classifiers, darknet53, densenet201 and enet-coco meet ``RTOL`` outright.
 
 By default only ``FAST`` runs (tiny YOLOs and small classifiers); every other cfg is marked
-``slow``: the whole zoo took 35 minutes on two shared cores, the default set 86 s.
+``slow``: the whole zoo took 35 minutes on two shared, busy cores, the default set 26 s (86 s when busy).
 """
 
 from __future__ import annotations
