@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="layers, norms, and which norms fold (and why not)")
     inspect.add_argument("target", help="built-in name, .cfg or .onnx path")
+    inspect.add_argument("--img-size", type=_positive, help="input height and width for a cfg (default: its [net])")
+    inspect.add_argument("--bn-variant", choices=("alexeyab", "pjreddie"), default="alexeyab",
+                         help="the BatchNorm ε a cfg's weights will be read with (named in the fork choices)")
 
     fold = commands.add_parser("fold", help="fold BatchNorm (and per-channel Mul/Add) in an ONNX model")
     fold.add_argument("input")
@@ -203,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--batch", type=_positive, default=1, help="images per run (dynamic-batch models)")
     detect.add_argument("--classes", type=_positive, help="class count (models without foldkit metadata)")
     detect.add_argument("--anchors", help="'w,h,w,h,…;…' per head in output order (models without metadata)")
+    detect.add_argument("--head", choices=("yolo", "region"), default="yolo",
+                        help="head kind for --anchors: yolo (anchors in pixels) or region (YOLOv2, anchors in cells)")
     detect.add_argument("--scale-x-y", type=_scale, default=1.0, help="the cfg's scale_x_y (models without metadata)")
 
     triton = commands.add_parser("triton", help="write a Triton model repository (onnxruntime backend)")
@@ -331,7 +336,7 @@ def _check(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from foldkit.inspect import inspect_target
 
-    print(inspect_target(args.target))
+    print(inspect_target(args.target, bn_variant=args.bn_variant, img_size=args.img_size))
     return EXIT_OK
 
 
@@ -410,7 +415,7 @@ def _detect(args: argparse.Namespace) -> int:
         results = detect_images(
             args.model, args.images, args.out_dir, names=args.names, conf=args.conf, iou=args.iou,
             providers=providers, strict=args.strict, batch=args.batch, classes=args.classes, anchors=args.anchors,
-            scale_x_y=args.scale_x_y, progress=_progress(),
+            scale_x_y=args.scale_x_y, head_kind=args.head, progress=_progress(),
         )
     for warning in caught:
         print(f"foldkit detect: warning: {warning.message}", file=sys.stderr)

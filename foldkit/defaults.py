@@ -26,3 +26,8 @@ GELU_C1, GELU_C3 = 0.797885, 0.035677  # 0.5·x·(1 + tanh(C1·x + C3·x³))
 NORMALIZE_CHANNELS_EPS = 0.0001  # added to the per-pixel sum by normalize_channels*
 
 INPUT_NAME = "images"  # the image input of every model foldkit writes
+
+# A Darknet network whose float32 parameters plus per-image activations exceed this is refused before
+# anything is allocated (a typo such as filters=1000000000). The largest zoo cfg, yolov4-p6 at
+# 1280×1280, needs 3.7 GiB.
+MAX_NETWORK_BYTES = 16 * 2**30

@@ -468,19 +468,15 @@ def test_check_of_same_named_inputs_with_different_shapes(tmp_path, capsys):
     assert_refused(code, err, "input 'x'")
 
 
-CFG_VALUES = pytest.mark.xfail(reason="cfg values checked the way Darknet reads them, absurd sizes refused "
-                                      "before allocating: fixed on branches zoo/zoover", strict=False)
-
-
 @pytest.mark.parametrize("edit", [
-    pytest.param(("filters=16", "filters=1_6"), marks=CFG_VALUES, id="underscore-digits"),
-    pytest.param(("filters=16", "filters=１６"), marks=CFG_VALUES, id="full-width-digits"),
+    pytest.param(("filters=16", "filters=1_6"), id="underscore-digits"),
+    pytest.param(("filters=16", "filters=１６"), id="full-width-digits"),
     pytest.param(("filters=16", "filters=3.5"), id="float-for-int"),
-    pytest.param(("filters=16", "filters=16\ngroups=-4"), marks=CFG_VALUES, id="negative-groups"),
+    pytest.param(("filters=16", "filters=16\ngroups=-4"), id="negative-groups"),
     pytest.param(("classes=80", "classes=-1"), id="negative-classes"),
-    pytest.param(("filters=16", "filters=16\ndilation=0"), marks=CFG_VALUES, id="zero-dilation"),
-    pytest.param(("pad=1", "padding=-1"), marks=CFG_VALUES, id="negative-padding"),
-    pytest.param(("filters=16", "filters=1000000000"), marks=CFG_VALUES, id="huge-filters"),
+    pytest.param(("filters=16", "filters=16\ndilation=0"), id="zero-dilation"),
+    pytest.param(("pad=1", "padding=-1"), id="negative-padding"),
+    pytest.param(("filters=16", "filters=1000000000"), id="huge-filters"),
     pytest.param(("stride=2", "stride=100000"), id="huge-upsample-stride"),
 ])
 @pytest.mark.parametrize("command", ["inspect", "export"])
@@ -503,7 +499,6 @@ def test_cfg_values_darknet_would_misread_are_refused(tmp_path, capsys, edit, co
     assert snapshot(tmp_path) == before and not leftovers(tmp_path)
 
 
-@pytest.mark.xfail(reason="a [net]-only cfg is refused: fixed on branches zoo/zoover", strict=False)
 def test_net_only_cfg_is_refused(tmp_path, capsys):
     cfg = tmp_path / "net.cfg"
     cfg.write_text("[net]\nwidth=32\nheight=32\nchannels=3\n")

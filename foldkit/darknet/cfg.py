@@ -5,11 +5,21 @@ The grammar is Darknet's own (parser.c / option_list.c): every space, tab and CR
 opens a section; ``key=value`` splits at the first ``=``; the first occurrence of a key wins.
 Section aliases (``[conv]``, ``[max]``, …) are resolved to their canonical names. Values are
 converted when a layer asks for them, so that a bad value is reported with its file and line.
+
+Values are read strictly. Darknet converts with C's ``atoi``/``atof``, which stop at the first
+character they cannot use and return what they have so far (0 for nothing): ``1_6`` is 1,
+``3.5`` is 3 as an integer, ``１６`` (full-width digits) is 0, ``1e9`` is 1. Python's ``int`` and
+``float`` read some of those differently (``1_6`` is 16), so neither reading can be trusted: a
+value is accepted only when the whole of it (up to an inline ``#`` comment, where ``atoi`` stops
+too) is a plain ASCII number, so that Darknet and foldkit read the same number. Keys whose
+values Darknet silently replaces or cannot use (``groups=-4`` becomes 1, ``classes=-1``,
+``dilation=0``, a negative ``padding``) are refused with their lower bound.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +37,24 @@ SECTION_ALIASES = {
 }
 
 _WHITESPACE = str.maketrans("", "", " \t\r\n")
+
+# What atoi/atof consume in full: ASCII digits only (no '_', no Unicode digits, no hex, inf or nan).
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+NumberKind = type[int] | type[float]  # (named here: inside Section, ``type`` is a field)
+C_INT_MAX = 2**31 - 1  # Darknet stores these keys in a C int; atoi's overflow is undefined
+
+# The smallest value each (section, key) may take; Darknet reads anything lower differently or not at all.
+MINIMUM: dict[tuple[str, str], int] = {
+    **{(section, key): 1 for section in ("convolutional", "maxpool", "local_avgpool")
+       for key in ("filters", "size", "stride", "stride_x", "stride_y", "groups", "dilation")},
+    **{(section, key): 1 for section in ("yolo", "region", "Gaussian_yolo", "detection")
+       for key in ("classes", "num")},
+    ("convolutional", "padding"): 0, ("maxpool", "padding"): 0, ("local_avgpool", "padding"): 0,
+    ("connected", "output"): 1, ("reorg", "stride"): 1, ("reorg3d", "stride"): 1,
+    ("route", "groups"): 1, ("softmax", "groups"): 1, ("crop", "crop_height"): 1, ("crop", "crop_width"): 1,
+    ("net", "width"): 1, ("net", "height"): 1, ("net", "channels"): 1,
+}
 
 
 @dataclass
@@ -62,7 +90,11 @@ class Section:
             if default is None:
                 raise self.error(f"missing required key '{key}'")
             return default
-        return self._convert(key, int)
+        value = int(self._convert(key, int))
+        minimum = MINIMUM.get((self.type, key))
+        if minimum is not None and value < minimum:
+            raise self.error(f"'{key}={value}' must be at least {minimum}", key)
+        return value
 
     def get_float(self, key: str, default: float | None = None) -> float:
         if key not in self.options:
@@ -77,23 +109,47 @@ class Section:
     def get_floats(self, key: str, default: list[float] | None = None) -> list[float]:
         return self._list(key, float, default)
 
-    def _convert(self, key: str, kind: type):
-        value = self.options[key][0].split("#", 1)[0]  # atoi/atof stop at an inline comment
+    def _convert(self, key: str, kind: NumberKind) -> int | float:
+        text = self.options[key][0].split("#", 1)[0]  # atoi/atof stop at an inline comment
         try:
-            return kind(value)
-        except ValueError:
-            raise self.error(f"'{key}={value}' is not a valid {kind.__name__}", key) from None
+            return _number(text, kind)
+        except ValueError as exc:
+            raise self.error(f"'{key}={text}' {exc}", key) from None
 
-    def _list(self, key: str, kind: type, default: list | None) -> list:
+    def _list(self, key: str, kind: NumberKind, default: list | None) -> list:
         if key not in self.options:
             if default is None:
                 raise self.error(f"missing required key '{key}'")
             return default
         text = self.options[key][0].split("#", 1)[0]  # Darknet's list parsers stop at '#'
-        try:
-            return [kind(item) for item in text.split(",") if item != ""]
-        except ValueError:
-            raise self.error(f"'{key}={text}' is not a list of {kind.__name__}s", key) from None
+        values = []
+        # Darknet counts the commas and reads an empty item as 0, so "1,,2" or a trailing comma is misread.
+        for item in text.split(","):
+            try:
+                values.append(_number(item, kind))
+            except ValueError as exc:
+                raise self.error(f"'{key}={text}': item {item!r} {exc}", key) from None
+        return values
+
+
+def _number(text: str, kind: NumberKind) -> int | float:
+    """``text`` as Darknet's atoi/atof would read it; ValueError(why) where their reading would differ."""
+    pattern = _INT if kind is int else _FLOAT
+    if not pattern.fullmatch(text):
+        darknet = f" (Darknet would read {_atoi_prefix(text)})" if kind is int else ""
+        raise ValueError(f"is not a valid {kind.__name__}: plain ASCII digits only{darknet}")
+    value = kind(text)
+    if kind is int and abs(value) > C_INT_MAX:
+        raise ValueError(f"does not fit Darknet's 32-bit integer (|value| ≤ {C_INT_MAX})")
+    if kind is float and abs(value) == float("inf"):
+        raise ValueError("overflows a float")
+    return value
+
+
+def _atoi_prefix(text: str) -> int:
+    """What C's atoi returns for ``text``: the leading ASCII integer, or 0."""
+    match = re.match(r"[+-]?[0-9]+", text)
+    return int(match.group()) if match else 0
 
 
 def parse_cfg_text(text: str, source: str = "<cfg>") -> list[Section]:
@@ -121,6 +177,8 @@ def parse_cfg_text(text: str, source: str = "<cfg>") -> list[Section]:
         raise FoldkitError(f"{source}: no sections found; not a Darknet cfg")
     if sections[0].type != "net":
         raise FoldkitError(f"{sections[0].where()}: the first section must be [net], found [{sections[0].type}]")
+    if len(sections) == 1:
+        raise FoldkitError(f"{sections[0].where()}: the cfg has only [net] and no layers")
     for index, section in enumerate(sections[1:]):
         section.index = index
     return sections

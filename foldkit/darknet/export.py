@@ -144,7 +144,7 @@ def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold,
     shape = input_shape(network.info, batch)
     ensure_fits(activation_bytes(network.plan, batch), f"{model}: tracing at input shape {list(shape)}")
     if decode and not network.is_detector:
-        raise FoldkitError(f"{model}: in-graph decoding needs a detector with [yolo] sections")
+        raise FoldkitError(f"{model}: in-graph decoding needs a detector with [yolo] or [region] sections")
     exported = YoloDecoder(network) if decode else network
     result = export_onnx(exported, output, input_shape=shape, fold=fold, opset=opset,
                          dynamic_batch=batch is None, exporter=exporter)

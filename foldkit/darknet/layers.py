@@ -704,4 +704,9 @@ def plan_network(model: str | os.PathLike, img_size: int | tuple[int, int] | Non
     """Plan a built-in network or a cfg file; ``img_size`` (int or (height, width)) overrides ``[net]``'s."""
     if isinstance(img_size, int):
         img_size = (img_size, img_size)
-    return _Planner(parse_cfg(resolve_cfg(model)), img_size).plan()
+    from foldkit.darknet.budget import check_memory  # budget reads weights.py, which imports this module
+
+    sections = parse_cfg(resolve_cfg(model))
+    plan = _Planner(sections, img_size).plan()
+    check_memory(plan, sections)
+    return plan

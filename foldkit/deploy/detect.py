@@ -148,6 +148,7 @@ def detect_images(
     classes: int | None = None,
     anchors: str | None = None,
     scale_x_y: float = 1.0,
+    head_kind: str = "yolo",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[ImageResult]:
     """Detect objects in every image; with ``out_dir``, write ``<stem>.json`` and ``<stem>.jpg`` per image.
@@ -167,7 +168,7 @@ def detect_images(
     if anchors is not None:
         if classes is None:
             raise FoldkitError("--anchors needs --classes")
-        heads = parse_anchors(anchors, classes, scale_x_y)
+        heads = parse_anchors(anchors, classes, scale_x_y, kind=head_kind)  # kind "region": YOLOv2, anchors in cells
     else:
         heads = heads_from_metadata(predictor.metadata)
     runner = YoloRunner(predictor, heads)

@@ -47,14 +47,18 @@ def network_metadata(info: Any, input_shape: tuple, *, decoded: bool = False) ->
     props[NETWORK_KEY] = "detector" if info.heads else "classifier"
     if info.heads:
         props[CLASSES_KEY] = str(info.heads[0].classes)
-        props[YOLO_HEADS_KEY] = json.dumps(
-            [
-                {"classes": h.classes, "anchors": h.anchors, "mask": h.mask, "stride": h.stride,
-                 "scale_x_y": h.scale_x_y, "new_coords": h.new_coords}
-                for h in info.heads
-            ]
-        )
+        props[YOLO_HEADS_KEY] = json.dumps([head_metadata(h) for h in info.heads])
     return props
+
+
+def head_metadata(head: Any) -> dict:
+    """One head's decoding parameters: a ``[yolo]`` head's (anchors in input pixels) or a ``[region]``
+    head's (``kind: region``, anchors in grid cells, ``coords``, ``softmax``, ``tree``)."""
+    kind = getattr(head, "kind", "yolo")
+    entry = {"kind": kind, "classes": head.classes, "anchors": head.anchors, "stride": head.stride}
+    if kind == "region":
+        return entry | {"coords": head.coords, "softmax": head.softmax, "tree": head.tree}
+    return entry | {"mask": head.mask, "scale_x_y": head.scale_x_y, "new_coords": head.new_coords}
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
