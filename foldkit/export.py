@@ -12,9 +12,9 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import Any, cast
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import onnx
 import torch

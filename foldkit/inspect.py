@@ -16,10 +16,10 @@ from torch import nn
 from foldkit.darknet import layers as spec
 from foldkit.darknet.build import DarknetModel, build_model
 from foldkit.errors import FoldkitError
-from foldkit.onnxio.files import load_onnx
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FOLDED, FoldReport
 from foldkit.fold.torch import fold_module
+from foldkit.onnxio.files import load_onnx
 
 BN_EPSILON_NOTES = {
     "alexeyab": "γ(x − μ)/√(σ² + 1e-5) + β, as AlexeyAB's Darknet and pjreddie's GPU build compute it "

@@ -31,6 +31,7 @@ def test_export_check_inspect_roundtrip(tmp_path, capsys):
 
 def test_inspect_shows_why_norms_do_not_fold(tmp_path, capsys):
     import torch
+
     from foldkit.nn import ConvNormAct
 
     model = torch.nn.Sequential(ConvNormAct(3, 8, norm="group"), ConvNormAct(8, 8, norm="batch")).eval()

@@ -7,10 +7,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+from onnx_graphs import bn_node, bn_params, make_model, max_rel_error, run
 
 from foldkit.fold.onnx import fold_onnx
 from foldkit.fold.report import FOLDED, NOT_FOLDABLE, SKIPPED
-from onnx_graphs import bn_node, bn_params, make_model, max_rel_error, run
 
 F32 = np.float32
 

@@ -11,14 +11,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper
+from onnx_graphs import bn_node, bn_params, make_model, max_rel_error
+from onnx_graphs import run as run_graph
 
 from foldkit import build_model, randomize_batchnorm
 from foldkit.cli import main
-from foldkit.onnxio.files import save_onnx
 from foldkit.fold.onnx import fold_onnx
+from foldkit.onnxio.files import save_onnx
 from foldkit.runtime import create_session, random_inputs, run
-from onnx_graphs import bn_node, bn_params, make_model, max_rel_error
-from onnx_graphs import run as run_graph
 
 
 def _torch_export(model, size, dynamo: bool) -> onnx.ModelProto:

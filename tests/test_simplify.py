@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import helper
+from onnx_graphs import make_model
 
 from foldkit.cli import main
-from onnx_graphs import make_model
 
 
 def _conv_bn_with_dead_weight(path) -> None:
