@@ -269,6 +269,15 @@ def external_data_model(folder: Path, location: str) -> Path:
     return path
 
 
+def model_command(tmp_path, command: str, model):
+    """(empty output folder, arguments) for running ``command`` on an ONNX ``model``."""
+    out = tmp_path / "outputs"
+    out.mkdir()
+    args = {"fold": ["fold", model, "-o", out / "o.onnx"], "check": ["check", model, model],
+            "inspect": ["inspect", model], "triton": ["triton", model, "--repo", out / "repo"]}[command]
+    return out, args
+
+
 @pytest.mark.parametrize("command", ["fold", "check", "inspect", "triton"])
 @pytest.mark.parametrize("escape", ["relative", "absolute"])
 def test_external_data_outside_the_model_folder_is_refused(tmp_path, capsys, command, escape):
@@ -277,10 +286,7 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path, capsys, com
     location = "../../secret.bin" if escape == "relative" else str(tmp_path / "secret.bin")
     model = external_data_model(folder, location)
     before = snapshot(tmp_path)
-    out = tmp_path / "outputs"
-    out.mkdir()
-    args = {"fold": ["fold", model, "-o", out / "o.onnx"], "check": ["check", model, model],
-            "inspect": ["inspect", model], "triton": ["triton", model, "--repo", out / "repo"]}[command]
+    out, args = model_command(tmp_path, command, model)
     code, _, err = cli(capsys, *args)
     assert_refused(code, err, "external data location", "secret.bin")
     assert snapshot(tmp_path) == before and list(out.iterdir()) == [] and not leftovers(tmp_path)
@@ -346,10 +352,7 @@ def corrupt(model: Path, how: str) -> Path:
 def test_malformed_models_are_one_line_exit_2(tmp_path, capsys, model, how, command):
     corrupt(model, how)
     before = snapshot(tmp_path)
-    out = tmp_path / "outputs"
-    out.mkdir()
-    args = {"fold": ["fold", model, "-o", out / "o.onnx"], "check": ["check", model, model],
-            "inspect": ["inspect", model], "triton": ["triton", model, "--repo", out / "repo"]}[command]
+    out, args = model_command(tmp_path, command, model)
     code, _, err = cli(capsys, *args)
     assert_refused(code, err, str(model))
     assert snapshot(tmp_path) == before and list(out.iterdir()) == [] and not leftovers(tmp_path)
