@@ -220,3 +220,25 @@ def test_detect_bad_input(exported, tmp_path, capsys, case, words):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1, err
+
+
+def test_model_exported_from_python_detects_without_classes_or_anchors(exported, tmp_path):
+    """foldkit.export_onnx writes the head metadata itself: detect needs no --classes/--anchors for it."""
+    from foldkit import export_onnx
+    from foldkit.darknet.weights import load_weights
+
+    model = build_model("yolov3-tiny", 64)
+    load_weights(model, exported / "w.weights")
+    export_onnx(model, tmp_path / "py.onnx", input_shape=(1, 3, 64, 64))
+    out = tmp_path / "out"
+    assert main(["detect", str(tmp_path / "py.onnx"), str(exported / "img0.png"), "-o", str(out),
+                 "--conf", "0.6"]) == 0
+    cli_out = tmp_path / "cli"
+    assert main(["detect", str(exported / "fixed.onnx"), str(exported / "img0.png"), "-o", str(cli_out),
+                 "--conf", "0.6"]) == 0
+    python_boxes = json.loads((out / "img0.json").read_text())["detections"]
+    cli_boxes = json.loads((cli_out / "img0.json").read_text())["detections"]
+    assert python_boxes and len(python_boxes) == len(cli_boxes)
+    for ours, theirs in zip(python_boxes, cli_boxes, strict=True):
+        assert ours["label"] == theirs["label"]
+        np.testing.assert_allclose(ours["box"], theirs["box"], rtol=1e-4, atol=1e-3)
