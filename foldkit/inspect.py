@@ -39,7 +39,8 @@ def inspect_module(model: nn.Module, *, bn_variant: str = "alexeyab") -> str:
         rows.append((str(index), layer.kind, "×".join(map(str, layer.shape)), _conv_text(layer.params),
                      getattr(layer.params, "activation", ""), _fold_text(report, index)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
     return "\n".join([_summary_line(model), *lines, "", *_choice_lines(model.info, bn_variant), "", report.format()])
 
 

@@ -63,7 +63,7 @@ def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, reference: bool
 
 def max_rel_error(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max() / np.abs(y.astype(np.float64)).max())
-               for x, y in zip(a, b))
+               for x, y in zip(a, b, strict=True))
 
 
 def conv_bn_model(path: Path, *, var: float | None = None, mean: float | None = None, channels: int = 4,

@@ -73,7 +73,8 @@ def test_pjreddie_cpu_batchnorm_variant(tmp_path):
     load_weights(pj, tmp_path / "w.weights", bn_variant="pjreddie")
     x = torch.rand(1, 16, 3, 3)
     bn, bn_pj = model.layers[0].norm, pj.layers[0].norm
-    expected = (x - bn.running_mean.view(1, -1, 1, 1)) / (bn.running_var.double().sqrt().float().view(1, -1, 1, 1) + 1e-6)
+    expected = ((x - bn.running_mean.view(1, -1, 1, 1))
+                / (bn.running_var.double().sqrt().float().view(1, -1, 1, 1) + 1e-6))
     expected = expected * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(bn_pj(x), expected, rtol=1e-5, atol=1e-6)
@@ -118,7 +119,7 @@ def test_folded_onnx_from_weights_matches_pytorch(cfg, where, size, tmp_path, re
         assert any(n.op_type == "BatchNormalization" for n in direct.graph_model.graph.node) is not fold
         errors["direct", fold] = _onnx_errors(tmp_path / f"direct-{fold}.onnx", reference)
     for path in ("torch", "direct"):
-        for folded_error, unfolded_error in zip(errors[path, True], errors["torch", False]):
+        for folded_error, unfolded_error in zip(errors[path, True], errors["torch", False], strict=True):
             assert folded_error <= max(1e-4, 1.5 * unfolded_error), errors
         if "yolov4.cfg" not in str(cfg):
             assert max(errors[path, True]) <= 1e-4, errors
@@ -153,7 +154,8 @@ def test_decode_in_graph_matches_numpy_decoding(tmp_path):
     feeds = random_inputs(create_session(raw.path, providers="cpu"), seed=2, batch=2)
     heads = list(run(create_session(raw.path, providers="cpu", opt_level="disable"), feeds).values())
     boxes = run(create_session(decoded.path, providers="cpu", opt_level="disable"), feeds)["detections"]
-    expected = np.concatenate([_numpy_decode(m, head, 64) for m, head in zip(heads, model.info.heads)], axis=1)
+    expected = np.concatenate([_numpy_decode(m, head, 64) for m, head in zip(heads, model.info.heads, strict=True)],
+                              axis=1)
     assert boxes.shape == (2, 3 * (4 + 16), 85)
     np.testing.assert_allclose(boxes, expected, rtol=1e-4, atol=1e-4)
 
@@ -228,7 +230,8 @@ def test_cli_uses_the_direct_converter_for_weights(tmp_path, capsys):
     assert "direct exporter" in capsys.readouterr().out
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "o.onnx")).metadata_props}
     assert props["foldkit.exporter"] == "direct" and props["foldkit.network"] == "detector"
-    assert props["foldkit.classes"] == "80" and props["foldkit.version"] and "11 folded" in props["foldkit.fold_summary"]
+    assert (props["foldkit.classes"] == "80" and props["foldkit.version"]
+            and "11 folded" in props["foldkit.fold_summary"])
     heads = json.loads(props["foldkit.yolo_heads"])
     assert [h["mask"] for h in heads] == [[3, 4, 5], [0, 1, 2]] and [h["stride"] for h in heads] == [32, 16]
     assert main(["export", "yolov3-tiny", "-o", str(tmp_path / "x.onnx"), "--exporter", "direct"]) == 2

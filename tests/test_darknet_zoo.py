@@ -278,7 +278,8 @@ def test_unsupported_shortcuts_are_refused(tmp_path, body):
 
 
 def _local_avgpool(x: np.ndarray, size: int, stride: int, padding: int) -> np.ndarray:
-    """maxpool_layer.c forward_local_avgpool_layer_cpu: the mean of the in-bounds elements (A:src/maxpool_layer.c:343-379)."""
+    """maxpool_layer.c forward_local_avgpool_layer_cpu: the mean of the in-bounds elements
+    (A:src/maxpool_layer.c:343-379)."""
     c, h, w = x.shape
     out_h, out_w = (h + padding - size) // stride + 1, (w + padding - size) // stride + 1
     offset = -(padding // 2)
@@ -302,7 +303,8 @@ def test_local_avgpool_matches_darknet(tmp_path, size, stride, padding, hw):
 
 
 def test_crop_connected_and_their_weights_order(tmp_path):
-    """[crop] = centre crop then 2x − 1; [connected] flattens channel-major and reads b, W, γ, μ, σ² (FORMAT-ZOO §4-5)."""
+    """[crop] = centre crop then 2x − 1; [connected] flattens channel-major and reads b, W, γ, μ, σ²
+    (FORMAT-ZOO §4-5)."""
     body = ("[crop]\ncrop_height=4\ncrop_width=3\n"
             "[connected]\noutput=5\nbatch_normalize=1\nactivation=leaky\n")
     cfg = _one_layer(tmp_path, body, (2, 7, 6))
@@ -342,7 +344,7 @@ def test_scale_channels_and_sam(tmp_path):
     x = torch.rand(1, 3, 5, 5, dtype=torch.float64)
     with torch.no_grad():
         outs = []
-        for layer, sources in zip(model.layers, model.inputs_of):
+        for layer, sources in zip(model.layers, model.inputs_of, strict=True):
             outs.append(layer(*[x if s < 0 else outs[s] for s in sources]))
     conv, pooled = outs[0].numpy(), outs[0].numpy().mean(axis=(2, 3), keepdims=True)
     np.testing.assert_allclose(outs[2].numpy(), conv * pooled, rtol=1e-12)
@@ -409,7 +411,8 @@ def _darknet_activation(name: str, x: np.ndarray) -> np.ndarray:
         "relie": lambda: np.where(x > 0, x, 0.01 * x), "ramp": lambda: x * (x > 0) + 0.1 * x,
         "leaky": lambda: np.where(x > 0, x, 0.1 * x), "revleaky": lambda: np.where(x > 0, x, 0.1 * x),
         "tanh": lambda: 2 / (1 + np.exp(-2 * x)) - 1,
-        "plse": lambda: elementwise(lambda v: .01 * (v + 4) if v < -4 else (.01 * (v - 4) + 1 if v > 4 else .125 * v + .5)),
+        "plse": lambda: elementwise(
+            lambda v: .01 * (v + 4) if v < -4 else (.01 * (v - 4) + 1 if v > 4 else .125 * v + .5)),
         "stair": lambda: elementwise(
             lambda v: math.floor(v / 2) if math.floor(v) % 2 == 0 else (v - math.floor(v)) + math.floor(v / 2)),
         "hardtan": lambda: np.clip(x, -1, 1),
@@ -459,7 +462,8 @@ LAYER_CFGS = {
                                "[dropout]\nprobability=.5\n"
                                "[connected]\noutput=16\nbatch_normalize=1\nactivation=relu6\n"
                                "[connected]\noutput=10\nactivation=linear\n[softmax]\ngroups=2\n[cost]\n")),
-    "attention": ((8, 16, 16), ("[convolutional]\nfilters=8\nsize=3\npad=1\ngroups=8\nbatch_normalize=1\nactivation=swish\n"
+    "attention": ((8, 16, 16), ("[convolutional]\nfilters=8\nsize=3\npad=1\ngroups=8\n"
+                               "batch_normalize=1\nactivation=swish\n"
                                "[avgpool]\n[convolutional]\nfilters=8\nsize=1\nactivation=logistic\n"
                                "[scale_channels]\nfrom=-3\n"
                                "[convolutional]\nfilters=8\nsize=1\nactivation=logistic\n[sam]\nfrom=-2\n"
@@ -483,7 +487,8 @@ LAYER_CFGS = {
 }
 
 
-def _torch_vs_direct(cfg: Path, size: tuple[int, int], tmp_path: Path, seed: int = 0) -> tuple[list[float], list[float]]:
+def _torch_vs_direct(cfg: Path, size: tuple[int, int], tmp_path: Path,
+                     seed: int = 0) -> tuple[list[float], list[float]]:
     """Relative max errors against the float64 PyTorch model, per output: (direct ONNX, PyTorch float32).
 
     Weights are seeded, conditioned, written by ``save_weights`` and read back by both paths.
@@ -508,7 +513,7 @@ def _torch_vs_direct(cfg: Path, size: tuple[int, int], tmp_path: Path, seed: int
     assert all(n.op_type != "BatchNormalization" for n in direct.graph_model.graph.node)
     got = run(create_session(direct.model(), providers="cpu"), {INPUT_NAME: sample.numpy()})
     errors: tuple[list[float], list[float]] = ([], [])
-    for name, reference, float32 in zip(fresh.output_names(), truth, single):
+    for name, reference, float32 in zip(fresh.output_names(), truth, single, strict=True):
         reference = reference.numpy()
         assert got[name].shape == reference.shape
         scale = max(np.abs(reference).max(), 1e-12)
@@ -520,7 +525,7 @@ def _torch_vs_direct(cfg: Path, size: tuple[int, int], tmp_path: Path, seed: int
 def _assert_direct_as_close_as_float32_allows(errors: tuple[list[float], list[float]]) -> None:
     """Within rtol 1e-4 of float64, or — where float32 noise alone exceeds that (deep nets with 2×2 maps
     at test sizes, FORMAT-ZOO's enet-coco note) — no worse than 2× PyTorch's own float32 error."""
-    for direct, float32 in zip(*errors):
+    for direct, float32 in zip(*errors, strict=True):
         assert direct <= max(1e-4, 2 * float32), errors
 
 
@@ -544,12 +549,14 @@ def test_torch_exporter_folds_and_exports_the_new_layers(tmp_path, name):
     # (reported once per call)
     # (the direct converter folds it: both convs read the same folded tensors)
     expected_summary = {"reorg": "1 folded, 0 not folded", "connected": "2 folded, 0 not folded",
-                        "attention": "2 folded, 0 not folded", "shortcut": "4 folded, 2 not folded (2× the norm module is called in 2 places)"}[name]
+                        "attention": "2 folded, 0 not folded",
+                        "shortcut": "4 folded, 2 not folded (2× the norm module is called in 2 places)"}[name]
     assert result.fold_report.summary().startswith(expected_summary), result.fold_report.summary()
     got = run(create_session(str(result.path), providers="cpu"), {INPUT_NAME: sample.numpy()})
     with torch.no_grad():
         expected = model(sample)
-    for output, reference in zip(model.output_names(), expected if isinstance(expected, tuple) else (expected,)):
+    for output, reference in zip(model.output_names(), expected if isinstance(expected, tuple) else (expected,),
+                                 strict=True):
         reference = reference.numpy()
         assert float(np.abs(got[output] - reference).max()) <= 1e-4 * float(np.abs(reference).max())
 
@@ -640,7 +647,8 @@ def test_connected_weights_of_a_transposed_file_are_transposed(tmp_path):
     weight = model.layers[0].linear.weight.detach().numpy()
     bias = model.layers[0].linear.bias.detach().numpy()
     header = WeightsHeader(1001, 0, 0, 0)
-    (tmp_path / "t.weights").write_bytes(header.pack() + bias.astype("<f4").tobytes() + weight.T.astype("<f4").tobytes())
+    (tmp_path / "t.weights").write_bytes(header.pack() + bias.astype("<f4").tobytes()
+                                         + weight.T.astype("<f4").tobytes())
     again = build_model(cfg)
     load_weights(again, tmp_path / "t.weights")
     np.testing.assert_array_equal(again.layers[0].linear.weight.detach().numpy(), weight)

@@ -117,7 +117,7 @@ def test_detect_end_to_end_raw_and_decoded_agree(exported, tmp_path):
         assert record["width"] > 0 and record["provider"] == "CPUExecutionProvider"
         assert len(record["detections"]) == len(other)
         total += len(other)
-        for a, b in zip(record["detections"], other):
+        for a, b in zip(record["detections"], other, strict=True):
             assert a["class_id"] == b["class_id"] and a["label"] == f"class{a['class_id']}"
             assert a["score"] == pytest.approx(b["score"], abs=1e-4)
             np.testing.assert_allclose(a["box"], b["box"], atol=1e-2)

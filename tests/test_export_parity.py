@@ -41,8 +41,9 @@ def test_folded_matches_unfolded_and_float64(exported):
                 (("folded", folded), ("unfolded", unfolded))}
     feeds = random_inputs(sessions["folded"], seed=3)
     outs = {k: run(s, feeds) for k, s in sessions.items()}
-    truth = dict(zip(outs["folded"], torch_outputs(model, feeds["images"], float64=True)))
-    for candidate, reference in ((outs["folded"], outs["unfolded"]), (outs["folded"], truth), (outs["unfolded"], truth)):
+    truth = dict(zip(outs["folded"], torch_outputs(model, feeds["images"], float64=True), strict=True))
+    for candidate, reference in ((outs["folded"], outs["unfolded"]), (outs["folded"], truth),
+                                 (outs["unfolded"], truth)):
         report = compare_outputs(candidate, reference, atol=0.0, rtol=1e-4)
         assert report.passed, report.format()
         assert all(o.max_abs > 0 for o in report.outputs)  # the comparison compared real numbers

@@ -82,7 +82,8 @@ def test_gemm_bn_honours_alpha_beta_and_transposes(alpha, beta, trans_a, trans_b
     if c_shape is not None:
         inits["C"] = rng.standard_normal(c_shape).astype(F32)
         inputs.append("C")
-    nodes = [helper.make_node("Gemm", inputs, ["g"], name="gemm", alpha=alpha, beta=beta, transA=trans_a, transB=trans_b),
+    nodes = [helper.make_node("Gemm", inputs, ["g"], name="gemm", alpha=alpha, beta=beta, transA=trans_a,
+                              transB=trans_b),
              bn_node("g", "y")]
     model = make_model(nodes, [("a", F32, list(a_shape))], [("y", F32, [4, 6])], inits)
     folded, report = _fold_and_compare(model, {"a": rng.standard_normal(a_shape).astype(F32)})
@@ -119,7 +120,8 @@ def test_bn_before_conv_only_without_padding(pads, folds, group):
     rng = np.random.default_rng(14)
     inits = {"W": rng.standard_normal((6, 6 // group, 3, 3)).astype(F32), "B": rng.standard_normal(6).astype(F32),
              **bn_params(rng, 6)}
-    nodes = [bn_node("x", "n"), helper.make_node("Conv", ["n", "W", "B"], ["y"], name="conv", pads=list(pads), group=group)]
+    nodes = [bn_node("x", "n"),
+             helper.make_node("Conv", ["n", "W", "B"], ["y"], name="conv", pads=list(pads), group=group)]
     model = make_model(nodes, [("x", F32, [1, 6, 6, 6])], [("y", F32, None)], inits)
     folded, report = _fold_and_compare(model, {"x": rng.random((1, 6, 6, 6), dtype=F32)})
     entry = report.entries[0]
@@ -132,7 +134,8 @@ def test_bn_before_conv_only_without_padding(pads, folds, group):
 def test_conv_mul_add_from_tf2onnx_style_graphs():
     rng = np.random.default_rng(15)
     inits = {"W": rng.standard_normal((5, 3, 3, 3)).astype(F32),
-             "scale": rng.uniform(0.5, 2, (1, 5, 1, 1)).astype(F32), "shift": rng.standard_normal((5, 1, 1)).astype(F32),
+             "scale": rng.uniform(0.5, 2, (1, 5, 1, 1)).astype(F32),
+             "shift": rng.standard_normal((5, 1, 1)).astype(F32),
              "scalar": np.array(1.5, dtype=F32)}
     nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
              helper.make_node("Mul", ["c", "scale"], ["m"], name="mul"),
@@ -210,7 +213,8 @@ def test_non_constant_parameters_are_refused_and_the_flag_allows_initializer_inp
     model.graph.input.append(helper.make_tensor_value_info("gamma", onnx.TensorProto.FLOAT, [5]))
     _, report = fold_onnx(model)
     assert report.entries[0].status == SKIPPED
-    assert "'gamma' is a graph input" in report.entries[0].reason and "--allow-initializer-inputs" in report.entries[0].reason
+    assert ("'gamma' is a graph input" in report.entries[0].reason
+            and "--allow-initializer-inputs" in report.entries[0].reason)
     feeds = {"x": rng.random((2, 3, 7, 7), dtype=F32)}
     folded, report = _fold_and_compare(model, feeds, allow_initializer_inputs=True)
     assert report.entries[0].status == FOLDED

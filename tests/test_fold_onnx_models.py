@@ -26,7 +26,8 @@ def _torch_export(model, size, dynamo: bool) -> onnx.ModelProto:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
-            return torch.onnx.export(model, (x,), dynamo=True, optimize=False, opset_version=18, verbose=False).model_proto
+            return torch.onnx.export(model, (x,), dynamo=True, optimize=False, opset_version=18,
+                                     verbose=False).model_proto
         import io
 
         buffer = io.BytesIO()

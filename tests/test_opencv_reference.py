@@ -81,7 +81,7 @@ def _zoo_cfgs() -> list:
 
 def opencv_divergence(sections: list[Section], plan: NetworkPlan) -> str | None:
     """Why OpenCV 4.x would compute something else than Darknet for this cfg (FORMAT-ZOO §13), or None."""
-    for section, layer in zip(sections[1:], plan.layers):
+    for section, _ in zip(sections[1:], plan.layers, strict=True):
         where = f"{section.where()} [{section.type}]"
         activation = section.options.get("activation", ("", 0))[0]
         if section.type == "convolutional":
@@ -129,7 +129,8 @@ def _input_size(cfg) -> int:
 
 
 def _relative(ours: list[np.ndarray], reference: list[np.ndarray]) -> float:
-    return max(float(np.abs(a - b.reshape(a.shape)).max() / np.abs(b).max()) for a, b in zip(ours, reference))
+    return max(float(np.abs(a - b.reshape(a.shape)).max() / np.abs(b).max())
+               for a, b in zip(ours, reference, strict=True))
 
 
 def _torch_outputs(model, sample: torch.Tensor) -> list[np.ndarray]:
@@ -182,7 +183,7 @@ class ZooCase:
         for image in self.sample.numpy():  # one at a time: OpenCV's [scale_channels] fails on a batch of 2
             net.setInput(image[None])
             per_image.append(net.forward(wanted))
-        return [np.concatenate(outputs) for outputs in zip(*per_image)]
+        return [np.concatenate(outputs) for outputs in zip(*per_image, strict=True)]
 
 
 @pytest.mark.parametrize("name", _zoo_cfgs())

@@ -131,7 +131,8 @@ def _constant_head_model(path, raw: np.ndarray, heads_json: str | None) -> None:
         helper.make_node("Mul", ["total", "zero"], ["nothing"]),
         helper.make_node("Add", ["nothing", "planted"], ["head0"]),
     ]
-    inits = [numpy_helper.from_array(np.zeros((1, 1, 1, 1), np.float32), "zero"), numpy_helper.from_array(raw, "planted")]
+    inits = [numpy_helper.from_array(np.zeros((1, 1, 1, 1), np.float32), "zero"),
+             numpy_helper.from_array(raw, "planted")]
     model = helper.make_model(helper.make_graph(nodes, "region", [image], [head], inits),
                               opset_imports=[helper.make_opsetid("", 13)])
     if heads_json is not None:

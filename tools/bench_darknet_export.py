@@ -59,8 +59,8 @@ def main() -> None:
             samples["foldkit export --weights (folded)"].append(timed(export))
             samples["read .weights + write .onnx"].append(timed(floor))
         base = statistics.median(samples["read .weights + write .onnx"])
-        print(f"{Path(args.model).name}: .weights {weights.stat().st_size / 1e6:.0f} MB, .onnx {onnx_path.stat().st_size / 1e6:.0f} MB,"
-              f" {args.rounds} interleaved rounds")
+        print(f"{Path(args.model).name}: .weights {weights.stat().st_size / 1e6:.0f} MB,"
+              f" .onnx {onnx_path.stat().st_size / 1e6:.0f} MB, {args.rounds} interleaved rounds")
         print("| step | seconds (median) | min–max | × I/O floor |")
         print("|---|---:|---:|---:|")
         for name, values in samples.items():

@@ -9,8 +9,8 @@ import os
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.functional import adaptive_avg_pool2d, avg_pool2d, conv2d, interpolate, pad
 
 from foldkit.darknet import layers as spec
 from foldkit.darknet.layers import (  # noqa: F401 - re-exported for users of this module
@@ -56,7 +56,7 @@ class Shortcut(nn.Module):
 
     def forward(self, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
         p = self.spec
-        inputs = [x, *(self._align(o, c, step) for o, c, step in zip(others, p.from_channels, p.steps))]
+        inputs = [x, *(self._align(o, c, step) for o, c, step in zip(others, p.from_channels, p.steps, strict=True))]
         if self.weight is not None:
             factors = spec.normalized_shortcut_weights(self.weight, p)
             inputs = [factors[i].view(1, -1, 1, 1) * t for i, t in enumerate(inputs)]  # indexed: fx-traceable
@@ -72,7 +72,7 @@ class Shortcut(nn.Module):
         if channels > own:
             return other[:, :own]
         if channels < own:
-            return F.pad(other, (0, 0, 0, 0, 0, own - channels))
+            return pad(other, (0, 0, 0, 0, 0, own - channels))
         return other
 
 
@@ -88,7 +88,7 @@ class Blur(nn.Module):
         self.stride, self.padding, self.channels = stride, spec.blur_padding(antialiasing), channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.kernel, None, self.stride, self.padding, groups=self.channels)
+        return conv2d(x, self.kernel, None, self.stride, self.padding, groups=self.channels)
 
 
 class SharedConv(nn.Module):
@@ -104,7 +104,7 @@ class SharedConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.owner.conv
-        y = F.conv2d(x, conv.weight, conv.bias, self.stride, self.padding, self.dilation, self.groups)
+        y = conv2d(x, conv.weight, conv.bias, self.stride, self.padding, self.dilation, self.groups)
         return self.act(self.owner.norm(y))
 
 
@@ -194,8 +194,8 @@ class LocalAvgPool(nn.Module):
         p = self.spec
         pads = (p.lead, p.trail, p.lead, p.trail)
         size = (p.size, p.size)
-        total = F.avg_pool2d(F.pad(x, pads), size, p.stride)
-        count = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), pads), size, p.stride)
+        total = avg_pool2d(pad(x, pads), size, p.stride)
+        count = avg_pool2d(pad(torch.ones_like(x[:1, :1]), pads), size, p.stride)
         return total / count
 
 
@@ -217,7 +217,7 @@ class DarknetMaxPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.plain_ceil and (self.lead or self.trail):
-            x = F.pad(x, (self.lead, self.trail, self.lead, self.trail), value=float("-inf"))
+            x = pad(x, (self.lead, self.trail, self.lead, self.trail), value=float("-inf"))
         return self.pool(x)
 
 
@@ -229,7 +229,7 @@ class Upsample(nn.Module):
         self.stride, self.scale = stride, scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=self.stride, mode="nearest")
+        x = interpolate(x, scale_factor=self.stride, mode="nearest")
         return x * self.scale if self.scale != 1.0 else x
 
 
@@ -237,7 +237,7 @@ class GlobalAvgPool(nn.Module):
     """Darknet's ``[avgpool]``: the mean over H×W, output C×1×1."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(x, 1)
+        return adaptive_avg_pool2d(x, 1)
 
 
 class Softmax(nn.Module):
@@ -293,7 +293,7 @@ class DarknetModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         outputs: list[torch.Tensor] = []
-        for layer, sources in zip(self.layers, self.inputs_of):
+        for layer, sources in zip(self.layers, self.inputs_of, strict=True):
             inputs = [x if j < 0 else outputs[j] for j in sources]
             outputs.append(layer(*inputs))
         if self.head_layers:
@@ -312,8 +312,8 @@ def make_module(layer: spec.Layer, built: list[nn.Module]) -> nn.Module:
                                 dilation=p.dilation, norm="batch" if p.batch_normalize else "none",
                                 activation=p.activation)
         if p.antialiasing:
-            block = nn.Sequential(block, Blur(p.filters, p.antialiasing, p.stride)) if p.share_from is not None \
-                else block.append(Blur(p.filters, p.antialiasing, p.stride))
+            blur = Blur(p.filters, p.antialiasing, p.stride)
+            block = block.append(blur) if isinstance(block, ConvNormAct) else nn.Sequential(block, blur)
         return block
     if isinstance(p, spec.LocalAvgPool):
         return LocalAvgPool(p)

@@ -35,7 +35,8 @@ class YoloDecoder(nn.Module):
         self.heads = model.info.heads
         for i, head in enumerate(self.heads):
             if isinstance(head, GaussianYoloHead) or (isinstance(head, RegionHead) and (head.tree or head.coords != 4)):
-                what = "[Gaussian_yolo]" if isinstance(head, GaussianYoloHead) else "a hierarchical or coords≠4 [region]"
+                what = ("[Gaussian_yolo]" if isinstance(head, GaussianYoloHead)
+                        else "a hierarchical or coords≠4 [region]")
                 raise FoldkitError(f"{model.info.source}: layer {head.layer + 1} is {what} head; foldkit exports "
                                    "its raw map but does not decode it in the graph")
             self.register_buffer(f"anchors{i}", torch.tensor(head.anchors, dtype=torch.float32).view(1, -1, 1, 1, 2))
@@ -50,7 +51,7 @@ class YoloDecoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.model(x)
         return torch.cat([self._decode(m, head, getattr(self, f"anchors{i}")) for i, (m, head) in
-                          enumerate(zip(maps, self.heads))], dim=1)
+                          enumerate(zip(maps, self.heads, strict=True))], dim=1)
 
     def _decode(self, raw: torch.Tensor, head: YoloHead | RegionHead, anchors: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = raw.shape

@@ -357,7 +357,8 @@ class _Planner:
         """Darknet's layer references: negative is relative to this layer, non-negative absolute."""
         target = section.index + index if index < 0 else index
         if not 0 <= target < section.index:
-            raise section.error(f"{key} refers to layer {index} (absolute {target}), which is not an earlier layer", key)
+            raise section.error(f"{key} refers to layer {index} (absolute {target}), which is not an earlier layer",
+                                key)
         return target
 
     def _note(self, key: str) -> None:
@@ -448,9 +449,9 @@ class _Planner:
             raise section.error(f"needs groups ≥ 1 and 0 ≤ group_id < groups (found {groups}, {group_id})", "groups")
         shapes = [self.shapes[i] for i in sources]
         if len({s[1:] for s in shapes}) > 1:
-            found = ", ".join(f"layer {i}: {s[1]}×{s[2]}" for i, s in zip(sources, shapes))
+            found = ", ".join(f"layer {i}: {s[1]}×{s[2]}" for i, s in zip(sources, shapes, strict=True))
             raise section.error(f"concatenates outputs of different sizes ({found})", "layers")
-        for i, s in zip(sources, shapes):
+        for i, s in zip(sources, shapes, strict=True):
             if s[0] % groups:
                 raise section.error(f"groups={groups} does not divide layer {i}'s {s[0]} channels", "groups")
         channels = sum(s[0] for s in shapes) // groups
@@ -609,7 +610,7 @@ class _Planner:
                 f"[{section.type}] layer {section.index}: num={num} with {len(given)} anchor values and mask {mask}: "
                 "missing values are 0 (Darknet's zeroed array), masks past num use the listed anchors")
         values = (given + [0.0] * used)[:used]
-        pairs = list(zip(values[0::2], values[1::2]))
+        pairs = list(zip(values[0::2], values[1::2], strict=True))
         expected = len(mask) * (classes + entries)
         if c != expected:
             raise section.error(
@@ -637,7 +638,8 @@ class _Planner:
         if num < 1 or c != expected:
             raise section.error(f"expects {num}×({classes}+{coords}+1) = {expected} input channels, "
                                 f"the layer before gives {c}")
-        head = RegionHead(layer=section.index - 1, classes=classes, anchors=list(zip(values[0::2], values[1::2])),
+        head = RegionHead(layer=section.index - 1, classes=classes,
+                          anchors=list(zip(values[0::2], values[1::2], strict=True)),
                           coords=coords, num=num, softmax=bool(section.get_int("softmax", 0)),
                           tree=section.get_str("tree", "") or None, stride=self.info.height // h,
                           mask=list(range(num)))

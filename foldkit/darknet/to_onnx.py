@@ -239,7 +239,7 @@ class _LayerWriter:
             return _blur(g, out, p.channels, p.antialiasing, p.stride, base) if p.antialiasing else out
         if isinstance(p, spec.Route):
             if p.groups > 1:
-                inputs = [_channel_slice(g, x, s[0], p, base) for x, s in zip(inputs, shapes)]
+                inputs = [_channel_slice(g, x, s[0], p, base) for x, s in zip(inputs, shapes, strict=True)]
             return inputs[0] if len(inputs) == 1 else g.node("Concat", inputs, base, axis=1)
         if isinstance(p, spec.Shortcut):
             return self._shortcut(index, p, inputs, shapes, base)
@@ -296,7 +296,7 @@ class _LayerWriter:
         g = self.g
         channels, height, width = shapes[0]
         aligned = [inputs[0]]
-        for x, (c, _, _), step in zip(inputs[1:], shapes[1:], p.steps):
+        for x, (c, _, _), step in zip(inputs[1:], shapes[1:], p.steps, strict=True):
             if step > 1:  # pjreddie's strided rule: every step-th pixel of the larger map
                 bounds = [[0, 0], [height * step, width * step], [2, 3], [step, step]]
                 x = g.node("Slice", [x, *(g.ints(b, base) for b in bounds)], base)
@@ -309,7 +309,7 @@ class _LayerWriter:
             raw = self.records[index].astype(np.float64)
             factors = spec.normalized_shortcut_weights(raw, p).astype(np.float32)
             aligned = [g.node("Mul", [x, g.const(f.reshape(1, -1, 1, 1), f"{base}.w")], base)
-                       for x, f in zip(aligned, factors)]
+                       for x, f in zip(aligned, factors, strict=True)]
         total = aligned[0]
         for other in aligned[1:]:
             total = g.node("Add", [total, other], base)
@@ -384,19 +384,21 @@ def darknet_to_onnx(
 
     batch_dim = "batch" if batch is None else batch
     if info.heads:
-        ends = [(f"head{k}", outputs[head.layer], plan.layers[head.layer].shape) for k, head in enumerate(info.heads)]
-        graph_outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch_dim, *shape])
-                         for name, _, shape in ends]
+        ends = [(f"head{k}", outputs[head.layer]) for k, head in enumerate(info.heads)]
+        graph_outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                       [batch_dim, *plan.layers[head.layer].shape])
+                         for (name, _), head in zip(ends, info.heads, strict=True)]
     else:
         last = plan.layers[-1]
         shape = [batch_dim, last.shape[0]] if flat[-1] else [batch_dim, *last.shape]
-        ends = [("output", outputs[-1], None)]
+        ends = [("output", outputs[-1])]
         graph_outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)]
     # a network that hands its input straight out (an [activation] linear) needs a node to name the output
-    ends = [(name, g.node("Identity", [internal], name) if internal == INPUT_NAME else internal, shape)
-            for name, internal, shape in ends]
-    _rename(g.nodes, {internal: name for name, internal, _ in ends})
-    image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch_dim, info.channels, info.height, info.width])
+    ends = [(name, g.node("Identity", [internal], name) if internal == INPUT_NAME else internal)
+            for name, internal in ends]
+    _rename(g.nodes, {internal: name for name, internal in ends})
+    image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
+                                          [batch_dim, info.channels, info.height, info.width])
     opsets = [helper.make_opsetid("", opset)]
     graph_model = helper.make_model(helper.make_graph(g.nodes, "darknet", [image], graph_outputs), opset_imports=opsets,
                                     producer_name="foldkit", ir_version=helper.find_min_ir_version_for(opsets))

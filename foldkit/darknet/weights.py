@@ -76,9 +76,9 @@ def _record_counts(params: object) -> list[tuple[str, int]]:
     return []
 
 
-def expected_floats(network: NetworkPlan | object) -> int:
+def expected_floats(network: NetworkPlan | DarknetModel) -> int:
     """How many float32 values the body of this network's ``.weights`` file holds (a plan or a model)."""
-    plan = getattr(network, "plan", network)
+    plan = network if isinstance(network, NetworkPlan) else network.plan
     return sum(count for layer in plan.layers for _, count in _record_counts(layer.params))
 
 
@@ -102,7 +102,8 @@ def read_header(data: bytes, path: str) -> WeightsHeader:
         raise FoldkitError(f"{path}: the weights file is empty")
     if len(data) < 16:
         raise FoldkitError(f"{path}: {len(data)} bytes is too short for a Darknet weights header")
-    header = WeightsHeader(*struct.unpack_from("<3i", data), 0)
+    major, minor, revision = struct.unpack_from("<3i", data)
+    header = WeightsHeader(major, minor, revision, 0)
     if header.wide_seen and len(data) < 20:
         raise FoldkitError(f"{path}: {len(data)} bytes is too short for a version {header.major}.{header.minor} header")
     header.seen = struct.unpack_from("<Q" if header.wide_seen else "<I", data, 12)[0]
@@ -157,7 +158,8 @@ def read_weights(plan: NetworkPlan, path: str | os.PathLike, *, bn_variant: str 
         if isinstance(layer.params, Shortcut):
             records[index] = arrays["weight"]
             continue
-        record = ConvRecord(arrays["bias"], arrays["weight"], arrays.get("gamma"), arrays.get("mean"), arrays.get("var"))
+        record = ConvRecord(arrays["bias"], arrays["weight"], arrays.get("gamma"), arrays.get("mean"),
+                            arrays.get("var"))
         if record.var is not None and bn_variant == "pjreddie":
             record.var = ((np.sqrt(record.var.astype(np.float64)) + PJREDDIE_CPU_EPS) ** 2).astype(np.float32)
             record.eps = 0.0
@@ -221,7 +223,7 @@ def save_weights(model: DarknetModel, path: str | os.PathLike, header: WeightsHe
     header = header or WeightsHeader()
     parts = [header.pack()]
     with torch.no_grad():
-        for layer, module in zip(model.plan.layers, model.layers):
+        for layer, module in zip(model.plan.layers, model.layers, strict=True):
             if not _record_counts(layer.params):
                 continue
             for tensor in _file_tensors(layer.params, module):

@@ -2,10 +2,10 @@
 
 Decoding follows Darknet's yolo layer (σ on x, y, objectness and classes; ``scale_x_y``; grid
 offsets; ``exp(tw)·anchor``) and, for YOLOv2 models, its region layer (FORMAT-ZOO §3.3: σ on x, y
-and objectness, a softmax over the class scores, anchors in grid cells). Scores are Darknet's: a box is kept when objectness > conf, and each
-class with ``objectness × class score > conf`` is a detection, so one box can carry several
-classes. Suppression is class-aware and greedy, computed on the IoU matrix as a fixed point
-(no Python loop over boxes).
+and objectness, a softmax over the class scores, anchors in grid cells). Scores are Darknet's: a box
+is kept when objectness > conf, and each class with ``objectness × class score > conf`` is a
+detection, so one box can carry several classes. Suppression is class-aware and greedy, computed
+on the IoU matrix as a fixed point (no Python loop over boxes).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def parse_anchors(text: str, classes: int, scale_x_y: float = 1.0, kind: str = "
             raise FoldkitError(f"--anchors: anchor sizes must be finite and positive, not {part!r}")
         if not values or len(values) % 2:
             raise FoldkitError(f"--anchors: each head needs (w, h) pairs, got {len(values)} values in {part!r}")
-        heads.append(HeadSpec(tuple(zip(values[0::2], values[1::2])), classes, scale_x_y, kind=kind))
+        heads.append(HeadSpec(tuple(zip(values[0::2], values[1::2], strict=True)), classes, scale_x_y, kind=kind))
     return heads
 
 
@@ -115,7 +115,8 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Let
     target_h, target_w = size
     scale = min(target_w / width, target_h / height)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR),
+                         dtype=np.float32) / 255.0
     canvas = np.full((target_h, target_w, 3), LETTERBOX_FILL, dtype=np.float32)
     pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
     canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
@@ -139,11 +140,12 @@ def decode_heads(heads: list[np.ndarray], specs: list[HeadSpec], input_size: tup
     if len(heads) != len(specs):
         raise FoldkitError(f"the model has {len(heads)} outputs but {len(specs)} YOLO heads are described")
     decoded = []
-    for raw, spec in zip(heads, specs):
+    for raw, spec in zip(heads, specs, strict=True):
         count, depth = len(spec.anchors), spec.classes + 5
         if raw.ndim != 4 or raw.shape[1] != count * depth:
             raise FoldkitError(
-                f"output of shape {list(raw.shape)} is not a {_HEAD_NAMES[spec.kind]} head with {count} anchors × (5 + {spec.classes})"
+                f"output of shape {list(raw.shape)} is not a {_HEAD_NAMES[spec.kind]} head with {count} anchors "
+                f"× (5 + {spec.classes})"
             )
         n, _, h, w = raw.shape
         p = raw.astype(np.float64).reshape(n, count, depth, h, w).transpose(0, 1, 3, 4, 2)
@@ -225,7 +227,7 @@ def postprocess(
 ) -> list[list[Detection]]:
     """(N, boxes, 5 + C) decoded predictions → detections per image, in original-image pixels."""
     results = []
-    for predictions, info in zip(decoded, letterboxes):
+    for predictions, info in zip(decoded, letterboxes, strict=True):
         objectness = predictions[:, 4]
         probabilities = objectness[:, None] * predictions[:, 5:]
         rows, class_ids = np.nonzero((objectness[:, None] > conf) & (probabilities > conf))
@@ -240,6 +242,6 @@ def postprocess(
         results.append([
             Detection(int(c), float(s), (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
                       names[c] if names and c < len(names) else str(int(c)))
-            for c, s, box in zip(class_ids[kept], scores[kept], original)
+            for c, s, box in zip(class_ids[kept], scores[kept], original, strict=True)
         ])
     return results
