@@ -7,7 +7,7 @@ import torch
 from foldkit import FoldkitError, build_model
 from foldkit.darknet.build import DarknetMaxPool
 from foldkit.darknet.cfg import parse_cfg, parse_cfg_text
-from foldkit.darknet.layers import plan_network
+from foldkit.darknet.plan import plan_network
 from foldkit.nn import count_parameters
 
 # FORMAT.md §4: learnable parameters (conv W + γ,β or bias), independent of input size.

@@ -13,7 +13,7 @@ import pytest
 
 from foldkit.cli import main
 from foldkit.darknet.cfg import parse_cfg
-from foldkit.darknet.layers import plan_network
+from foldkit.darknet.plan import plan_network
 from foldkit.errors import FoldkitError
 
 # A small detector that uses every section type the cases below edit: (section, [(key, value), …]).

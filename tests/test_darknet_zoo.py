@@ -22,7 +22,8 @@ import torch
 from conftest import shared_darknet_dir
 
 from foldkit import FoldkitError, build_model, export_onnx
-from foldkit.darknet.layers import RegionHead, normalized_shortcut_weights, plan_network
+from foldkit.darknet.layers import RegionHead, normalized_shortcut_weights
+from foldkit.darknet.plan import plan_network
 from foldkit.darknet.to_onnx import darknet_to_onnx
 from foldkit.darknet.weights import (
     WeightsHeader,

@@ -100,7 +100,7 @@ def test_region_without_softmax_keeps_the_class_scores_raw():
 
 
 def test_metadata_carries_region_heads(tmp_path):
-    from foldkit.darknet.layers import plan_network
+    from foldkit.darknet.plan import plan_network
 
     cfg = tmp_path / "region.cfg"
     cfg.write_text(f"[net]\nwidth={SIZE}\nheight={SIZE}\nchannels=3\n"

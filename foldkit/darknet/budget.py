@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 
 from foldkit.darknet.cfg import Section
-from foldkit.darknet.layers import NetworkPlan
-from foldkit.darknet.weights import expected_floats
+from foldkit.darknet.layers import NetworkPlan, stored_floats
 from foldkit.defaults import MAX_NETWORK_BYTES
 
 FLOAT_BYTES = 4
@@ -20,7 +19,7 @@ FLOAT_BYTES = 4
 
 def estimate_bytes(plan: NetworkPlan) -> tuple[int, int]:
     """(parameter count, activation values per image) of a planned network."""
-    return expected_floats(plan), sum(math.prod(layer.shape) for layer in plan.layers)
+    return stored_floats(plan), sum(math.prod(layer.shape) for layer in plan.layers)
 
 
 def check_memory(plan: NetworkPlan, sections: list[Section], limit: int = MAX_NETWORK_BYTES) -> None:

@@ -19,9 +19,9 @@ from foldkit.darknet.layers import (  # noqa: F401 - re-exported for users of th
     NetworkPlan,
     YoloHead,
     builtin_cfg_path,
-    plan_network,
     resolve_cfg,
 )
+from foldkit.darknet.plan import plan_network
 from foldkit.defaults import BN_EPS
 from foldkit.nn import ConvNormAct, make_activation
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foldkit.darknet.cfg import Section, parse_cfg
+from foldkit.darknet.cfg import Section
 from foldkit.defaults import ACTIVATION_NAMES
 from foldkit.errors import FoldkitError
 
@@ -683,6 +683,26 @@ def normalized_shortcut_weights(raw, p: Shortcut):
     return w / (SHORTCUT_SUM_EPS + w.sum(0)[None])
 
 
+def weight_records(params: object) -> list[tuple[str, int]]:
+    """One layer's ``.weights`` record as (array, float count) in file order; empty for layers without one."""
+    if isinstance(params, Conv) and params.share_from is None:
+        n = params.filters
+        bn = [("gamma", n), ("mean", n), ("var", n)] if params.batch_normalize else []
+        return [("bias", n), *bn, ("weight", n * (params.in_channels // params.groups) * params.size ** 2)]
+    if isinstance(params, Connected):  # FORMAT-ZOO §4: the BN arrays come after the weights here
+        n = params.outputs
+        bn = [("gamma", n), ("mean", n), ("var", n)] if params.batch_normalize else []
+        return [("bias", n), ("weight", n * params.inputs), *bn]
+    if isinstance(params, Shortcut) and params.weight_count:
+        return [("weight", params.weight_count)]
+    return []
+
+
+def stored_floats(plan: NetworkPlan) -> int:
+    """How many float32 values the body of this network's ``.weights`` file holds."""
+    return sum(count for layer in plan.layers for _, count in weight_records(layer.params))
+
+
 def builtin_cfg_path(name: str) -> Path:
     """Path of a built-in network's cfg, shipped inside the package."""
     if name not in BUILTIN_MODELS:
@@ -702,13 +722,6 @@ def resolve_cfg(model: str | os.PathLike) -> Path:
     )
 
 
-def plan_network(model: str | os.PathLike, img_size: int | tuple[int, int] | None = None) -> NetworkPlan:
-    """Plan a built-in network or a cfg file; ``img_size`` (int or (height, width)) overrides ``[net]``'s."""
-    if isinstance(img_size, int):
-        img_size = (img_size, img_size)
-    from foldkit.darknet.budget import check_memory  # budget reads weights.py, which imports this module
-
-    sections = parse_cfg(resolve_cfg(model))
-    plan = _Planner(sections, img_size).plan()
-    check_memory(plan, sections)
-    return plan
+def plan_sections(sections: list[Section], img_size: tuple[int, int] | None = None) -> NetworkPlan:
+    """The framework-free plan of parsed cfg sections; ``img_size`` (height, width) overrides ``[net]``'s."""
+    return _Planner(sections, img_size).plan()

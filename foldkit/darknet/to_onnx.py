@@ -18,7 +18,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from foldkit.darknet import layers as spec
-from foldkit.darknet.layers import NetworkPlan, plan_network
+from foldkit.darknet.layers import NetworkPlan
+from foldkit.darknet.plan import plan_network
 from foldkit.darknet.weights import ConvRecord, read_weights
 from foldkit.defaults import (
     DEFAULT_OPSET,

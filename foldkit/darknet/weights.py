@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from foldkit.darknet.layers import Connected, Conv, NetworkPlan, Shortcut
+from foldkit.darknet.layers import Connected, Conv, NetworkPlan, Shortcut, stored_floats, weight_records
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import write_atomic
 
@@ -61,25 +61,9 @@ class WeightsHeader:
         )
 
 
-def _record_counts(params: object) -> list[tuple[str, int]]:
-    """One layer's ``.weights`` record as (array, float count) in file order; empty for layers without one."""
-    if isinstance(params, Conv) and params.share_from is None:
-        n = params.filters
-        bn = [("gamma", n), ("mean", n), ("var", n)] if params.batch_normalize else []
-        return [("bias", n), *bn, ("weight", n * (params.in_channels // params.groups) * params.size ** 2)]
-    if isinstance(params, Connected):  # FORMAT-ZOO §4: the BN arrays come after the weights here
-        n = params.outputs
-        bn = [("gamma", n), ("mean", n), ("var", n)] if params.batch_normalize else []
-        return [("bias", n), ("weight", n * params.inputs), *bn]
-    if isinstance(params, Shortcut) and params.weight_count:
-        return [("weight", params.weight_count)]
-    return []
-
-
 def expected_floats(network: NetworkPlan | DarknetModel) -> int:
     """How many float32 values the body of this network's ``.weights`` file holds (a plan or a model)."""
-    plan = network if isinstance(network, NetworkPlan) else network.plan
-    return sum(count for layer in plan.layers for _, count in _record_counts(layer.params))
+    return stored_floats(network if isinstance(network, NetworkPlan) else network.plan)
 
 
 @dataclass
@@ -151,7 +135,7 @@ def read_weights(plan: NetworkPlan, path: str | os.PathLike, *, bn_variant: str 
 
     records: dict[int, Record] = {}
     for index, layer in enumerate(plan.layers):
-        counts = _record_counts(layer.params)
+        counts = weight_records(layer.params)
         if not counts:
             continue
         arrays = {name: take(count) for name, count in counts}
@@ -184,7 +168,7 @@ def _weighted_modules(module: Any) -> tuple[Any, Any]:
 
 
 def _file_tensors(params: object, module: Any) -> list[torch.Tensor]:
-    """A built layer's tensors in ``.weights`` order (see :func:`_record_counts`)."""
+    """A built layer's tensors in ``.weights`` order (see :func:`~foldkit.darknet.layers.weight_records`)."""
     if isinstance(params, Shortcut):
         return [module.weight]
     op, norm = _weighted_modules(module)
@@ -224,7 +208,7 @@ def save_weights(model: DarknetModel, path: str | os.PathLike, header: WeightsHe
     parts = [header.pack()]
     with torch.no_grad():
         for layer, module in zip(model.plan.layers, model.layers, strict=True):
-            if not _record_counts(layer.params):
+            if not weight_records(layer.params):
                 continue
             for tensor in _file_tensors(layer.params, module):
                 parts.append(tensor.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes())
