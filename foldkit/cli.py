@@ -315,7 +315,7 @@ def _export(args: argparse.Namespace) -> int:
     result = export_darknet(
         args.model, args.output, weights=args.weights, seed=args.random_weights, img_size=args.img_size,
         batch=args.batch, opset=args.opset, fold=not args.no_fold, decode=args.decode, exporter=args.exporter,
-        bn_variant=args.bn_variant,
+        bn_variant=args.bn_variant, progress=_progress(),
     )
     print(result.format())
     return EXIT_OK

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -75,13 +76,14 @@ def export_darknet(
     decode: bool = False,
     exporter: Route = "auto",
     bn_variant: str = "alexeyab",
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> ExportResult:
     """Export a Darknet network to ONNX at ``output`` (``None``: build and validate only).
 
     ``weights`` is a Darknet ``.weights`` file; without it the weights are seeded random ones with
     realistic BatchNorm statistics (``seed``, default :data:`DEFAULT_SEED`), and the result says so.
     ``batch=None`` makes the batch dimension dynamic. ``decode`` puts YOLO decoding in the graph
-    (PyTorch routes only).
+    (PyTorch routes only). ``progress(done, total, label)`` follows the direct route layer by layer.
     """
     require_regular_inputs(model, weights)
     if weights is not None and seed is not None:
@@ -93,15 +95,15 @@ def export_darknet(
         if decode:
             raise FoldkitError("in-graph decoding goes through PyTorch: use the torchscript (or auto) exporter")
         return _export_direct(model, output, weights=weights, img_size=img_size, batch=batch, opset=opset, fold=fold,
-                              bn_variant=bn_variant)
+                              bn_variant=bn_variant, progress=progress)
     return _export_torch(model, output, weights=weights, seed=seed, img_size=img_size, batch=batch, opset=opset,
                          fold=fold, decode=decode, exporter=route,
                          bn_variant=bn_variant)
 
 
-def _export_direct(model, output, *, weights, img_size, batch, opset, fold, bn_variant) -> ExportResult:
+def _export_direct(model, output, *, weights, img_size, batch, opset, fold, bn_variant, progress) -> ExportResult:
     converted = darknet_to_onnx(model, weights, img_size=img_size, batch=batch, opset=opset, fold=fold,
-                                bn_variant=bn_variant)
+                                bn_variant=bn_variant, progress=progress)
     shape = input_shape(converted.plan.info, batch)
     add_metadata(converted.graph_model, network_metadata(converted.plan.info, shape, decoded=False))
     if output is not None:

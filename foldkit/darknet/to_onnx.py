@@ -11,6 +11,7 @@ the model.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -361,10 +362,12 @@ def darknet_to_onnx(
     fold: bool = True,
     bn_variant: str = "alexeyab",
     metadata: dict[str, str] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> DarknetOnnx:
     """Convert a cfg (built-in name or path) with its ``.weights``; ``batch=None`` is dynamic.
 
     The graph is validated (checker with full checks and strict shape inference) before returning.
+    ``progress(done, total, label)`` is called after each layer is written.
     """
     if opset < MIN_OPSET:
         raise FoldkitError(f"the direct Darknet converter writes opset {MIN_OPSET} or newer, not {opset}")
@@ -380,6 +383,8 @@ def darknet_to_onnx(
         shapes = [(info.channels, info.height, info.width) if s < 0 else plan.layers[s].shape for s in layer.sources]
         inputs = [INPUT_NAME if s < 0 else outputs[s] for s in layer.sources]
         outputs.append(writer.write(index, inputs, shapes))
+        if progress is not None:
+            progress(index + 1, len(plan.layers), f"layer {index} [{layer.kind}]")
         flat.append(isinstance(layer.params, spec.Softmax) or (
             isinstance(layer.params, spec.Passthrough) and layer.sources[0] >= 0 and flat[layer.sources[0]]))
 
