@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable
@@ -253,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{exc.prog}: error: {exc} (see {exc.prog} --help)", file=sys.stderr)
         return EXIT_BAD_INPUT
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except FoldkitError as exc:
@@ -272,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, f"internal error: {type(exc).__name__}: {detail} "
                                    "(set FOLDKIT_DEBUG=1 for the traceback)", EXIT_INTERNAL)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
