@@ -163,7 +163,10 @@ def _compare(name, a, b, atol, rtol, candidate_name, reference_name) -> OutputCo
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     finite_a, finite_b = np.isfinite(a64), np.isfinite(b64)
     both = finite_a & finite_b
-    diff = np.abs(np.where(both, a64, 0.0) - np.where(both, b64, 0.0))
+    if a.dtype.kind in "iub" and b.dtype.kind in "iub":  # exact: float64 merges integers above 2**53
+        diff = np.abs(a.astype(np.int64) - b.astype(np.int64)).astype(np.float64)
+    else:
+        diff = np.abs(np.where(both, a64, 0.0) - np.where(both, b64, 0.0))
     magnitude = np.abs(np.where(finite_b, b64, 0.0))
     nonzero = both & (magnitude > 0)
     nonfinite_a, nonfinite_b = int(a64.size - finite_a.sum()), int(b64.size - finite_b.sum())
@@ -175,7 +178,8 @@ def _compare(name, a, b, atol, rtol, candidate_name, reference_name) -> OutputCo
         name=name, shape=tuple(a.shape), max_abs=max_abs,
         max_rel=float((diff[nonzero] / magnitude[nonzero]).max()) if nonzero.any() else 0.0,
         mean_abs=float(diff.mean()) if diff.size else 0.0, ref_max=ref_max, atol=atol, rtol=rtol,
-        passed=bool(max_abs <= atol + rtol * ref_max), nonfinite_candidate=nonfinite_a, nonfinite_reference=nonfinite_b,
+        passed=not (nonfinite_a or nonfinite_b) and bool(max_abs <= atol + rtol * ref_max),
+        nonfinite_candidate=nonfinite_a, nonfinite_reference=nonfinite_b,
         snr_db=output_snr_db(b, a),
     )
 

@@ -221,7 +221,11 @@ class Predictor:
             binding.bind_cpu_input(self.input_name, images)
             for name in self.output_names:
                 binding.bind_output(name, "cuda")
-            self.session.run_with_iobinding(binding)
+            try:
+                self.session.run_with_iobinding(binding)
+            except ORT_ERRORS as exc:
+                raise FoldkitError(f"{self.path}: onnxruntime failed running the model: "
+                                   f"{str(exc).splitlines()[0]}") from None
             return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
         return run(self.session, {self.input_name: images})
 

@@ -242,3 +242,24 @@ def test_model_exported_from_python_detects_without_classes_or_anchors(exported,
     for ours, theirs in zip(python_boxes, cli_boxes, strict=True):
         assert ours["label"] == theirs["label"]
         np.testing.assert_allclose(ours["box"], theirs["box"], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("heads", ["{not json", '[{"classes": 2}]', "[1]", "[]",
+                                   '[{"classes": 3, "anchors": [[10, "nan"]]}]'])
+def test_malformed_head_metadata_is_one_line_exit_2(exported, tmp_path, capsys, heads):
+    model = onnx.load(str(exported / "raw.onnx"))
+    add_metadata(model, {"foldkit.yolo_heads": heads})
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    assert main(["detect", str(tmp_path / "bad.onnx"), str(exported / "img0.png"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "foldkit.yolo_heads" in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_an_image_named_twice_is_detected_once(exported, tmp_path, existing):
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+    image = str(exported / "img0.png")
+    assert main(["detect", str(exported / "raw.onnx"), image, image, "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["img0.jpg", "img0.json"]

@@ -643,3 +643,33 @@ def test_demo_with_a_cfg_path_writes_only_inside_out(tmp_path, capsys, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["D", "cfgs", "cwd"]
     assert [p.name for p in cfgs.iterdir()] == ["net.cfg"] and list(cwd.iterdir()) == []
     assert sorted(p.name for p in out.iterdir()) == ["net-folded.onnx", "net-unfolded.onnx"]
+
+
+def test_external_data_climbing_out_and_back_is_refused_not_reused_on_the_write_side(tmp_path, capsys):
+    """``../m/w.bin`` resolves inside the model's folder ``m`` but would climb out of a Triton entry."""
+    model = external_data_model(tmp_path / "src" / "m", "../m/w.bin")
+    before = snapshot(tmp_path)
+    code, _, err = cli(capsys, "triton", model, "--repo", tmp_path / "repo")
+    assert_refused(code, err, "leaves the model's folder")
+    assert snapshot(tmp_path) == before and not (tmp_path / "repo").exists()
+
+
+def test_external_data_named_like_the_model_cannot_replace_it_in_a_triton_entry(tmp_path, capsys):
+    model = external_data_model(tmp_path / "m", "model.onnx")
+    code, _, err = cli(capsys, "triton", model, "--repo", tmp_path / "repo")
+    assert_refused(code, err, "written over another output")
+    assert not (tmp_path / "repo").exists() and not leftovers(tmp_path)
+
+
+def test_nan_fails_parity_even_with_an_rtol_whose_bound_overflows(tmp_path, capsys):
+    nan_model = elementwise_model(tmp_path / "nan.onnx", "Add", float("nan"))
+    plain = elementwise_model(tmp_path / "plain.onnx", "Add", 0.0)
+    code, out, _ = cli(capsys, "check", nan_model, plain, "--rtol", "1e308")
+    assert code == 1 and "FAILED" in out and "NaN/Inf" in out
+
+
+def test_integer_outputs_are_compared_exactly():
+    from foldkit.parity import compare_outputs
+
+    assert not compare_outputs([np.array([2**53 + 1])], [np.array([2**53])], atol=0, rtol=0).passed
+    assert compare_outputs([np.array([2**53 + 1])], [np.array([2**53 + 1])], atol=0, rtol=0).passed

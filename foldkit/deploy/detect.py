@@ -52,7 +52,8 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             images.append(require_input_file(item, "image"))
     if not images:
         raise FoldkitError(f"no images found in {', '.join(map(str, inputs))}")
-    return images
+    unique = {path.resolve(): path for path in reversed(images)}  # an image named twice is detected once
+    return [path for path in images if unique[path.resolve()] is path]
 
 
 def load_image(path: Path) -> np.ndarray:

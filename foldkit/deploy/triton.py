@@ -108,6 +108,10 @@ def write_repository(
     locations = sorted(check_external_locations(model, model_path))
     sources = [model_path, *(model_path.parent / location for location in locations)]
     targets = [entry / "config.pbtxt", version / "model.onnx", *(version / location for location in locations)]
+    clashing = sorted({str(t) for t in targets if targets.count(t) > 1})
+    if clashing:
+        raise FoldkitError(f"{model_path}: an external data file would be written over another output of the "
+                           f"entry: {', '.join(clashing)}")
     for folder in {t.parent for t in targets}:
         if folder.exists():
             check_outputs([t for t in targets if t.parent == folder], sources)

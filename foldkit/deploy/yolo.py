@@ -77,15 +77,30 @@ def heads_from_metadata(metadata: dict[str, str]) -> list[HeadSpec] | None:
     """Head specs from foldkit's ONNX metadata (``foldkit.yolo_heads``), or None if absent."""
     if YOLO_HEADS_KEY not in metadata:
         return None
-    heads = []
-    for h in json.loads(metadata[YOLO_HEADS_KEY]):
-        kind = h.get("kind", "yolo")
-        if kind == "region" and (h.get("coords", 4) != 4 or h.get("tree")):
-            raise FoldkitError("cannot decode a [region] head with coords ≠ 4 or a tree= hierarchy (yolo9000); "
-                               "export it with raw heads and decode it yourself")
-        heads.append(HeadSpec(tuple(map(tuple, h["anchors"])), h["classes"], h.get("scale_x_y", 1.0),
-                              h.get("new_coords", False), kind, h.get("softmax", True)))
+    try:
+        described = json.loads(metadata[YOLO_HEADS_KEY])
+        heads = [_head_spec(h) for h in described]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise FoldkitError(f"malformed {YOLO_HEADS_KEY} metadata in the model ({type(exc).__name__}: {exc}); "
+                           "pass --classes and --anchors instead") from None
+    if not heads:
+        raise FoldkitError(f"{YOLO_HEADS_KEY} metadata in the model lists no heads")
     return heads
+
+
+def _head_spec(h: dict) -> HeadSpec:
+    """One head of the metadata, checked: positive class count, finite positive anchor pairs."""
+    kind = h.get("kind", "yolo")
+    if kind == "region" and (h.get("coords", 4) != 4 or h.get("tree")):
+        raise FoldkitError("cannot decode a [region] head with coords ≠ 4 or a tree= hierarchy (yolo9000); "
+                           "export it with raw heads and decode it yourself")
+    anchors = tuple((float(w), float(h_)) for w, h_ in h["anchors"])
+    classes = h["classes"]
+    if kind not in ("yolo", "region") or not isinstance(classes, int) or classes < 1 or not anchors or not all(
+            math.isfinite(v) and v > 0 for pair in anchors for v in pair):
+        raise ValueError(f"head {h!r} needs a kind yolo/region, classes ≥ 1 and finite positive anchors")
+    return HeadSpec(anchors, classes, float(h.get("scale_x_y", 1.0)), bool(h.get("new_coords", False)), kind,
+                    bool(h.get("softmax", True)))
 
 
 def parse_anchors(text: str, classes: int, scale_x_y: float = 1.0, kind: str = "yolo") -> list[HeadSpec]:

@@ -247,7 +247,9 @@ def check_external_locations(model: onnx.ModelProto, path: PathLike) -> set[str]
             raise FoldkitError(f"{path}: external data location {location!r} is absolute; only files beside "
                                "the model are read")
         resolved = (folder / location).resolve()
-        if folder not in resolved.parents:
+        # '..' is refused even when it comes back inside: the same relative name is reused on the
+        # writing side (a Triton entry), where it would climb out of the target folder.
+        if ".." in Path(location.replace("\\", "/")).parts or folder not in resolved.parents:
             raise FoldkitError(f"{path}: external data location {location!r} leaves the model's folder")
     return locations
 
