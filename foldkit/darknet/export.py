@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from foldkit.darknet.budget import estimate_bytes
 from foldkit.darknet.layers import BUILTIN_MODELS, NetInfo, NetworkPlan
 from foldkit.darknet.to_onnx import MIN_OPSET, darknet_to_onnx
 from foldkit.defaults import DEFAULT_OPSET
@@ -41,9 +42,8 @@ def input_shape(info: NetInfo, batch: int | None) -> tuple[int, int, int, int]:
 
 def activation_bytes(plan: NetworkPlan, batch: int | None) -> float:
     """float32 bytes of the input and every layer's output for one forward pass (what tracing holds)."""
-    values = math.prod(input_shape(plan.info, batch)) + sum(
-        (1 if batch is None else batch) * math.prod(layer.shape) for layer in plan.layers)
-    return 4.0 * values
+    _, per_image = estimate_bytes(plan)
+    return 4.0 * (math.prod(input_shape(plan.info, batch)) + (1 if batch is None else batch) * per_image)
 
 
 def require_regular_inputs(model: str | os.PathLike, weights: str | os.PathLike | None) -> None:

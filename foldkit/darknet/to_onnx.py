@@ -35,7 +35,7 @@ from foldkit.defaults import (
 from foldkit.errors import FoldkitError
 from foldkit.fold.affine import UnsafeFoldError, fold_batchnorm
 from foldkit.fold.report import FOLDED, SKIPPED, FoldEntry, FoldReport
-from foldkit.onnxio.metadata import add_metadata, fold_metadata
+from foldkit.onnxio.metadata import EXPORTER_KEY, add_metadata, fold_metadata
 from foldkit.onnxio.stream import save_with_arrays
 from foldkit.onnxio.validate import validate_model
 
@@ -408,7 +408,7 @@ def darknet_to_onnx(
     opsets = [helper.make_opsetid("", opset)]
     graph_model = helper.make_model(helper.make_graph(g.nodes, "darknet", [image], graph_outputs), opset_imports=opsets,
                                     producer_name="foldkit", ir_version=helper.find_min_ir_version_for(opsets))
-    add_metadata(graph_model, fold_metadata(report) | {"foldkit.exporter": "direct"} | (metadata or {}))
+    add_metadata(graph_model, fold_metadata(report) | {EXPORTER_KEY: "direct"} | (metadata or {}))
     validate_model(graph_model, opset=opset, where=str(model), weights=False, arrays=g.arrays)
     return DarknetOnnx(graph_model, g.arrays, report, plan)
 
