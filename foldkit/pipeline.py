@@ -17,7 +17,14 @@ import onnx
 from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FoldReport
-from foldkit.onnxio.files import OutputTransaction, check_outputs, load_onnx, require_input_file, save_onnx
+from foldkit.onnxio.files import (
+    OutputTransaction,
+    check_outputs,
+    load_onnx,
+    model_companions,
+    require_input_file,
+    save_onnx,
+)
 from foldkit.onnxio.lazy import LazyModel, open_lazy
 from foldkit.onnxio.validate import validate_model
 from foldkit.simplify import simplify_model
@@ -83,7 +90,9 @@ def fold_file(
     check = check or simplify
     source = load_onnx(input_path) if simplify else open_for_fold(input_path)
     lazy = source if isinstance(source, LazyModel) else None
+    inputs = [input_path, *(model_companions(source, input_path) if isinstance(source, onnx.ModelProto) else [])]
     try:
+        check_outputs([output_path, report_path], inputs)
         seconds["load"] = time.perf_counter() - start
         ops_before = node_counts(source.model if isinstance(source, LazyModel) else source)
         start = time.perf_counter()
@@ -97,10 +106,9 @@ def fold_file(
         result = FoldFileResult(input_path, output_path, report, ops_before, node_counts(folded),
                                 input_path.stat().st_size, 0, seconds)
         try:
-            with OutputTransaction() as staged:  # the model and its report land together or not at all
-                tmp = staged.path(output_path)
+            with OutputTransaction(inputs) as staged:  # the model and its report land together or not at all
                 start = time.perf_counter()
-                write(tmp)
+                tmp = write(output_path, staged)
                 seconds["save"] = time.perf_counter() - start
                 if check:
                     start = time.perf_counter()

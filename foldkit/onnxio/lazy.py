@@ -20,6 +20,8 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 
 from foldkit.errors import FoldkitError
+from foldkit.onnxio.outputs import PathLike, Target
+from foldkit.onnxio.staging import OutputTransaction
 from foldkit.onnxio.store import TensorStore
 from foldkit.onnxio.stream import FileRange, array_entry, raw_tensor_entry, write_model
 from foldkit.onnxio.validate import check_model_data
@@ -74,7 +76,7 @@ class FileTensorStore(TensorStore):
         if tensor.name in self.locations:
             offset, length = self.locations[tensor.name]
             return raw_tensor_entry(tensor, FileRange(self.fd, offset, length))
-        return tensor.SerializeToString(), None
+        return tensor, None
 
 
 @dataclass
@@ -85,13 +87,14 @@ class LazyModel:
     model: onnx.ModelProto
     store: FileTensorStore
 
-    def save(self, target: str | os.PathLike) -> None:
+    def save(self, target: PathLike | Target, staged: OutputTransaction | None = None) -> Path:
+        """Write the model to ``target`` (in ``staged`` when given); returns the staged path."""
         graph = self.model.graph
         streamed = [self.store.entry(t) for t in graph.initializer]
         bare = onnx.ModelProto()
         bare.CopyFrom(self.model)  # small: the initializers here hold no large data
         bare.graph.ClearField("initializer")
-        write_model(bare, streamed, target)
+        return write_model(bare, streamed, target, staged)
 
     def close(self) -> None:
         os.close(self.store.fd)

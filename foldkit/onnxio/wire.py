@@ -15,6 +15,12 @@ MODEL_GRAPH_FIELD = 7  # ModelProto.graph
 GRAPH_INITIALIZER_FIELD = 5  # GraphProto.initializer
 TENSOR_RAW_DATA_FIELD = 9  # TensorProto.raw_data
 
+# Protobuf refuses to parse a message of 2 GiB or more; a model that large keeps its tensors in
+# ``MODEL.onnx.data`` beside it (ONNX's external data), each at an offset aligned like onnx's own writer.
+PROTOBUF_LIMIT = 2**31 - 1
+EXTERNAL_SUFFIX = ".data"
+EXTERNAL_ALIGNMENT = 4096
+
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 
 
