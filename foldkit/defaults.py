@@ -27,7 +27,9 @@ NORMALIZE_CHANNELS_EPS = 0.0001  # added to the per-pixel sum by normalize_chann
 
 INPUT_NAME = "images"  # the image input of every model foldkit writes
 
-# A Darknet network whose float32 parameters plus per-image activations exceed this is refused before
-# anything is allocated (a typo such as filters=1000000000). The largest zoo cfg, yolov4-p6 at
-# 1280×1280, needs 3.7 GiB.
-MAX_NETWORK_BYTES = 16 * 2**30
+# The one memory rule (foldkit.limits): work whose estimate exceeds this share of the machine's
+# physical memory is refused before anything is allocated, with the estimate in the message (a cfg
+# typo such as filters=1000000000, a --batch of a million, a constant that expands to terabytes).
+# The largest zoo cfg, yolov4-p6 at 1280×1280, needs 3.7 GiB.
+MEMORY_FRACTION = 0.5
+UNKNOWN_MEMORY_BYTES = 1 << 40  # assumed where the system does not say how much memory it has

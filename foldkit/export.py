@@ -25,7 +25,7 @@ from foldkit.errors import FoldkitError
 from foldkit.fold.constants import fold_constants
 from foldkit.fold.report import FoldReport
 from foldkit.fold.torch import fold_module
-from foldkit.onnxio.files import save_onnx
+from foldkit.onnxio.files import check_outputs, save_onnx
 from foldkit.onnxio.metadata import EXPORTER_KEY, add_metadata, fold_metadata, network_metadata
 from foldkit.onnxio.validate import validate_model
 
@@ -88,6 +88,7 @@ def export_onnx(
         raise FoldkitError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     if opset < 11:
         raise FoldkitError(f"opset {opset} is too old; foldkit exports opset 11 or newer")
+    check_outputs([path])
     model = model.eval()
     report = None
     if fold:

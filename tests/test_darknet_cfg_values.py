@@ -110,12 +110,14 @@ def test_a_cfg_with_only_net_is_refused(tmp_path, capsys):
 
 
 def test_absurd_filters_are_refused_before_allocating(tmp_path, capsys):
+    from foldkit.limits import memory_limit
+
     path, line = write_cfg(tmp_path, 1, "filters", "1000000000")
     with pytest.raises(FoldkitError) as raised:
         plan_network(path)
     message = str(raised.value)
     assert message.startswith(f"{path}:{line - 1}: [convolutional] layer 0 (output 1000000000×64×64) takes the "
-                              "network over foldkit's limit of 16.0 GiB")
+                              f"network over foldkit's limit of {memory_limit() / 2**30:,.1f} GiB")
     # conv 3→10⁹ 3×3 and 2·10⁹→24 1×1 with biases; outputs 10⁹·64² + 10⁹·32² + 10⁹·64² + 2·10⁹·64² + 2·24·64²
     assert "about 65,133.0 GiB, 76,000,000,024 parameters and 17,408,000,196,608 activation values" in message
     assert main(["inspect", path]) == 2

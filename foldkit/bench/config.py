@@ -33,6 +33,11 @@ class BenchConfig:
     measure_memory: bool = True
     int8_model: Path | None = None
     quantize: Callable[[Path, Path], Path] | None = None
+    outputs: tuple[str | None, ...] = ()  # report files the caller will write: checked before any timing
+
+    def inputs(self) -> list[str | Path | None]:
+        """The files the benchmark reads: no report may replace them."""
+        return [self.model, self.weights, self.int8_model]
 
     def settings(self) -> dict[str, Any]:
         """The settings as JSON-ready values (paths as text, the quantize hook by its name)."""

@@ -46,9 +46,14 @@ def format_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
+def _inputs(result: BenchResult) -> list[str | None]:
+    """The files the benchmark read (model, weights, int8 model): no report may replace them."""
+    return [result.config.get(key) for key in ("model", "weights", "int8_model")]
+
+
 def write_json(result: BenchResult, path: str | os.PathLike) -> None:
     """Every setting, the machine, and every raw sample."""
-    write_text_atomic(path, json.dumps(result.to_dict(), indent=2))
+    write_text_atomic(path, json.dumps(result.to_dict(), indent=2), _inputs(result))
 
 
 def write_csv(result: BenchResult, path: str | os.PathLike) -> None:
@@ -61,7 +66,7 @@ def write_csv(result: BenchResult, path: str | os.PathLike) -> None:
         for i, (sample, session) in enumerate(zip(r.samples_ms, r.session_samples_ms, strict=True)):
             writer.writerow([r.variant, r.provider_requested, r.provider_used, r.batch, i, f"{sample:.6f}",
                              f"{session:.3f}", "" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.1f}"])
-    write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue(), _inputs(result))
 
 
 def write_plot(result: BenchResult, path: str | os.PathLike) -> None:
@@ -91,5 +96,5 @@ def write_plot(result: BenchResult, path: str | os.PathLike) -> None:
         for y, ratio in enumerate(ratios):
             bottom.text(ratio, y, f" {ratio:.2f}x", va="center")
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90), _inputs(result))
     plt.close(fig)

@@ -21,6 +21,7 @@ from foldkit.bench.runners import Runner, input_feeds, open_runner, ran_ops
 from foldkit.bench.variants import UNFOLDED, VARIANTS, ModelFiles, Variant, prepare_models, require_known
 from foldkit.errors import FoldkitError
 from foldkit.fold.onnx import node_counts
+from foldkit.onnxio.files import check_outputs
 from foldkit.runtime import resolve_providers
 
 CPU = "CPUExecutionProvider"
@@ -32,6 +33,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
     if not config.batches or min(config.batches) < 1:
         raise FoldkitError(f"batch sizes must be at least 1, got {config.batches}")
     require_known(config.variants)
+    check_outputs(config.outputs, config.inputs())
     baseline = config.baseline or config.variants[0]
     if baseline not in config.variants:
         raise FoldkitError(f"baseline {baseline!r} is not among the variants {', '.join(config.variants)}")

@@ -12,7 +12,7 @@ import math
 
 from foldkit.darknet.cfg import Section
 from foldkit.darknet.layers import NetworkPlan, stored_floats
-from foldkit.defaults import MAX_NETWORK_BYTES
+from foldkit.limits import gib, limit_text, memory_limit
 
 FLOAT_BYTES = 4
 
@@ -22,8 +22,12 @@ def estimate_bytes(plan: NetworkPlan) -> tuple[int, int]:
     return stored_floats(plan), sum(math.prod(layer.shape) for layer in plan.layers)
 
 
-def check_memory(plan: NetworkPlan, sections: list[Section], limit: int = MAX_NETWORK_BYTES) -> None:
-    """Raise a FoldkitError with the estimate when over ``limit``, naming the layer that crosses it (file, line)."""
+def check_memory(plan: NetworkPlan, sections: list[Section], limit: int | None = None) -> None:
+    """Raise a FoldkitError with the estimate when over ``limit``, naming the layer that crosses it (file, line).
+
+    ``limit`` defaults to the one memory rule's (:func:`foldkit.limits.memory_limit`).
+    """
+    limit = memory_limit() if limit is None else limit
     parameters, activations = estimate_bytes(plan)
     total = (parameters + activations) * FLOAT_BYTES
     if total <= limit:
@@ -31,8 +35,8 @@ def check_memory(plan: NetworkPlan, sections: list[Section], limit: int = MAX_NE
     index = _first_layer_over(plan, limit)
     shape = "×".join(map(str, plan.layers[index].shape))
     raise sections[index + 1].error(
-        f"(output {shape}) takes the network over foldkit's limit of {_gib(limit)}: the whole network needs "
-        f"about {_gib(total)}, {parameters:,} parameters and {activations:,} activation values per image in float32"
+        f"(output {shape}) takes the network over {limit_text(limit)}: the whole network needs "
+        f"about {gib(total)}, {parameters:,} parameters and {activations:,} activation values per image in float32"
     )
 
 
@@ -48,6 +52,3 @@ def _first_layer_over(plan: NetworkPlan, limit: int) -> int:
             low = middle + 1
     return low
 
-
-def _gib(count: int) -> str:
-    return f"{count / 2**30:,.1f} GiB"

@@ -24,7 +24,7 @@ from foldkit.defaults import DEFAULT_OPSET
 from foldkit.errors import FoldkitError
 from foldkit.export import ExportResult, export_onnx
 from foldkit.limits import ensure_fits
-from foldkit.onnxio.files import require_input_file
+from foldkit.onnxio.files import check_outputs, require_input_file
 from foldkit.onnxio.metadata import add_metadata, network_metadata
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ def export_darknet(
     (PyTorch routes only). ``progress(done, total, label)`` follows the direct route layer by layer.
     """
     require_regular_inputs(model, weights)
+    check_outputs([output], [model, weights])
     if weights is not None and seed is not None:
         raise FoldkitError("weights and a random-weights seed exclude each other: give one of them")
     route = choose_route(exporter, weights=weights is not None, decode=decode, opset=opset)

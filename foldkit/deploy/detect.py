@@ -151,11 +151,13 @@ def detect_images(
     scale_x_y: float = 1.0,
     head_kind: str = "yolo",
     progress: Callable[[int, int, str], None] | None = None,
+    overwrite: bool = False,
 ) -> list[ImageResult]:
     """Detect objects in every image; with ``out_dir``, write ``<stem>.json`` and ``<stem>.jpg`` per image.
 
     Where two images share a stem their file names are used instead (``a.png.json``). Nothing is
-    written unless every image succeeds.
+    written unless every image succeeds. An existing file of that name in ``out_dir`` is replaced
+    only with ``overwrite``: it may be the user's own.
     """
     paths = collect_images(inputs)
     out = Path(out_dir) if out_dir is not None else None
@@ -163,7 +165,7 @@ def detect_images(
     if out is not None:
         _check_out_dir(out, inputs)
         targets = [out / f"{stem}{suffix}" for stem in stems for suffix in (".json", ".jpg")]
-        check_outputs(targets if out.is_dir() else [], [model, names, *paths])
+        check_outputs(targets if out.is_dir() else [], [model, names, *paths], replace=overwrite)
     predictor = Predictor(model, providers=providers, strict=strict)
     heads: list[HeadSpec] | None
     if anchors is not None:
@@ -175,7 +177,7 @@ def detect_images(
     runner = YoloRunner(predictor, heads)
     class_names = load_names(names)
     batch = predictor.fixed_batch or batch
-    with OutputTransaction() as staged:
+    with OutputTransaction([model, names, *paths], replace=overwrite) as staged:
         if out is not None:
             staged.make_folder(out)
         return _detect_all(runner, paths, stems, out, staged, batch=batch, conf=conf, iou=iou, names=class_names,

@@ -115,7 +115,7 @@ def write_repository(
     for folder in {t.parent for t in targets}:
         if folder.exists():
             check_outputs([t for t in targets if t.parent == folder], sources)
-    with OutputTransaction() as staged:
+    with OutputTransaction(sources) as staged:
         for folder in sorted({t.parent for t in targets}):
             staged.make_folder(folder)
         staged.write_text(targets[0], config)

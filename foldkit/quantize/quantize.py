@@ -31,7 +31,7 @@ from onnx import numpy_helper
 
 from foldkit.errors import FoldkitError
 from foldkit.fold.onnx import fold_onnx
-from foldkit.onnxio.files import load_onnx, save_onnx
+from foldkit.onnxio.files import OutputTransaction, check_outputs, load_onnx, model_companions, save_onnx
 from foldkit.quantize.bias_correction import correct_biases
 from foldkit.quantize.calibration import load_calibration, model_input
 from foldkit.quantize.equalize import equalize_onnx
@@ -60,6 +60,7 @@ def quantize_onnx(
     latency_rounds: int = 10,
     step_models: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    report_path: str | os.PathLike | None = None,
 ) -> QuantizeReport:
     """Fold ``model``, quantize it to QDQ int8 and write it to ``output``; return what it cost.
 
@@ -74,9 +75,13 @@ def quantize_onnx(
     When ``target_snr`` (dB) cannot be reached, nothing is written and ``report.passed`` is False.
     ``latency_rounds=0`` skips the timing. ``step_models``: a folder to keep every step's int8
     model in (``step0.int8.onnx``, …; benchmarks time them), otherwise they are temporary.
+    ``report_path``: the report as JSON, written together with the model or not at all.
     """
     where = "model" if isinstance(model, onnx.ModelProto) else str(model)
-    folded, fold_report = fold_onnx(model if isinstance(model, onnx.ModelProto) else load_onnx(model))
+    source = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+    inputs = [calib, *([] if isinstance(model, onnx.ModelProto) else [model, *model_companions(source, model)])]
+    check_outputs([output, report_path], inputs)
+    folded, fold_report = fold_onnx(source)
     _name_unnamed_nodes(folded)
     input_name, shape = model_input(folded, where)
     data = load_calibration(shape, calib=calib, random_count=calib_random, held_out=held_out, seed=seed)
@@ -125,9 +130,8 @@ def quantize_onnx(
         if target_snr is not None:
             final = _reach_target(report, best, judge, target_snr, progress)
         report.outputs = final.errors
-        if report.passed:
-            save_onnx(onnx.load(str(final.path)), output)
-        else:
+        written = onnx.load(str(final.path)) if report.passed else None
+        if not report.passed:
             report.output = ""
             report.notes.append("target not reached: no model written")
         if latency_rounds > 0:
@@ -142,6 +146,11 @@ def quantize_onnx(
             if kept_file is not None:
                 shutil.copyfile(step.model_file, kept_file)
             step.model_file = str(kept_file or "")
+    with OutputTransaction(inputs) as staged:  # the model and its report land together or not at all
+        if written is not None:
+            save_onnx(written, output, staged)
+        if report_path is not None:
+            staged.write_text(report_path, report.to_json())
     return report
 
 
