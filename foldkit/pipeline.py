@@ -90,7 +90,7 @@ def fold_file(
     check = check or simplify
     source = load_onnx(input_path) if simplify else open_for_fold(input_path)
     lazy = source if isinstance(source, LazyModel) else None
-    inputs = [input_path, *(model_companions(source, input_path) if isinstance(source, onnx.ModelProto) else [])]
+    inputs = [input_path, *(model_companions(input_path) if isinstance(source, onnx.ModelProto) else [])]
     try:
         check_outputs([output_path, report_path], inputs)
         seconds["load"] = time.perf_counter() - start

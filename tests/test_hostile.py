@@ -673,3 +673,195 @@ def test_integer_outputs_are_compared_exactly():
 
     assert not compare_outputs([np.array([2**53 + 1])], [np.array([2**53])], atol=0, rtol=0).passed
     assert compare_outputs([np.array([2**53 + 1])], [np.array([2**53 + 1])], atol=0, rtol=0).passed
+
+
+# --- issue 20: outputs that alias inputs in new ways ------------------------------------------------
+# One output rule (foldkit.onnxio.outputs), applied by the API function that writes.
+
+def test_export_darknet_api_refuses_to_replace_its_cfg(tmp_path, darknet):
+    from foldkit.darknet.export import export_darknet
+    from foldkit.errors import FoldkitError
+
+    cfg = tmp_path / "net.cfg"
+    cfg.write_bytes(darknet["cfg"].read_bytes())
+    with pytest.raises(FoldkitError, match="is the input"):
+        export_darknet(cfg, cfg, img_size=64)
+    assert cfg.read_bytes() == darknet["cfg"].read_bytes() and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("option", ["-o", "--report"])
+def test_fold_outputs_may_not_replace_the_inputs_external_data(tmp_path, capsys, option):
+    model = external_data_model(tmp_path, "w.bin")
+    before = snapshot(tmp_path)
+    args = ["-o", tmp_path / "w.bin"] if option == "-o" else ["-o", tmp_path / "o.onnx", "--report", tmp_path / "w.bin"]
+    code, _, err = cli(capsys, "fold", model, *args)
+    assert_refused(code, err, "w.bin", "is the input")
+    assert snapshot(tmp_path) == before and not leftovers(tmp_path)
+
+
+def small_calibration_folder(folder: Path, count: int = 3) -> Path:
+    folder.mkdir()
+    for index in range(count):
+        photo(folder / f"c{index}.png", size=(8, 8), color=(40 * index, 90, 200 - 30 * index))
+    return folder
+
+
+@pytest.mark.parametrize("option", ["-o", "--report"])
+def test_quantize_outputs_may_not_replace_a_calibration_image(tmp_path, capsys, model, option):
+    calib = small_calibration_folder(tmp_path / "calib")
+    victim = calib / "c1.png"
+    before = snapshot(tmp_path)
+    args = ["-o", victim] if option == "-o" else ["-o", tmp_path / "q.onnx", "--report", victim]
+    code, _, err = cli(capsys, "quantize", model, "--calib", calib, *args)
+    assert_refused(code, err, "c1.png", "is the input")
+    assert snapshot(tmp_path) == before and not leftovers(tmp_path)
+
+
+def test_quantize_whose_report_cannot_be_written_writes_nothing(tmp_path, capsys, model):
+    """A FIFO without a reader passes the up-front check (a stream) but fails when written: no model either."""
+    report = tmp_path / "report.fifo"
+    os.mkfifo(report)
+    calib = small_calibration_folder(tmp_path / "calib", count=4)
+    code, _, err = cli(capsys, "quantize", model, "--calib", calib, "-o", tmp_path / "q.onnx",
+                       "--report", report, "--no-equalize", "--no-bias-correction")
+    assert_refused(code, err, "report.fifo", "cannot write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "in.onnx", "report.fifo"]
+
+
+def test_detect_refuses_to_replace_an_unrelated_file_unless_told(tmp_path, capsys, darknet):
+    image = photo(tmp_path / "b.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.jpg").write_bytes(b"the user's own photo")
+    code, _, err = cli(capsys, "detect", darknet["onnx"], image, "-o", out)
+    assert_refused(code, err, "b.jpg", "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["b.jpg"]
+    assert (out / "b.jpg").read_bytes() == b"the user's own photo"
+    code, _, err = cli(capsys, "detect", darknet["onnx"], image, "-o", out, "--overwrite")
+    assert code == 0, err
+    assert (out / "b.jpg").read_bytes()[:2] == b"\xff\xd8" and (out / "b.json").is_file() and not leftovers(out)
+
+
+@pytest.mark.parametrize("command", ["fold", "export"])
+def test_output_with_a_trailing_slash_is_refused(tmp_path, capsys, model, command):
+    existing = tmp_path / "existing.onnx"
+    existing.write_bytes(b"keep me")
+    target = f"{existing}/" if command == "fold" else f"{tmp_path / 'newdir'}/"
+    args = ["fold", model] if command == "fold" else ["export", "yolov3-tiny", "--img-size", IMG]
+    before = snapshot(tmp_path)
+    code, _, err = cli(capsys, *args, "-o", target)
+    assert_refused(code, err, "ends in '/'")
+    assert snapshot(tmp_path) == before and not (tmp_path / "newdir").exists() and not leftovers(tmp_path)
+
+
+def test_symlinked_output_replaces_the_file_it_points_to_and_keeps_the_link(tmp_path, capsys, model):
+    real, link, dangling = tmp_path / "real.onnx", tmp_path / "link.onnx", tmp_path / "dangling.onnx"
+    real.write_bytes(b"old")
+    link.symlink_to(real)
+    code, _, err = cli(capsys, "fold", model, "-o", link)
+    assert code == 0, err
+    assert link.is_symlink() and onnx.load(str(real)).graph.node
+    dangling.symlink_to(tmp_path / "missing" / "x.onnx")
+    code, _, err = cli(capsys, "fold", model, "-o", dangling)
+    assert_refused(code, err, "symlink to a missing file")
+    assert dangling.is_symlink() and not (tmp_path / "missing").exists() and not leftovers(tmp_path)
+
+
+def test_output_through_a_descriptor_link_is_streamed_never_replaced(tmp_path, model):
+    """``-o``/``--report`` through a link to /proc/self/fd/1 (what /dev/stdout is) write to stdout; the link stays."""
+    out, report = tmp_path / "stdout.onnx", tmp_path / "stdout.json"
+    out.symlink_to("/proc/self/fd/1")
+    report.symlink_to("/proc/self/fd/1")
+    result = subprocess.run([sys.executable, "-m", "foldkit.cli", "fold", str(model), "-o", str(out), "--report",
+                             str(report)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert out.is_symlink() and os.readlink(out) == "/proc/self/fd/1" and report.is_symlink()
+    written = onnx.load_from_string(result.stdout[:result.stdout.index(b'{\n  "')])  # the model, then the report
+    assert [n.op_type for n in written.graph.node] == ["Conv", "Relu"]
+    assert b'"folded"' in result.stdout and not leftovers(tmp_path)
+
+
+def test_longest_legal_output_name_can_be_written(tmp_path, capsys, model):
+    target = tmp_path / ("m" * 250 + ".onnx")
+    code, _, err = cli(capsys, "fold", model, "-o", target)
+    assert code == 0, err
+    assert onnx.load(str(target)).graph.node and not leftovers(tmp_path)
+
+
+def test_output_named_like_a_builtin_network_is_not_the_input(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, "export", "yolov3-tiny", "-o", "yolov3-tiny", "--img-size", IMG)
+    assert code == 0, err
+    assert onnx.load(str(tmp_path / "yolov3-tiny")).graph.node
+
+
+def test_bench_refuses_a_report_over_its_input_before_timing(tmp_path, model):
+    from foldkit.bench import BenchConfig, run_benchmark
+    from foldkit.errors import FoldkitError
+
+    config = BenchConfig(model=str(model), variants=["ort-folded-all"], batches=[1], providers=["cpu"],
+                         outputs=(str(tmp_path / "r.json"), str(model)))
+    with pytest.raises(FoldkitError, match="is the input"):
+        run_benchmark(config)
+    assert not (tmp_path / "r.json").exists()
+
+
+# --- models over protobuf's 2 GiB: the limit lowered (the seam) so a small model takes the same path ---
+
+@pytest.fixture
+def big_model(tmp_path) -> Path:
+    """Conv→BN with 64 channels: its 6.9 KB conv weight is streamed (over the lazy reader's 4 KiB)."""
+    return conv_bn_model(tmp_path / "in.onnx", channels=64)
+
+
+def run_model(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("command,limit", [("fold", 4000), ("export-direct", 100_000), ("export-torch", 100_000)])
+def test_model_over_the_protobuf_limit_is_written_with_external_data(tmp_path, capsys, monkeypatch, big_model,
+                                                                      darknet, command, limit):
+    args = {"fold": ["fold", big_model, "--check"],
+            "export-direct": ["export", darknet["cfg"], "--weights", darknet["weights"], "--img-size", IMG],
+            "export-torch": ["export", "yolov3-tiny", "--img-size", IMG, "--exporter", "torchscript"]}[command]
+    reference = darknet["onnx"] if command == "export-direct" else tmp_path / "reference.onnx"
+    if command == "export-torch":
+        assert cli(capsys, *args, "-o", reference)[0] == 0
+    monkeypatch.setattr("foldkit.onnxio.wire.PROTOBUF_LIMIT", limit)
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    code, _, err = cli(capsys, *args, "-o", out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
+    assert out.stat().st_size < limit < (out.parent / "model.onnx.data").stat().st_size
+    if command == "fold":  # the folded model, read back with its external data, computes what the original does
+        x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+        expected = run_model(big_model, x)
+        np.testing.assert_allclose(run_model(out, x), expected, atol=1e-4 * float(np.abs(expected).max()))
+    else:  # every tensor read back from the data file equals the one written inline without the limit
+        written = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer}
+        inline = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(reference)).graph.initializer}
+        assert written.keys() == inline.keys()
+        for name, array in inline.items():
+            np.testing.assert_array_equal(written[name], array, err_msg=name)
+
+
+def test_model_too_large_even_without_its_initializers_is_refused_before_writing(tmp_path, capsys, monkeypatch,
+                                                                                 big_model):
+    monkeypatch.setattr("foldkit.onnxio.wire.PROTOBUF_LIMIT", 100)
+    code, _, err = cli(capsys, "fold", big_model, "-o", tmp_path / "o.onnx")
+    assert_refused(code, err, "o.onnx", "even with its initializers in external data", "nothing written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
+
+
+def test_external_data_is_removed_with_the_model_when_the_run_fails(tmp_path, capsys, monkeypatch, big_model):
+    """The report (a FIFO nobody reads) fails after model and data are staged: neither appears."""
+    monkeypatch.setattr("foldkit.onnxio.wire.PROTOBUF_LIMIT", 4000)
+    os.mkfifo(tmp_path / "report.fifo")
+    code, _, err = cli(capsys, "fold", big_model, "-o", tmp_path / "o.onnx", "--report", tmp_path / "report.fifo")
+    assert_refused(code, err, "report.fifo", "cannot write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "report.fifo"]

@@ -118,10 +118,14 @@ def load_onnx(path: PathLike, *, load_external_data: bool = True) -> onnx.ModelP
     return model
 
 
-def model_companions(model: onnx.ModelProto, path: PathLike) -> list[Path]:
-    """The external-data files a model at ``path`` brings along: protected like the model itself."""
-    folder = Path(path).parent
-    return [folder / location for location in sorted(external_locations(model))]
+def model_companions(path: PathLike) -> list[Path]:
+    """The external-data files the model at ``path`` brings along: protected like the model itself.
+
+    Read from the file (a loaded model no longer says where its tensors came from); only the
+    protobuf is parsed, not the external data.
+    """
+    model = load_onnx(path, load_external_data=False)
+    return [Path(path).parent / location for location in sorted(external_locations(model))]
 
 
 def save_onnx(model: onnx.ModelProto, target: PathLike | Target, staged: OutputTransaction | None = None) -> Path:

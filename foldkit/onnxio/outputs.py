@@ -10,7 +10,8 @@ The one output rule (docs/safety.md), applied by every API function that writes:
   output is written through it, never renamed over it. Any other special file is refused.
 - Existing inputs, and every file an input brings along (a model's external data, the images in
   a calibration folder), are protected: no output may be one of them, through any link.
-- Two outputs may not be the same file; an output's folder must exist and be writable.
+- Two outputs may not be the same file (they may share a stream: written in turn); an output's
+  folder must exist and be writable.
 - A file the user did not name (one of detect's per-image outputs) replaces an existing file only
   when the caller says so (``replace=True``, the CLI's ``--overwrite``).
 
@@ -128,7 +129,7 @@ class Protected:
         """Record ``target`` as an output; refuse an input, an output claimed before, or (unless ``replace``) a file."""
         key = _identity(target.path)
         for role, owners in (("the input", self._inputs), ("another output", self._outputs)):
-            if key in owners:
+            if key in owners and not (target.stream and owners is self._outputs):  # a stream takes them in turn
                 raise FoldkitError(f"{target.given}: is {role} ({owners[key]}); refusing to overwrite {role}, "
                                    "choose another path")
         if not replace and not target.stream and target.path.exists():

@@ -137,12 +137,12 @@ def write_model(model: onnx.ModelProto, initializers: list[Entry], target: PathL
     graph_length, whole = _model_size(shell_bytes, graph_bytes, initializers)
     if whole > wire.PROTOBUF_LIMIT:
         if resolved.stream:
-            raise FoldkitError(f"{resolved.given}: the model is {whole / 2**30:.1f} GiB, over protobuf's 2 GiB; "
+            raise FoldkitError(f"{resolved.given}: the model is {whole / 2**20:,.0f} MiB, over protobuf's 2 GiB; "
                                "its external data cannot go through a stream: give a file path")
         initializers, moved = _external(initializers, f"{resolved.path.name}{EXTERNAL_SUFFIX}")
         graph_length, whole = _model_size(shell_bytes, graph_bytes, initializers)
         if whole > wire.PROTOBUF_LIMIT:
-            raise FoldkitError(f"{resolved.given}: the graph is {whole / 2**30:.1f} GiB even with its initializers "
+            raise FoldkitError(f"{resolved.given}: the graph is {whole / 2**20:,.1f} MiB even with its initializers "
                                "in external data, over protobuf's 2 GiB (large constants inside nodes?); "
                                "nothing written")
     path = staged.path(resolved)

@@ -79,7 +79,7 @@ def quantize_onnx(
     """
     where = "model" if isinstance(model, onnx.ModelProto) else str(model)
     source = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
-    inputs = [calib, *([] if isinstance(model, onnx.ModelProto) else [model, *model_companions(source, model)])]
+    inputs = [calib, *([] if isinstance(model, onnx.ModelProto) else [model, *model_companions(model)])]
     check_outputs([output, report_path], inputs)
     folded, fold_report = fold_onnx(source)
     _name_unnamed_nodes(folded)

@@ -53,9 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from foldkit import bench
-    from foldkit.onnxio.files import check_outputs
 
-    check_outputs([args.json, args.csv, args.plot], [args.model, args.weights, args.int8_model])
     quantizer: Callable[[Path, Path], Path] | None = None
     if args.quantize:
         from foldkit.quantize import quantized_model_path
@@ -68,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         providers=bench.available_providers() if args.providers == "available"
         else options.comma_list(args.providers), img_size=args.img_size, weights=args.weights,
         threads=args.threads, warmup=args.warmup, rounds=args.rounds, seed=args.seed, opset=args.opset,
-        baseline=args.baseline, measure_memory=not args.no_memory,
+        baseline=args.baseline, measure_memory=not args.no_memory, outputs=(args.json, args.csv, args.plot),
     )
     result = bench.run_benchmark(config, progress=progress_bar())
     print(bench.format_table(result))

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="head kind for --anchors: yolo (anchors in pixels) or region (YOLOv2, anchors in cells)")
     parser.add_argument("--scale-x-y", type=options.scale, default=1.0,
                         help="the cfg's scale_x_y (models without metadata)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace IMAGE.json/IMAGE.jpg files already in the output folder (refused otherwise: "
+                             "they may be the user's own)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.images, args.out_dir, names=args.names, conf=args.conf, iou=args.iou,
         providers=providers, strict=args.strict, batch=args.batch, classes=args.classes, anchors=args.anchors,
         scale_x_y=args.scale_x_y, head_kind=args.head, progress=progress_bar(),
+        overwrite=args.overwrite,
     )
     total = sum(len(r.detections) for r in results)
     print(f"{len(results)} image(s), {total} detection(s); wrote JSON and drawn images to {args.out_dir}")

@@ -41,9 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from foldkit.darknet.export import export_darknet
-    from foldkit.onnxio.files import check_outputs
 
-    check_outputs([args.output], [args.model, args.weights])
     result = export_darknet(
         args.model, args.output, weights=args.weights, seed=args.random_weights, img_size=args.img_size,
         batch=args.batch, opset=args.opset, fold=not args.no_fold, decode=args.decode, exporter=args.exporter,

@@ -40,18 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from foldkit.onnxio.files import check_outputs, write_text_atomic
     from foldkit.quantize import quantize_onnx
 
-    check_outputs([args.output, args.report], [args.model, args.calib])
     report = quantize_onnx(
         args.model, args.output, calib=args.calib, calib_random=args.calib_random, held_out=args.held_out,
         seed=args.seed, method=args.method, equalize=not args.no_equalize,
         bias_correction=not args.no_bias_correction, target_snr=args.target_snr, exclude=args.exclude,
-        sensitivity=True if args.sensitivity else None, progress=status_lines(),
+        sensitivity=True if args.sensitivity else None, progress=status_lines(), report_path=args.report,
     )
     print(report.format())
     if args.report:
-        write_text_atomic(args.report, report.to_json())
         print(f"wrote {args.report}")
     return EXIT_OK if report.passed else EXIT_PARITY_FAILED
