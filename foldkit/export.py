@@ -9,9 +9,12 @@ that was asked for, passes ``onnx.checker`` with full checks, and infers shapes 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -131,7 +134,7 @@ def _export_dynamo(model, example, opset, dynamic_batch, output_names) -> onnx.M
     except ImportError:
         raise FoldkitError("the dynamo exporter needs onnxscript: pip install 'foldkit[dynamo]'") from None
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "onnxscript"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model, (example,), dynamo=True, optimize=False, opset_version=opset, verbose=False,
@@ -140,6 +143,21 @@ def _export_dynamo(model, example, opset, dynamic_batch, output_names) -> onnx.M
     if program is None:
         raise FoldkitError("the dynamo exporter returned no ONNX program")
     return program.model_proto
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """Silence libraries that log tracebacks of their own fallbacks (onnxscript's version converter
+    prints 22 lines before torch gives up): foldkit reports the outcome in one line."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _count_outputs(model: nn.Module, example: torch.Tensor) -> int:

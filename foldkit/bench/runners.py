@@ -74,7 +74,7 @@ def ran_ops(variant: Variant, path: Path, *, provider: str, threads: int | None,
         optimized = folder / f"{variant.name}-{provider}.optimized.onnx"
         create_session(path, providers=resolve_providers(provider), opt_level=variant.level,
                        disabled_optimizers=variant.disabled, threads=threads, optimized_model_path=optimized)
-        return node_counts(onnx.load(str(optimized))) if optimized.exists() else {}
+        return node_counts(onnx.load(str(optimized), load_external_data=False)) if optimized.exists() else {}
     import torch
 
     module = torch.load(path, weights_only=False)

@@ -24,6 +24,7 @@ from foldkit.onnxio.files import (
     require_input_file,
 )
 
+TRITON_INT_MAX = 2**31 - 1  # config.pbtxt's max_batch_size and instance count are int32
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 TRITON_TYPES: dict[int, str] = {
@@ -55,8 +56,9 @@ def triton_config(model: onnx.ModelProto, name: str, *, max_batch: int = 8, inst
     """The ``config.pbtxt`` text for ``model``."""
     if kind not in ("cpu", "gpu"):
         raise FoldkitError(f"instance kind must be cpu or gpu, not {kind!r}")
-    if instances < 1 or max_batch < 1:
-        raise FoldkitError("--instances and --max-batch must be at least 1")
+    if not (1 <= instances <= TRITON_INT_MAX and 1 <= max_batch <= TRITON_INT_MAX):
+        raise FoldkitError(f"--instances and --max-batch must be from 1 to {TRITON_INT_MAX} (Triton reads them as "
+                           f"32-bit integers), not {instances} and {max_batch}")
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]

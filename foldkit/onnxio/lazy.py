@@ -39,8 +39,9 @@ LAZY_MIN_BYTES = 4096  # smaller tensors are read right away
 class FileTensorStore(TensorStore):
     """Tensor values read from the source file on demand; replacements kept as arrays."""
 
-    def __init__(self, fd: int, locations: dict[str, tuple[int, int]]) -> None:
+    def __init__(self, fd: int, locations: dict[str, tuple[int, int]], path: Path | None = None) -> None:
         self.fd = fd
+        self.path = path
         self.locations = locations  # name → (offset of raw_data, length) in the source file
         self.replaced: dict[str, np.ndarray] = {}
 
@@ -50,7 +51,11 @@ class FileTensorStore(TensorStore):
         if tensor.name in self.locations:
             offset, length = self.locations[tensor.name]
             dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-            return np.frombuffer(os.pread(self.fd, length, offset), dtype=dtype).reshape(tuple(tensor.dims))
+            data = os.pread(self.fd, length, offset)
+            if len(data) != length:
+                raise FoldkitError(f"{self.path}: the file changed while being read (tensor '{tensor.name}' "
+                                   f"has {len(data)} of its {length} bytes)")
+            return np.frombuffer(data, dtype=dtype).reshape(tuple(tensor.dims))
         return super().get(tensor)
 
     def put(self, tensor: onnx.TensorProto, array: np.ndarray) -> None:
@@ -132,7 +137,7 @@ def open_lazy(path: str | os.PathLike) -> LazyModel | None:
     except BaseException:
         os.close(fd)
         raise
-    return LazyModel(path, model, FileTensorStore(fd, locations))
+    return LazyModel(path, model, FileTensorStore(fd, locations, path))
 
 
 def _parse(view, size: int):

@@ -12,11 +12,20 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from foldkit.errors import FoldkitError
+
+
+def require_numeric(tensor: onnx.TensorProto) -> None:
+    """Passes compute with initializer values: a tensor of strings where numbers belong is the model's error."""
+    if tensor.data_type == onnx.TensorProto.STRING:
+        raise FoldkitError(f"initializer '{tensor.name}' holds strings where a computation needs numbers")
+
 
 class TensorStore:
     """Values of initializers: read, replaced, and materialized as complete ``TensorProto`` s."""
 
     def get(self, tensor: onnx.TensorProto) -> np.ndarray:
+        require_numeric(tensor)
         return numpy_helper.to_array(tensor)
 
     def put(self, tensor: onnx.TensorProto, array: np.ndarray) -> None:

@@ -9,6 +9,7 @@ in milliseconds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,6 +69,8 @@ def validate_model(
         raise FoldkitError(f"{where}: model fails ONNX validation: {first}") from None
 
 
+MAX_BYTES = 2**63 - 1  # numpy's index range (an intp) in bytes
+
 _SUB_BYTE_TYPES = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1")
                    if hasattr(onnx.TensorProto, n)}
 
@@ -79,13 +82,19 @@ def _check_tensor(tensor: onnx.TensorProto, where: str, raw_length: int | None) 
         raise FoldkitError(f"{where}: tensor '{name}' has an undefined element type ({tensor.data_type})")
     if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type in _SUB_BYTE_TYPES:
         return
-    count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
     if any(d < 0 for d in tensor.dims):
         raise FoldkitError(f"{where}: tensor '{name}' has negative dims {list(tensor.dims)}")
+    # Python integers: a product of dims overflows neither here nor silently to 0; numpy cannot even
+    # describe an array whose nonzero dims multiply past its index range, empty or not.
+    count = math.prod(tensor.dims)
+    itemsize = 1 if tensor.data_type == onnx.TensorProto.STRING else helper.tensor_dtype_to_np_dtype(
+        tensor.data_type).itemsize
+    if math.prod(d for d in tensor.dims if d) * itemsize > MAX_BYTES:
+        raise FoldkitError(f"{where}: tensor '{name}' has dims {list(tensor.dims)}, more than any array can address "
+                           "(2^63 bytes)")
     if raw_length is None and tensor.HasField("raw_data"):
         raw_length = len(tensor.raw_data)
     if raw_length is not None and tensor.data_type != onnx.TensorProto.STRING:
-        itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
         if raw_length != count * itemsize:
             raise FoldkitError(f"{where}: tensor '{name}' has {raw_length} bytes of data, but its dims "
                                f"{list(tensor.dims)} need {count * itemsize}")
@@ -134,3 +143,5 @@ def check_model_data(model: onnx.ModelProto, where: str, raw_lengths: dict[str, 
                     walk(subgraph)
 
     walk(model.graph)
+    if not model.graph.output:
+        raise FoldkitError(f"{where}: the graph declares no outputs; there is nothing to compute")

@@ -32,6 +32,7 @@ from onnx import numpy_helper
 from foldkit.errors import FoldkitError
 from foldkit.fold.onnx import fold_onnx
 from foldkit.onnxio.files import OutputTransaction, check_outputs, load_onnx, model_companions, save_onnx
+from foldkit.quantize.admit import admit_float_model, require_finite_outputs
 from foldkit.quantize.bias_correction import correct_biases
 from foldkit.quantize.calibration import load_calibration, model_input
 from foldkit.quantize.equalize import equalize_onnx
@@ -81,6 +82,7 @@ def quantize_onnx(
     source = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
     inputs = [calib, *([] if isinstance(model, onnx.ModelProto) else [model, *model_companions(model)])]
     check_outputs([output, report_path], inputs)
+    admit_float_model(source, where)
     folded, fold_report = fold_onnx(source)
     _name_unnamed_nodes(folded)
     input_name, shape = model_input(folded, where)
@@ -100,6 +102,7 @@ def quantize_onnx(
         folder = Path(tmp)
         quantizer = StaticQuantizer(folded, folder, "folded", data, input_name, method)
         judge = HeldOutJudge(quantizer.float_path, data.held_out, input_name)
+        require_finite_outputs(judge.reference, where)
         best = _quantize(quantizer, exclude, judge)
         report.input_noise_snr_db = judge.input_noise_snr(
             quantizer.float_path, float(data.calibration.max() - data.calibration.min()) / 255.0, seed)
