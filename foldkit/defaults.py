@@ -33,6 +33,7 @@ INPUT_NAME = "images"  # the image input of every model foldkit writes
 # The largest zoo cfg, yolov4-p6 at 1280×1280, needs 3.7 GiB.
 MEMORY_FRACTION = 0.5
 UNKNOWN_MEMORY_BYTES = 1 << 40  # assumed where the system does not say how much memory it has
+MAX_TEXT_INPUT_BYTES = 64 * 2**20  # a text input read whole (class names): far above any real one
 
 # The choices several layers name (the CLI lists them; each owning module checks them).
 BN_VARIANTS = ("alexeyab", "pjreddie")  # Darknet's two BatchNorm ε placements (darknet/weights.py)

@@ -8,6 +8,8 @@ reproducibility need a real process (``python -m foldkit.cli`` from this checkou
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import stat
@@ -66,7 +68,7 @@ def snapshot(*roots: Path) -> dict[Path, bytes]:
 
 
 def leftovers(*roots: Path) -> list[Path]:
-    """Staging files left behind (OutputTransaction names them ``.TARGET.XXXX.tmp``)."""
+    """Staging left behind (OutputTransaction stages in a ``.foldkit-XXXXXXXX.tmp`` folder beside the target)."""
     return [p for root in roots for p in root.rglob(".*") if p.name.endswith(".tmp")]
 
 
@@ -865,3 +867,158 @@ def test_external_data_is_removed_with_the_model_when_the_run_fails(tmp_path, ca
     code, _, err = cli(capsys, "fold", big_model, "-o", tmp_path / "o.onnx", "--report", tmp_path / "report.fifo")
     assert_refused(code, err, "report.fifo", "cannot write")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "report.fifo"]
+
+
+# --- issue 20: every bad model is one line, exit 2 --------------------------------------------------
+
+def bad_model(tmp_path: Path, how: str) -> Path:
+    """The Conv→BN model broken one way: dims past 2^63 bytes, 0 × 2^62, string weights, no outputs."""
+    path = conv_bn_model(tmp_path / f"{how}.onnx")
+    model = onnx.load(str(path))
+    weight = next(t for t in model.graph.initializer if t.name == "W")
+    if how in ("dims_overflow", "zero_times_huge"):
+        weight.ClearField("dims")
+        weight.dims.extend([2**40, 2**40, 1, 1] if how == "dims_overflow" else [0, 2**62, 3, 3])
+        if how == "zero_times_huge":
+            weight.ClearField("raw_data")
+            weight.ClearField("float_data")
+    elif how == "string_weights":
+        count = len(numpy_helper.to_array(weight).reshape(-1))
+        weight.ClearField("raw_data")
+        weight.ClearField("float_data")
+        weight.data_type = onnx.TensorProto.STRING
+        weight.string_data.extend([b"w"] * count)
+    elif how == "no_outputs":
+        del model.graph.output[:]
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("how,words", [("dims_overflow", "2^63"), ("zero_times_huge", "2^63"),
+                                       ("string_weights", "strings where"), ("no_outputs", "no outputs")])
+@pytest.mark.parametrize("command", ["inspect", "fold"])
+def test_bad_models_are_one_line_exit_2(tmp_path, capsys, how, words, command):
+    model = bad_model(tmp_path, how)
+    before = snapshot(tmp_path)
+    args = ["inspect", model] if command == "inspect" else ["fold", model, "-o", tmp_path / "o.onnx"]
+    code, _, err = cli(capsys, *args)
+    assert_refused(code, err, words)
+    assert snapshot(tmp_path) == before and not leftovers(tmp_path)
+
+
+def test_file_truncated_while_being_read_is_one_line(tmp_path):
+    from foldkit.errors import FoldkitError
+    from foldkit.fold.onnx import fold_onnx
+    from foldkit.pipeline import open_for_fold
+
+    path = conv_bn_model(tmp_path / "in.onnx", channels=64)  # its conv weight stays in the file until read
+    source = open_for_fold(path)
+    try:
+        os.truncate(path, path.stat().st_size // 2)
+        with pytest.raises(FoldkitError, match="changed while being read"):
+            fold_onnx(source, inplace=True)
+    finally:
+        source.close()
+
+
+def broken_for_quantize(tmp_path: Path, how: str) -> Path:
+    """Models ORT's quantizer cannot take: BN ε NaN or negative, sparse weights, fp16, nothing to quantize."""
+    path = conv_bn_model(tmp_path / f"{how}.onnx")
+    model = onnx.load(str(path))
+    graph = model.graph
+    if how in ("eps_nan", "eps_negative"):
+        bn = next(n for n in graph.node if n.op_type == "BatchNormalization")
+        del bn.attribute[:]
+        bn.attribute.append(helper.make_attribute("epsilon", math.nan if how == "eps_nan" else -10.0))
+    elif how == "sparse":
+        weight = next(t for t in graph.initializer if t.name == "W")
+        values = numpy_helper.to_array(weight)
+        graph.initializer.remove(weight)
+        sparse = helper.make_sparse_tensor(numpy_helper.from_array(values.reshape(-1), "W"),
+                                           numpy_helper.from_array(np.arange(values.size, dtype=np.int64), "i"),
+                                           list(values.shape))
+        graph.sparse_initializer.append(sparse)
+    elif how == "fp16":
+        for tensor in graph.initializer:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
+        for value in [*graph.input, *graph.output]:
+            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    elif how == "relu_only":
+        model = make_model([helper.make_node("Relu", ["x"], ["y"], name="r")], [("x", np.float32, [1, 3, 8, 8])],
+                           [("y", np.float32, [1, 3, 8, 8])], {})
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("how,words", [("eps_nan", "NaN or Inf"), ("eps_negative", "NaN or Inf"),
+                                       ("sparse", "sparse initializer"), ("fp16", "float32"),
+                                       ("relu_only", "nothing for int8")])
+def test_quantize_refuses_what_its_quantizer_cannot_take(tmp_path, capsys, how, words):
+    model = broken_for_quantize(tmp_path, how)
+    calib = small_calibration_folder(tmp_path / "calib", count=4)
+    before = snapshot(tmp_path)
+    code, _, err = cli(capsys, "quantize", model, "--calib", calib, "-o", tmp_path / "q.onnx", "--report",
+                       tmp_path / "r.json")
+    assert_refused(code, err, f"{how}.onnx", words)
+    assert snapshot(tmp_path) == before and not leftovers(tmp_path)
+
+
+def test_bench_runs_a_model_with_external_data(tmp_path, capsys):
+    model = external_data_model(tmp_path, "w.bin")
+    code, out, err = cli(capsys, "bench", model, "--variants", "ort-unfolded-noopt,ort-folded-all", "--rounds", "1",
+                         "--warmup", "1", "--no-memory", "--providers", "cpu")
+    assert code == 0, err
+    assert "ort-folded-all" in out
+
+
+def test_detect_refuses_a_huge_names_file_and_nested_metadata(tmp_path, capsys, darknet):
+    from foldkit.defaults import MAX_TEXT_INPUT_BYTES
+
+    image, names = photo(tmp_path / "a.jpg"), tmp_path / "huge.names"
+    with open(names, "wb") as handle:  # sparse: no time spent writing it
+        handle.truncate(MAX_TEXT_INPUT_BYTES + 1)
+    code, _, err = cli(capsys, "detect", darknet["onnx"], image, "-o", tmp_path / "out", "--names", names)
+    assert_refused(code, err, "huge.names", "too large")
+    nested = onnx.load(str(darknet["onnx"]))
+    heads = next(p for p in nested.metadata_props if p.key == "foldkit.yolo_heads")
+    heads.value = "[" * 100_000 + "]" * 100_000
+    onnx.save(nested, str(tmp_path / "nested.onnx"))
+    code, _, err = cli(capsys, "detect", tmp_path / "nested.onnx", image, "-o", tmp_path / "out")
+    assert_refused(code, err, "nested too deeply")
+    assert not (tmp_path / "out").exists() and not leftovers(tmp_path)
+
+
+def test_detect_json_of_an_image_whose_name_is_not_utf8_is_valid_json(tmp_path, capsys, darknet):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo(Path(os.fsdecode(bytes(folder) + b"/b\xff.png")))
+    code, _, err = cli(capsys, "detect", darknet["onnx"], folder, "-o", tmp_path / "out")
+    assert code == 0, err
+    [written] = (tmp_path / "out").glob("*.json")
+    text = written.read_text(encoding="utf-8")
+    assert "\\ud" not in text  # a lone surrogate escape, which Go, Rust and browsers reject
+    assert json.loads(text)["image"].endswith("b\\xff.png")
+
+
+@pytest.mark.parametrize("option", ["--max-batch", "--instances"])
+def test_triton_counts_past_int32_are_refused(tmp_path, capsys, model, option):
+    code, _, err = cli(capsys, "triton", model, "--repo", tmp_path / "repo", option, str(2**40))
+    assert_refused(code, err, "32-bit")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_dynamo_exporter_failure_is_one_line(tmp_path):
+    """torch's dynamo exporter cannot write opset 17 for this network: onnxscript logs a traceback, foldkit does not."""
+    result = run_process("export", "yolov3-tiny", "--img-size", IMG, "--exporter", "dynamo", "--opset", "17",
+                         "-o", tmp_path / "d.onnx", timeout=300)
+    assert result.returncode in (0, 2), result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path):
+    """``foldkit inspect … | head -1``: the reader leaves early; no "Broken pipe" and the command's own exit code."""
+    process = run_process("inspect", "yolov3-tiny", "--img-size", IMG, wait=False)
+    assert process.stdout.readline()
+    process.stdout.close()
+    assert process.wait(timeout=120) == 0
+    assert process.stderr.read() == ""

@@ -25,7 +25,7 @@ from foldkit.deploy.yolo import (
     postprocess,
 )
 from foldkit.errors import FoldkitError
-from foldkit.onnxio.files import OutputTransaction, check_outputs, require_input_file
+from foldkit.onnxio.files import OutputTransaction, check_outputs, read_text_input, require_input_file
 from foldkit.onnxio.metadata import DECODED_KEY
 from foldkit.runtime import Predictor
 
@@ -77,10 +77,7 @@ def load_names(path: str | os.PathLike | None) -> list[str] | None:
     """Class names, one per line (Darknet's .names files)."""
     if path is None:
         return None
-    try:
-        text = require_input_file(path, "class names file").read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise FoldkitError(f"{path}: class names must be UTF-8 text, one per line") from None
+    text = read_text_input(path, "class names file")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -10,12 +10,12 @@ on the IoU matrix as a fixed point (no Python loop over boxes).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from foldkit import strict_json
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.metadata import YOLO_HEADS_KEY
 
@@ -78,7 +78,7 @@ def heads_from_metadata(metadata: dict[str, str]) -> list[HeadSpec] | None:
     if YOLO_HEADS_KEY not in metadata:
         return None
     try:
-        described = json.loads(metadata[YOLO_HEADS_KEY])
+        described = strict_json.loads(metadata[YOLO_HEADS_KEY])
         heads = [_head_spec(h) for h in described]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FoldkitError(f"malformed {YOLO_HEADS_KEY} metadata in the model ({type(exc).__name__}: {exc}); "

@@ -21,6 +21,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
+from foldkit.defaults import MAX_TEXT_INPUT_BYTES
 from foldkit.errors import FoldkitError
 from foldkit.onnxio import wire
 from foldkit.onnxio.outputs import PathLike, Target, check_outputs, resolve_output
@@ -30,8 +31,8 @@ from foldkit.onnxio.validate import check_model_data
 
 __all__ = [
     "OutputTransaction", "PathLike", "Target", "atomic_path", "check_external_locations", "check_outputs",
-    "external_locations", "load_onnx", "model_companions", "require_input_file", "resolve_output", "save_onnx",
-    "write_atomic", "write_text_atomic",
+    "external_locations", "load_onnx", "model_companions", "read_text_input", "require_input_file",
+    "resolve_output", "save_onnx", "write_atomic", "write_text_atomic",
 ]
 
 
@@ -51,6 +52,18 @@ def require_input_file(path: PathLike, what: str = "input") -> Path:
     if not os.access(path, os.R_OK):
         raise FoldkitError(f"{path}: permission denied")
     return path
+
+
+def read_text_input(path: PathLike, what: str) -> str:
+    """A small UTF-8 text input read whole; a file over :data:`~foldkit.defaults.MAX_TEXT_INPUT_BYTES` is refused."""
+    path = require_input_file(path, what)
+    size = path.stat().st_size
+    if size > MAX_TEXT_INPUT_BYTES:
+        raise FoldkitError(f"{path}: {size:,} bytes is too large for a {what} (at most {MAX_TEXT_INPUT_BYTES:,})")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FoldkitError(f"{path}: a {what} must be UTF-8 text") from None
 
 
 def _tensors_with_data(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
