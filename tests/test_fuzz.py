@@ -8,10 +8,12 @@ reproduces; the message lists the seed and the mutation of every failing case.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import resource
 from pathlib import Path
 
+import onnx
 import pytest
 from onnx_graphs import conv_bn_model
 
@@ -156,3 +158,58 @@ def test_edited_cfg_never_crashes(tmp_path, capsys, command):
     assert not failures, f"{len(failures)} crashes:\n" + "\n".join(failures[:20])
     assert {0, 2} <= codes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.cfg"]
+
+
+# --- output paths (issue 20): every shape a path can take, combined at random ----------------------
+
+OUTPUT_RUNS = 40  # fold runs of a tiny model, in-process: about a second in all
+OUTPUT_SHAPES = ["new", "existing", "trailing-slash", "input", "input-symlink", "input-hardlink", "external-data",
+                 "external-data-symlink", "dangling-symlink", "folder", "missing-folder", "dev-null",
+                 "symlink-to-dev-null", "long-name", "dot", "empty"]
+
+
+def output_path(folder: Path, shape: str, index: int, model: Path) -> str:
+    """An output path of the given shape inside ``folder`` (created as the shape needs)."""
+    name = folder / f"out{index}.onnx"
+    if shape == "existing":
+        name.write_bytes(b"an older file")
+    elif shape in ("input-symlink", "external-data-symlink", "dangling-symlink", "symlink-to-dev-null"):
+        target = {"input-symlink": model, "external-data-symlink": model.parent / "w.bin",
+                  "dangling-symlink": folder / "nowhere" / "x", "symlink-to-dev-null": Path("/dev/null")}[shape]
+        name.symlink_to(target)
+    elif shape == "input-hardlink":
+        os.link(model, name)
+    elif shape == "folder":
+        name.mkdir()
+    return {"trailing-slash": f"{name}/", "input": str(model), "external-data": str(model.parent / "w.bin"),
+            "missing-folder": str(folder / "missing" / "o.onnx"), "dev-null": "/dev/null",
+            "long-name": str(folder / ("L" * 250 + f"{index:05d}")), "dot": str(folder / "."),
+            "empty": ""}.get(shape, str(name))
+
+
+def test_output_paths_never_destroy_an_input_or_a_device(tmp_path, capsys):
+    """Seeded: -o and --report each take a random shape; inputs, devices and links survive every run."""
+    from test_hostile import external_data_model
+
+    model = external_data_model(tmp_path / "in", "w.bin")
+    inputs = {path: path.read_bytes() for path in (model, tmp_path / "in" / "w.bin")}
+    rng, failures, codes = random.Random("outputs"), [], set()
+    for index in range(OUTPUT_RUNS):
+        folder = tmp_path / f"run{index}"
+        folder.mkdir()
+        shapes = rng.choice(OUTPUT_SHAPES), rng.choice([None, *OUTPUT_SHAPES])
+        output = output_path(folder, shapes[0], index, model)
+        report = None if shapes[1] is None else output_path(folder, shapes[1], index + 1000, model)
+        links = {p: os.readlink(p) for p in folder.iterdir() if p.is_symlink()}
+        code, err = outcome(capsys, ["fold", model, "-o", output, *(["--report", report] if report else [])])
+        codes.add(code)
+        broken = [p for p, data in inputs.items() if p.read_bytes() != data]
+        broken += [p for p, target in links.items() if not p.is_symlink() or os.readlink(p) != target]
+        broken += [Path(p) for p in folder.rglob(".foldkit-*")]
+        broken += [Path(p) for p in (output, report) if code == 0 and p and p.endswith("/")]  # a folder's name
+        if crashed(code, err) or err.strip().count("\n") or broken or not Path("/dev/null").is_char_device():
+            failures.append(f"#{index} {shapes}: exit {code}: {err.strip()[-200:]}; damaged {broken}")
+        if code == 0 and output != "/dev/null" and not Path(output).is_char_device():
+            assert onnx.load(output, load_external_data=False).graph.node, shapes
+    assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:20])
+    assert codes == {0, 2}
