@@ -1022,3 +1022,20 @@ def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path):
     process.stdout.close()
     assert process.wait(timeout=120) == 0
     assert process.stderr.read() == ""
+
+
+@pytest.mark.parametrize("command", ["inspect", "fold"])
+def test_constant_bomb_is_refused_with_the_estimate(tmp_path, capsys, command):
+    """``ConstantOfShape([100000, 100000, 10])`` is 24 bytes in the file and 372 GiB evaluated."""
+    nodes = [helper.make_node("ConstantOfShape", ["s"], ["big"], name="bomb",
+                              value=helper.make_tensor("v", onnx.TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ReduceSum", ["big"], ["r"], name="sum", keepdims=0),
+             helper.make_node("Add", ["x", "r"], ["y"], name="add")]
+    model = make_model(nodes, [("x", np.float32, [1])], [("y", np.float32, [1])],
+                       {"s": np.array([100_000, 100_000, 10], np.int64)})
+    onnx.save(model, str(tmp_path / "bomb.onnx"))
+    args = ["inspect", tmp_path / "bomb.onnx"] if command == "inspect" else ["fold", tmp_path / "bomb.onnx", "-o",
+                                                                              tmp_path / "o.onnx"]
+    code, _, err = cli(capsys, *args)
+    assert_refused(code, err, "'big' of shape [100000, 100000, 10]", "would need about 372.5 GiB")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.onnx"]

@@ -10,10 +10,13 @@ when an initializer of the same name gives them a default, unless the caller say
 
 from __future__ import annotations
 
+import math
+
 import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from foldkit.limits import ensure_fits
 from foldkit.onnxio.store import TensorStore
 
 # Nodes that must not be evaluated at fold time even with constant inputs.
@@ -67,6 +70,7 @@ def fold_constants(
             ),
             opset_imports=list(model.opset_import), ir_version=model.ir_version,
         )
+        ensure_fits(*_evaluation_bytes(sub))
         values = ReferenceEvaluator(sub).run(None, {})
         graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in zip(wanted, values, strict=True))
 
@@ -76,6 +80,29 @@ def fold_constants(
     # Graph outputs produced by folded nodes now come from initializers, which ONNX allows.
     remove_unused_initializers(model)
     return len(constant_nodes)
+
+
+def _evaluation_bytes(sub: onnx.ModelProto) -> tuple[float, str]:
+    """What evaluating ``sub`` allocates, from the shapes ONNX infers (data propagated), and its largest value.
+
+    A constant such as ``ConstantOfShape([100000, 100000, 10])`` is a few bytes in the file and
+    40 GB once evaluated: the memory rule refuses it with this estimate before it is allocated.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(sub, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        return 0.0, "constant folding"
+    sizes = []
+    for value in inferred.graph.value_info:
+        tensor = value.type.tensor_type
+        dims = [d.dim_value for d in tensor.shape.dim]
+        if tensor.HasField("shape") and all(d > 0 for d in dims) and tensor.elem_type != onnx.TensorProto.STRING:
+            itemsize = helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize
+            sizes.append((float(math.prod(dims)) * itemsize, value.name, dims))
+    if not sizes:
+        return 0.0, "constant folding"
+    _, name, dims = max(sizes)
+    return sum(size for size, _, _ in sizes), f"evaluating the constant nodes (largest: '{name}' of shape {dims})"
 
 
 def _cast_like_to_cast(graph: onnx.GraphProto, constants: set[str]) -> None:
