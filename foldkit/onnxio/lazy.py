@@ -42,6 +42,7 @@ class FileTensorStore(TensorStore):
     def __init__(self, fd: int, locations: dict[str, tuple[int, int]], path: Path | None = None) -> None:
         self.fd = fd
         self.path = path
+        self.where = None if path is None else str(path)
         self.locations = locations  # name → (offset of raw_data, length) in the source file
         self.replaced: dict[str, np.ndarray] = {}
 

@@ -15,17 +15,23 @@ from onnx import numpy_helper
 from foldkit.errors import FoldkitError
 
 
-def require_numeric(tensor: onnx.TensorProto) -> None:
+def require_numeric(tensor: onnx.TensorProto, where: str | None = None) -> None:
     """Passes compute with initializer values: a tensor of strings where numbers belong is the model's error."""
     if tensor.data_type == onnx.TensorProto.STRING:
-        raise FoldkitError(f"initializer '{tensor.name}' holds strings where a computation needs numbers")
+        raise FoldkitError(f"{where + ': ' if where else ''}initializer '{tensor.name}' holds strings where a "
+                           "computation needs numbers")
 
 
 class TensorStore:
-    """Values of initializers: read, replaced, and materialized as complete ``TensorProto`` s."""
+    """Values of initializers: read, replaced, and materialized as complete ``TensorProto`` s.
+
+    ``where`` (the model's file, when known) starts the message of a value that cannot be read.
+    """
+
+    where: str | None = None
 
     def get(self, tensor: onnx.TensorProto) -> np.ndarray:
-        require_numeric(tensor)
+        require_numeric(tensor, self.where)
         return numpy_helper.to_array(tensor)
 
     def put(self, tensor: onnx.TensorProto, array: np.ndarray) -> None:
