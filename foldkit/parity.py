@@ -182,7 +182,8 @@ def compare_onnx_models(
     a dynamic batch dimension (``batch + 1`` is tried too); ``value_range`` is the input's own
     range (default: the reference's metadata, else [0, 1]). A probe the reference cannot run, or
     on which it overflows to NaN/Inf (outside the input's range), is skipped and the report says
-    so; one the candidate alone cannot run fails. ``min_snr`` (dB): see :func:`compare_outputs`.
+    so; one the candidate alone cannot run fails. ``min_snr`` (dB): see :func:`compare_outputs`;
+    judged by SNR, only in-range probes count (an int8 model clips inputs outside its calibration).
     """
     from foldkit.onnxio.files import load_onnx
     from foldkit.onnxio.metadata import read_metadata
@@ -198,6 +199,10 @@ def compare_onnx_models(
                          value_range=value_range or known_range(metadata), declared=_declared_shape(metadata))
     report = ParityReport(*labels)
     for probe in probes:
+        if min_snr is not None and not probe.in_range:  # a quantized model clips what it was not calibrated on
+            report.probes.append(ProbeOutcome(probe.label, "skipped", "judged by SNR: a quantized candidate is "
+                                              "calibrated to the input's range and clips values outside it"))
+            continue
         report.probes.append(_run_probe(sessions, probe, report, atol=atol, rtol=rtol, min_snr=min_snr))
     if all(p.status == "skipped" for p in report.probes):
         raise FoldkitError(f"{labels[1]}: the reference model runs on none of the {len(probes)} inputs tried "
