@@ -100,6 +100,8 @@ def make_probes(
     if batch < 1:
         raise FoldkitError(f"the batch size must be at least 1, got {batch}")
     span = value_range or DEFAULT_RANGE
+    if len(span) != 2 or not (np.isfinite(span).all() and span[0] < span[1]):
+        raise FoldkitError(f"the input range must be two finite numbers LO < HI, got {list(span)}")
     probes = []
     for plan_index, plan in enumerate(_shape_plans(specs, batch, declared)):
         for dist_index, (name, draw) in enumerate(DISTRIBUTIONS.items()):

