@@ -158,5 +158,5 @@ def _legend(report: ParityReport) -> str:
         return (f"  (SNR mode: an output passes when its SNR ≥ {report.outputs[0].min_snr:g} dB; max|a-b| is shown "
                 "for information)")
     tol = f"atol={report.outputs[0].atol:g}, rtol={report.outputs[0].rtol:g}" if report.outputs else "atol, rtol"
-    return (f"  (an output passes when max|a-b| ≤ allowed = atol + rtol·max|reference| ({tol}); used = max|a-b| / "
-            "allowed; integer, boolean and string outputs must be equal)")
+    return (f"  (an output passes when max|a-b| ≤ allowed = atol + rtol·max|reference|, {tol};\n"
+            "   used = max|a-b| / allowed, PASSED up to 1; integer, boolean and string outputs must be equal)")

@@ -72,7 +72,11 @@ def test_trained_model_folds_and_answers_the_same_on_photos(shared_real, tmp_pat
     images = photo_batch(shared_real, prepare, rotations)
     outputs = [run(create_session(path, providers="cpu", opt_level="disable"), {"x": images})
                for path in (folded, original)]
-    report = compare_outputs(*outputs, candidate_name="folded", reference_name="original")
+    report = compare_outputs(*outputs, candidate_name=f"folded on {len(images)} photos",
+                             reference_name="original")
+    print(f"\n{result.parity.format()}\n{report.format()}")  # the numbers docs/proof.md quotes (pytest -s)
     assert report.passed, report.format()
     (scores_folded,), (scores_original,) = (o.values() for o in outputs)
+    classes = scores_original.argmax(axis=1).reshape(-1, len(rotations))
+    print(f"  argmax per photo (rows) and rotation 0/90/180/270 (columns):\n{classes}")
     np.testing.assert_array_equal(scores_folded.argmax(axis=1), scores_original.argmax(axis=1))
