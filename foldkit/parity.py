@@ -1,20 +1,23 @@
 """Compare two sets of outputs, per output, in the spirit of Polygraphy's comparator.
 
-For each output: the largest absolute error, the largest element-wise relative error, the mean
-absolute error, the smallest tolerances that would pass, and PASSED/FAILED. An output passes when
-``max|a − b| ≤ atol + rtol · max|b|``: the relative tolerance is taken against the reference
-output's largest magnitude, which keeps near-zero elements (where element-wise relative errors
-explode without meaning) from deciding the verdict.
+A float output passes when ``max|a − b| ≤ atol + rtol · max|b|``: the relative tolerance is
+taken against the reference output's largest magnitude, which keeps near-zero elements (where
+element-wise relative errors explode without meaning) from deciding the verdict. Integer,
+boolean and string outputs must be equal element by element (a class id off by one is wrong,
+whatever ``rtol`` says), and outputs of another kind, shape or name fail as a difference.
 
 NaN and Inf never pass: an output with a non-finite value on either side fails, and the report
 says how many each side has (two models that both print NaN everywhere prove nothing).
+
+:func:`compare_onnx_models` runs both models on every probe of :mod:`foldkit.probe` (several
+value distributions, every dynamic dimension at two sizes) and keeps each output's worst
+comparison; the result is data (:mod:`foldkit.parity_report`), printed separately.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,79 +28,10 @@ if TYPE_CHECKING:
 
 from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from foldkit.errors import FoldkitError
-from foldkit.strict_json import finite_or_none
+from foldkit.parity_report import OutputComparison, ParityReport, ProbeOutcome
 
-
-@dataclass
-class OutputComparison:
-    name: str
-    shape: tuple
-    max_abs: float
-    max_rel: float  # element-wise |a−b| / |b|, over elements where |b| > 0
-    mean_abs: float
-    ref_max: float  # max |b|
-    atol: float
-    rtol: float
-    passed: bool
-    nonfinite_candidate: int = 0  # NaN/Inf elements in the candidate output
-    nonfinite_reference: int = 0
-    snr_db: float = float("inf")  # 10·log10(Σb² / Σ(a−b)²); inf when a == b exactly
-    min_snr: float | None = None  # when set, the output passes on SNR alone (see compare_outputs)
-
-    @property
-    def min_rtol(self) -> float:
-        """The smallest rtol (with atol 0) that passes: max|a−b| / max|b|."""
-        return self.max_abs / self.ref_max if self.ref_max > 0 else (0.0 if self.max_abs == 0 else float("inf"))
-
-    @property
-    def min_atol(self) -> float:
-        """The smallest atol (with rtol 0) that passes."""
-        return self.max_abs
-
-
-@dataclass
-class ParityReport:
-    """All outputs of one comparison, with names for what was compared."""
-
-    candidate: str
-    reference: str
-    outputs: list[OutputComparison] = field(default_factory=list)
-    settings: str = ""  # how the outputs were produced (runtime, provider, optimization level)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.outputs) and all(o.passed for o in self.outputs)
-
-    def to_dict(self) -> dict:
-        return {
-            "candidate": self.candidate, "reference": self.reference, "passed": self.passed, "settings": self.settings,
-            "outputs": [asdict(o) | {"min_rtol": o.min_rtol, "min_atol": o.min_atol, "snr_db": finite_or_none(o.snr_db)}
-                        for o in self.outputs],
-        }
-
-    def format(self) -> str:
-        header = f"parity: {self.candidate}  vs  {self.reference} (reference)"
-        if self.settings:
-            header += f"\n  ran on {self.settings}"
-        columns = (f"  {'output':<14} {'shape':<20} {'max abs':>10} {'max rel':>10} {'mean abs':>10} {'min rtol':>10}"
-                   f" {'SNR dB':>8}  result")
-        rows = [
-            f"  {o.name:<14} {'x'.join(map(str, o.shape)):<20} {o.max_abs:>10.3e} {o.max_rel:>10.3e} "
-            f"{o.mean_abs:>10.3e} {o.min_rtol:>10.3e} {o.snr_db:>8.1f}  {'PASSED' if o.passed else 'FAILED'}"
-            + (f" (SNR ≥ {o.min_snr:g} dB)" if o.min_snr is not None else f" (atol={o.atol:g}, rtol={o.rtol:g})")
-            + _nonfinite_note(o)
-            for o in self.outputs
-        ]
-        passed = sum(o.passed for o in self.outputs)
-        verdict = f"  {'PASSED' if self.passed else 'FAILED'}: {passed}/{len(self.outputs)} outputs within tolerance"
-        return "\n".join([header, columns, *rows, verdict])
-
-
-def _nonfinite_note(output: OutputComparison) -> str:
-    if not (output.nonfinite_candidate or output.nonfinite_reference):
-        return ""
-    return (f"; NaN/Inf: {output.nonfinite_candidate} in the candidate, {output.nonfinite_reference} in the "
-            "reference (non-finite values never pass)")
+__all__ = ["OutputComparison", "ParityReport", "compare_onnx_models", "compare_outputs", "output_snr_db",
+           "torch_outputs"]
 
 
 def compare_outputs(
@@ -112,33 +46,38 @@ def compare_outputs(
 ) -> ParityReport:
     """Compare outputs matched by name (dicts) or by position (lists).
 
-    ``min_snr`` (dB) judges each output by its signal-to-noise ratio instead of atol/rtol: the
-    gate for a lossy candidate (int8 vs float), where element-wise tolerances mean nothing.
+    ``min_snr`` (dB) judges each float output by its signal-to-noise ratio instead of atol/rtol:
+    the gate for a lossy candidate (int8 vs float), where element-wise tolerances mean nothing.
+    Outputs present on one side only are listed in the report's ``problems`` and fail it.
     """
     if isinstance(candidate, dict) != isinstance(reference, dict):
         raise TypeError("pass both outputs as dicts or both as lists")
-    pairs: list[tuple[str, np.ndarray, np.ndarray]]
-    if isinstance(candidate, dict) and isinstance(reference, dict):
-        if set(candidate) != set(reference):
-            raise FoldkitError(
-                f"{candidate_name} and {reference_name} have different outputs: "
-                f"{sorted(candidate)} vs {sorted(reference)}"
-            )
-        pairs = [(name, candidate[name], reference[name]) for name in reference]
-    else:
-        if len(candidate) != len(reference):
-            raise FoldkitError(f"{candidate_name} has {len(candidate)} outputs, {reference_name} {len(reference)}")
-        pairs = [(f"output{i}", np.asarray(a), np.asarray(b))
-                 for i, (a, b) in enumerate(zip(candidate, reference, strict=True))]
     report = ParityReport(candidate_name, reference_name)
+    pairs = _pairs(candidate, reference, report)
     for name, a, b in pairs:
         comparison = _compare(name, np.asarray(a), np.asarray(b), atol, rtol, candidate_name, reference_name)
-        if min_snr is not None:
+        if min_snr is not None and not (comparison.exact or comparison.problem):
             comparison.min_snr = min_snr
             nonfinite = comparison.nonfinite_candidate or comparison.nonfinite_reference
             comparison.passed = comparison.snr_db >= min_snr and not nonfinite
         report.outputs.append(comparison)
     return report
+
+
+def _pairs(candidate, reference, report: ParityReport) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Outputs matched by name or position; the unmatched ones become the report's problems."""
+    if isinstance(candidate, dict) and isinstance(reference, dict):
+        only_candidate = sorted(set(candidate) - set(reference))
+        only_reference = sorted(set(reference) - set(candidate))
+        if only_candidate or only_reference:
+            report.problems.append(
+                f"the outputs differ in names: only {report.candidate} has {only_candidate}, only {report.reference} "
+                f"has {only_reference}")
+        return [(name, candidate[name], reference[name]) for name in reference if name in candidate]
+    if len(candidate) != len(reference):
+        report.problems.append(f"{report.candidate} has {len(candidate)} outputs, {report.reference} {len(reference)}")
+    matched = zip(candidate, reference, strict=False)
+    return [(f"output{i}", np.asarray(a), np.asarray(b)) for i, (a, b) in enumerate(matched)]
 
 
 def output_snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -148,7 +87,8 @@ def output_snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     or the reference is all zeros and the candidate is not.
     """
     ref, cand = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
-    noise = float(np.square(ref - cand).sum())
+    with np.errstate(invalid="ignore", over="ignore"):  # Inf − Inf: reported as a non-finite noise
+        noise = float(np.square(ref - cand).sum())
     if not np.isfinite(noise):
         return float("-inf")
     signal = float(np.square(ref).sum())
@@ -158,30 +98,66 @@ def output_snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def _compare(name, a, b, atol, rtol, candidate_name, reference_name) -> OutputComparison:
+    """Floats against the tolerance; anything else exactly; a difference in shape or kind fails outright."""
+    float_a, float_b = a.dtype.kind == "f", b.dtype.kind == "f"
+    problem = ""
     if a.shape != b.shape:
-        raise FoldkitError(f"output '{name}': {candidate_name} has shape {a.shape}, {reference_name} {b.shape}")
+        problem = f"shape {_dims(a.shape)} in {candidate_name}, {_dims(b.shape)} in {reference_name}"
+    elif float_a != float_b or not float_a and a.dtype != b.dtype:
+        problem = f"type {a.dtype} in {candidate_name}, {b.dtype} in {reference_name}"
+    if problem:
+        return OutputComparison(name=name, shape=tuple(b.shape), max_abs=math.inf, mean_abs=math.inf, ref_max=0.0,
+                                atol=atol, rtol=rtol, passed=False, snr_db=-math.inf, problem=problem)
+    return _compare_floats(name, a, b, atol, rtol) if float_a else _compare_exact(name, a, b, atol, rtol)
+
+
+def _dims(shape: tuple) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _compare_floats(name, a, b, atol, rtol) -> OutputComparison:
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     finite_a, finite_b = np.isfinite(a64), np.isfinite(b64)
     both = finite_a & finite_b
-    if a.dtype.kind in "iub" and b.dtype.kind in "iub":  # exact: float64 merges integers above 2**53
-        diff = np.abs(a.astype(np.int64) - b.astype(np.int64)).astype(np.float64)
-    else:
-        diff = np.abs(np.where(both, a64, 0.0) - np.where(both, b64, 0.0))
+    diff = np.abs(np.where(both, a64, 0.0) - np.where(both, b64, 0.0))
     magnitude = np.abs(np.where(finite_b, b64, 0.0))
-    nonzero = both & (magnitude > 0)
     nonfinite_a, nonfinite_b = int(a64.size - finite_a.sum()), int(b64.size - finite_b.sum())
-    max_abs = float(diff.max()) if diff.size else 0.0
-    if nonfinite_a or nonfinite_b:
-        max_abs = math.inf
+    max_abs = math.inf if nonfinite_a or nonfinite_b else (float(diff.max()) if diff.size else 0.0)
     ref_max = float(magnitude.max()) if magnitude.size else 0.0
     return OutputComparison(
-        name=name, shape=tuple(a.shape), max_abs=max_abs,
-        max_rel=float((diff[nonzero] / magnitude[nonzero]).max()) if nonzero.any() else 0.0,
-        mean_abs=float(diff.mean()) if diff.size else 0.0, ref_max=ref_max, atol=atol, rtol=rtol,
+        name=name, shape=tuple(a.shape), max_abs=max_abs, mean_abs=float(diff.mean()) if diff.size else 0.0,
+        ref_max=ref_max, atol=atol, rtol=rtol,
         passed=not (nonfinite_a or nonfinite_b) and bool(max_abs <= atol + rtol * ref_max),
-        nonfinite_candidate=nonfinite_a, nonfinite_reference=nonfinite_b,
-        snr_db=output_snr_db(b, a),
+        nonfinite_candidate=nonfinite_a, nonfinite_reference=nonfinite_b, snr_db=output_snr_db(b, a),
     )
+
+
+def _compare_exact(name, a, b, atol, rtol) -> OutputComparison:
+    """Integers, booleans, strings: equal or not, element by element (no float64 rounding, no overflow)."""
+    differs = a != b
+    mismatches = int(np.count_nonzero(differs))
+    numeric = a.dtype.kind in "iub"
+    if numeric:
+        diff = _exact_abs_difference(a, b)
+        max_abs, mean_abs = float(diff.max()) if diff.size else 0.0, float(diff.mean()) if diff.size else 0.0
+        ref_max = float(np.abs(b.astype(np.float64)).max()) if b.size else 0.0
+        snr = output_snr_db(b.astype(np.float64), a.astype(np.float64))
+    else:
+        max_abs = mean_abs = math.inf if mismatches else 0.0
+        ref_max, snr = 0.0, -math.inf if mismatches else math.inf
+    if mismatches and snr == math.inf:  # a difference that float64 rounds away (above 2**53) is still one
+        snr = -math.inf
+    return OutputComparison(name=name, shape=tuple(a.shape), max_abs=max_abs, mean_abs=mean_abs, ref_max=ref_max,
+                            atol=atol, rtol=rtol, passed=mismatches == 0, snr_db=snr, exact=True,
+                            mismatches=mismatches)
+
+
+def _exact_abs_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a − b| as uint64, exact for any two int64 or uint64 values (their distance is below 2**64)."""
+    wide = np.uint64 if a.dtype.kind in "ub" else np.int64
+    a_wide, b_wide = a.astype(wide), b.astype(wide)
+    a_bits, b_bits = a_wide.astype(np.uint64), b_wide.astype(np.uint64)  # two's complement: wraps, exactly
+    return np.where(a_wide >= b_wide, a_bits - b_bits, b_bits - a_bits)
 
 
 def compare_onnx_models(
@@ -197,37 +173,94 @@ def compare_onnx_models(
     disabled_optimizers: tuple[str, ...] = (),
     names: tuple[str, str] | None = None,
     min_snr: float | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> ParityReport:
-    """Run two ONNX models (files or ModelProtos) on the same seeded inputs; compare every output.
+    """Run two ONNX models (files or ModelProtos) on the same probes (:mod:`foldkit.probe`); compare every output.
 
     Both run at ``opt_level`` (default: every ORT graph optimization off, so each model runs as
-    written and ORT's own Conv+BN fusion cannot hide a difference). ``min_snr`` (dB): see
-    :func:`compare_outputs`.
+    written and ORT's own Conv+BN fusion cannot hide a difference). ``batch`` is the first size of
+    a dynamic batch dimension (``batch + 1`` is tried too); ``value_range`` is the input's own
+    range (default: the reference's metadata, else [0, 1]). A probe the reference cannot run, or
+    on which it overflows to NaN/Inf (outside the input's range), is skipped and the report says
+    so; one the candidate alone cannot run fails. ``min_snr`` (dB): see :func:`compare_outputs`;
+    judged by SNR, only in-range probes count (an int8 model clips inputs outside its calibration).
     """
     from foldkit.onnxio.files import load_onnx
-    from foldkit.runtime import create_session, random_inputs, run
+    from foldkit.onnxio.metadata import read_metadata
+    from foldkit.probe import input_specs, known_range, make_probes
 
     labels = names or (str(candidate), str(reference))
-    sessions = []
-    for model, label in zip((candidate, reference), labels, strict=True):
-        proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
-        try:
-            sessions.append(create_session(
-                proto, providers=providers, opt_level=opt_level, disabled_optimizers=disabled_optimizers
-            ))
-        except FoldkitError as exc:
-            raise FoldkitError(f"{label}: {str(exc).split(': ', 1)[-1]}") from None
-    feeds = random_inputs(sessions[1], seed=seed, batch=batch)
+    protos = [model if isinstance(model, onnx.ModelProto) else load_onnx(model) for model in (candidate, reference)]
+    sessions = [_session(proto, label, providers, opt_level, disabled_optimizers)
+                for proto, label in zip(protos, labels, strict=True)]
     _check_same_inputs(sessions[0], sessions[1], labels)
-    outputs = [run(s, feeds) for s in sessions]
-    report = compare_outputs(
-        outputs[0], outputs[1], atol=atol, rtol=rtol, candidate_name=labels[0], reference_name=labels[1],
-        min_snr=min_snr,
-    )
+    metadata = read_metadata(protos[1])
+    probes = make_probes(input_specs(sessions[1], sessions[0]), seed=seed, batch=batch,
+                         value_range=value_range or known_range(metadata), declared=_declared_shape(metadata))
+    report = ParityReport(*labels)
+    for probe in probes:
+        if min_snr is not None and not probe.in_range:  # a quantized model clips what it was not calibrated on
+            report.probes.append(ProbeOutcome(probe.label, "skipped", "judged by SNR: a quantized candidate is "
+                                              "calibrated to the input's range and clips values outside it"))
+            continue
+        report.probes.append(_run_probe(sessions, probe, report, atol=atol, rtol=rtol, min_snr=min_snr))
+    if all(p.status == "skipped" for p in report.probes):
+        raise FoldkitError(f"{labels[1]}: the reference model runs on none of the {len(probes)} inputs tried "
+                           f"({report.probes[0].label}: {report.probes[0].note})")
     disabled = f", disabled: {', '.join(disabled_optimizers)}" if disabled_optimizers else ""
     report.settings = (f"onnxruntime {sessions[0].get_providers()[0]}, graph optimizations '{opt_level}'{disabled}, "
-                       f"seed {seed}, batch {batch}")
+                       f"seed {seed}")
     return report
+
+
+def _session(proto: onnx.ModelProto, label: str, providers, opt_level: str, disabled_optimizers):
+    from foldkit.runtime import create_session
+
+    try:
+        return create_session(proto, providers=providers, opt_level=opt_level, disabled_optimizers=disabled_optimizers)
+    except FoldkitError as exc:
+        raise FoldkitError(f"{label}: {str(exc).split(': ', 1)[-1]}") from None
+
+
+def _declared_shape(metadata: dict[str, str]) -> list[int] | None:
+    """The input shape a foldkit export states in its metadata, if any (its sizes come first for dynamic dims)."""
+    import json
+
+    from foldkit.onnxio.metadata import INPUT_SHAPE_KEY
+
+    try:
+        shape = json.loads(metadata.get(INPUT_SHAPE_KEY, "null"))
+    except ValueError:
+        return None
+    return shape if isinstance(shape, list) and all(isinstance(d, int) for d in shape) else None
+
+
+def _run_probe(sessions, probe, report: ParityReport, **tolerances) -> ProbeOutcome:
+    """Run one probe through both models and merge its comparison into ``report``."""
+    from foldkit.runtime import run
+
+    try:
+        expected = run(sessions[1], probe.feeds)
+    except FoldkitError as exc:
+        return ProbeOutcome(probe.label, "skipped", f"the reference cannot run this input: {_reason(exc)}")
+    finite = all(np.isfinite(v).all() for v in expected.values() if v.dtype.kind == "f")
+    if not finite and not probe.in_range:
+        return ProbeOutcome(probe.label, "skipped", "the reference's outputs overflow to NaN/Inf on this input, "
+                            "outside the input's range; not counted")
+    try:
+        got = run(sessions[0], probe.feeds)
+    except FoldkitError as exc:
+        report.problems.append(f"{report.candidate} cannot run an input that {report.reference} runs "
+                               f"({probe.label}): {_reason(exc)}")
+        return ProbeOutcome(probe.label, "failed", _reason(exc))
+    single = compare_outputs(got, expected, candidate_name=report.candidate, reference_name=report.reference,
+                             **tolerances)
+    report.merge(single, probe.label)
+    return ProbeOutcome(probe.label, "passed" if single.passed else "failed")
+
+
+def _reason(exc: FoldkitError) -> str:
+    return str(exc).split(": ", 1)[-1]
 
 
 def _check_same_inputs(candidate, reference, labels: tuple[str, str]) -> None:

@@ -22,19 +22,20 @@ def session_spread(row: Row) -> str:
 def format_table(result: BenchResult) -> str:
     """One table per provider and batch size, then the machine, the settings and the notes."""
     lines = []
+    memory = any(r.peak_rss_mb is not None for r in result.rows)  # no column of '-' when memory was not measured
     for provider in result.config["providers"]:
         for batch in result.config["batches"]:
             rows = [r for r in result.rows if r.provider_requested == provider and r.batch == batch]
             lines.append(f"{provider}, batch {batch} (ratio: p50 / {result.config['baseline']}'s p50)")
             lines.append(f"  {'variant':<24} {'BN ran':>6} {'session ms (min–max)':>20} {'min':>8} {'p50':>8} "
-                         f"{'p90':>8} {'p99':>8} {'max':>8} {'img/s':>8} {'ratio':>6} {'peak MB':>8}")
+                         f"{'p90':>8} {'p99':>8} {'max':>8} {'img/s':>8} {'ratio':>6}" + (f" {'peak MB':>8}" * memory))
             for r in rows:
                 s = r.stats
-                rss = f"{r.peak_rss_mb:>8.0f}" if r.peak_rss_mb is not None else f"{'-':>8}"
+                rss = (f" {r.peak_rss_mb:>8.0f}" if r.peak_rss_mb is not None else f" {'-':>8}") if memory else ""
                 lines.append(
                     f"  {r.variant:<24} {bn_nodes_ran(r):>6} {session_spread(r):>20} {s['min_ms']:>8.2f} "
                     f"{s['p50_ms']:>8.2f} {s['p90_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['max_ms']:>8.2f} "
-                    f"{s['images_per_s']:>8.1f} {r.ratio:>5.2f}x {rss}")
+                    f"{s['images_per_s']:>8.1f} {r.ratio:>5.2f}x{rss}")
                 lines += [f"      warning: {w}" for w in r.warnings]
     env, config = result.environment, result.config
     lines.append(f"machine: {env['cpu']}, {env['cores']} cores; " +

@@ -18,6 +18,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
 from foldkit.errors import FoldkitError
+from foldkit.probe import draw_uniform
 
 HELD_OUT_FRACTION = 0.25  # of a folder or .npy batch; at least one input
 
@@ -123,8 +124,8 @@ def _random(shape: tuple[int | None, ...], count: int, held_out: int | None, see
     extra = held_out if held_out is not None else max(1, round(count * HELD_OUT_FRACTION))
     warnings.warn(f"calibrating on {count} random inputs: for smoke tests only; int8 accuracy on real data "
                   "needs real calibration images", SyntheticCalibrationWarning, stacklevel=3)
-    rng = np.random.default_rng(seed)
-    batch = rng.random((count + extra, shape[1] or 3, height, width), dtype=np.float32)
+    # the in-range draw of the parity probes (foldkit.probe), so calibration and proofs see the same inputs
+    batch = draw_uniform(np.random.default_rng(seed), (count + extra, shape[1] or 3, height, width))
     return CalibrationData(batch[:count], batch[count:], source=f"{count} seeded random inputs (seed {seed}), "
                            f"{extra} held out", synthetic=True)
 

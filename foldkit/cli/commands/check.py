@@ -11,9 +11,12 @@ from foldkit.defaults import OPT_LEVEL_NAMES
 NAME = "check"
 HELP = "prove two ONNX models compute the same outputs (parity), or an int8 model's SNR"
 DESCRIPTION = (
-    "Run CANDIDATE and REFERENCE on the same seeded inputs and compare every output. An output passes when "
-    "max|candidate − reference| ≤ atol + rtol · max|reference|, or, with --min-snr, when its signal-to-noise ratio "
-    "against the reference reaches DB. Exit 1 when any output fails."
+    "Run CANDIDATE and REFERENCE on the same seeded inputs (uniform over the input's range, normal(0,1) and "
+    "uniform ±100; every dynamic dimension at two sizes, the batch at --batch and --batch + 1) and compare every "
+    "output. A float output passes when max|candidate − reference| ≤ atol + rtol · max|reference| on every input, "
+    "or, with --min-snr, when its signal-to-noise ratio against the reference reaches DB (in-range inputs only); "
+    "integer, boolean and string outputs must be equal. Exit 1 when any output fails or the outputs differ in "
+    "names, shapes or types."
 )
 
 
@@ -22,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("reference", help="the model it must agree with (e.g. the unfolded original)")
     options.add_tolerances(parser)
     options.add_seed(parser, "the generated inputs")
-    parser.add_argument("--batch", type=options.positive, default=1, help="batch size for dynamic batch dimensions")
+    parser.add_argument("--batch", type=options.positive, default=1,
+                        help="first batch size for a dynamic batch dimension (this plus one is tried too)")
+    parser.add_argument("--input-range", type=float, nargs=2, metavar=("LO", "HI"),
+                        help="the inputs' own value range, drawn first (default: the reference's metadata, else 0 1)")
     parser.add_argument("--providers", default="auto",
                         help="auto (TensorRT > CUDA > CPU, as this onnxruntime has them), or cpu, cuda, …")
     parser.add_argument("--min-snr", type=options.snr, metavar="DB",
@@ -39,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     report = compare_onnx_models(
         args.candidate, args.reference, atol=args.atol, rtol=args.rtol, seed=args.seed, batch=args.batch,
         providers=args.providers, opt_level=opt_level, min_snr=args.min_snr,
+        value_range=tuple(args.input_range) if args.input_range else None,
     )
     print(report.format())
     return EXIT_OK if report.passed else EXIT_PARITY_FAILED
