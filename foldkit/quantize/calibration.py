@@ -131,7 +131,7 @@ def _random(shape: tuple[int | None, ...], count: int, held_out: int | None, see
 
 def _images(folder: Path, shape: tuple[int | None, ...]) -> np.ndarray:
     from foldkit.deploy.detect import collect_images, load_image
-    from foldkit.deploy.yolo import letterbox
+    from foldkit.deploy.letterbox import letterbox
 
     size = _spatial(shape, str(folder))
     if shape[1] not in (None, 3):
