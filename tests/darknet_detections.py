@@ -21,14 +21,6 @@ HIER_THRESH = 0.5  # test_detector's default
 NMS_IOU = 0.45  # test_detector's nms
 
 
-def shared_real_dir() -> Path | None:
-    """../shared/real beside the checkout (FOLDKIT_SHARED/real overrides): trained yolov3-tiny and photos."""
-    repo = Path(__file__).resolve().parents[1]
-    candidates = [Path(os.environ["FOLDKIT_SHARED"]) / "real"] if "FOLDKIT_SHARED" in os.environ else []
-    candidates += [repo.parent / "shared" / "real", repo.parents[1] / "shared" / "real"]
-    return next((c for c in candidates if (c / "yolov3-tiny.weights").is_file()), None)
-
-
 class _Box(Structure):
     _fields_ = [("x", c_float), ("y", c_float), ("w", c_float), ("h", c_float)]
 
@@ -77,33 +69,24 @@ class Libdarknet:
     def __init__(self, path: Path = LIBDARKNET) -> None:
         self.lib = _bind(ctypes.CDLL(str(path)))
 
-    def _array(self, image: _Image) -> np.ndarray:
-        return np.ctypeslib.as_array(image.data, shape=(image.c, image.h, image.w)).copy()
-
-    def _image(self, chw: np.ndarray) -> _Image:
-        image = self.lib.make_image(chw.shape[2], chw.shape[1], chw.shape[0])
-        np.ctypeslib.as_array(image.data, shape=chw.shape)[:] = chw
-        return image
+    def _copied(self, result: _Image, *inputs: _Image) -> np.ndarray:
+        """``result``'s pixels as a C×H×W array; then ``result`` and ``inputs`` are freed."""
+        try:
+            return np.ctypeslib.as_array(result.data, shape=(result.c, result.h, result.w)).copy()
+        finally:
+            for image in (result, *inputs):
+                self.lib.free_image(image)
 
     def letterbox(self, path: Path, width: int, height: int) -> np.ndarray:
         """letterbox_image of the photo as Darknet loads it: C×H×W float32."""
         image = self.lib.load_image_color(str(path).encode(), 0, 0)
-        boxed = self.lib.letterbox_image(image, width, height)
-        try:
-            return self._array(boxed)
-        finally:
-            self.lib.free_image(boxed)
-            self.lib.free_image(image)
+        return self._copied(self.lib.letterbox_image(image, width, height), image)
 
     def resize(self, chw: np.ndarray, width: int, height: int) -> np.ndarray:
         """resize_image of a C×H×W float32 array."""
-        image = self._image(np.ascontiguousarray(chw, dtype=np.float32))
-        resized = self.lib.resize_image(image, width, height)
-        try:
-            return self._array(resized)
-        finally:
-            self.lib.free_image(resized)
-            self.lib.free_image(image)
+        image = self.lib.make_image(chw.shape[2], chw.shape[1], chw.shape[0])
+        np.ctypeslib.as_array(image.data, shape=chw.shape)[:] = chw
+        return self._copied(self.lib.resize_image(image, width, height), image)
 
     def network(self, cfg: Path, weights: Path) -> int:
         """A loaded network (batch 1): a handle for :meth:`detect`. Darknet prints its layers to stderr."""
@@ -129,7 +112,7 @@ class Libdarknet:
 def _found(det: _Detection, k: int, width: int, height: int) -> Found:
     b = det.bbox
     box = np.clip([b.x - b.w / 2, b.y - b.h / 2, b.x + b.w / 2, b.y + b.h / 2], 0, [width, height, width, height])
-    return Found(k, float(det.prob[k]), tuple(float(v) for v in box))  # type: ignore[arg-type]
+    return Found(k, float(det.prob[k]), (float(box[0]), float(box[1]), float(box[2]), float(box[3])))
 
 
 def load() -> Libdarknet | None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from darknet_detections import load, shared_real_dir
+from conftest import shared_real_dir
+from darknet_detections import load
 
 from foldkit.darknet.preprocess import letterbox_image, letterbox_size, resize_image, to_unit
 from foldkit.deploy.detect import load_image
@@ -68,7 +69,7 @@ def test_letterbox_of_photos_is_bit_identical_to_libdarknet(libdarknet, size):
     """Darknet's test photos, decoded by PIL here and by Darknet's stb there: the same float32 tensor."""
     real = shared_real_dir()
     if real is None:
-        pytest.skip("../shared/real (Darknet's test photos) is not present")
+        pytest.skip("../shared/real (Darknet's test photos; set FOLDKIT_SHARED) is not present")
     for photo in sorted((real / "photos").glob("*.jpg")):
         ours, _ = letterbox_image(load_image(photo), *size)
         np.testing.assert_array_equal(ours, libdarknet.letterbox(photo, *size), err_msg=photo.name)

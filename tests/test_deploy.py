@@ -277,3 +277,17 @@ def test_an_image_named_twice_is_detected_once(exported, tmp_path, existing):
     image = str(exported / "img0.png")
     assert main(["detect", str(exported / "raw.onnx"), image, image, "-o", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["img0.jpg", "img0.json"]
+
+
+def test_resize_option_reaches_the_letterbox_and_the_json(exported, tmp_path):
+    """--resize pil changes the input (so the scores) and is recorded; the default is Darknet's letterbox."""
+    records = {}
+    for resize in ("darknet", "pil"):
+        args = [] if resize == "darknet" else ["--resize", "pil"]
+        out = tmp_path / resize
+        assert main(["detect", str(exported / "raw.onnx"), str(exported / "img0.png"), "-o", str(out),
+                     "--conf", "0.4", *args]) == 0
+        records[resize] = json.loads((out / "img0.json").read_text())
+        assert records[resize]["resize"] == resize
+    scores = {r: sorted(d["score"] for d in records[r]["detections"]) for r in records}
+    assert scores["darknet"] and scores["pil"] and scores["darknet"] != scores["pil"]

@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from darknet_detections import Found, Match, load, match, shared_real_dir
+from conftest import shared_real_dir
+from darknet_detections import Found, Match, load, match
 
 from foldkit.darknet.export import export_darknet
+from foldkit.defaults import RESIZE_METHODS
 from foldkit.deploy.detect import detect_images, load_image
-from foldkit.deploy.letterbox import RESIZE_METHODS, letterbox
+from foldkit.deploy.letterbox import letterbox
 
 THRESH, CLASSES = 0.25, 80
 

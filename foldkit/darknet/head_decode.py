@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from foldkit.defaults import HEAD_KINDS
 from foldkit.errors import FoldkitError
 
-HEAD_KINDS = ("yolo", "region")  # the head maps decoded here
 HEAD_NAMES = {"yolo": "YOLO", "region": "YOLOv2 region"}
 
 

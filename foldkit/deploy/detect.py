@@ -16,7 +16,8 @@ import numpy as np
 
 from foldkit import strict_json
 from foldkit.darknet.head_decode import HeadSpec
-from foldkit.deploy.letterbox import DEFAULT_RESIZE, check_resize, letterbox
+from foldkit.defaults import DEFAULT_RESIZE
+from foldkit.deploy.letterbox import check_resize, letterbox
 from foldkit.deploy.yolo import Detection, decode_heads, heads_from_metadata, parse_anchors, postprocess
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import OutputTransaction, check_outputs, require_input_file

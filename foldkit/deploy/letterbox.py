@@ -14,10 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from foldkit.darknet.preprocess import LETTERBOX_FILL, box_correction, letterbox_image, letterbox_size
+from foldkit.defaults import DEFAULT_RESIZE, RESIZE_METHODS
 from foldkit.errors import FoldkitError
-
-RESIZE_METHODS = ("darknet", "pil")
-DEFAULT_RESIZE = "darknet"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from foldkit.darknet.head_decode import HEAD_KINDS, HEAD_NAMES, HeadSpec, decode_head
+from foldkit.darknet.head_decode import HEAD_NAMES, HeadSpec, decode_head
+from foldkit.defaults import HEAD_KINDS
 from foldkit.deploy.letterbox import Letterbox, unletterbox
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.metadata import YOLO_HEADS_KEY

@@ -7,7 +7,7 @@ import argparse
 from foldkit.cli import options
 from foldkit.cli.codes import EXIT_OK
 from foldkit.cli.feedback import progress_bar
-from foldkit.defaults import HEAD_KINDS
+from foldkit.defaults import DEFAULT_RESIZE, HEAD_KINDS, RESIZE_METHODS
 
 NAME = "detect"
 HELP = "run a YOLO ONNX model on images: JSON and drawn boxes per image"
@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="head kind for --anchors: yolo (anchors in pixels) or region (YOLOv2, anchors in cells)")
     parser.add_argument("--scale-x-y", type=options.scale, default=1.0,
                         help="the cfg's scale_x_y (models without metadata)")
+    parser.add_argument("--resize", choices=RESIZE_METHODS, default=DEFAULT_RESIZE,
+                        help="darknet: Darknet's letterbox_image arithmetic, the detections of darknet detect; "
+                             "pil: PIL's antialiasing bilinear filter (models trained on such inputs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     results = detect_images(
         args.model, args.images, args.out_dir, names=args.names, conf=args.conf, iou=args.iou,
         providers=providers, strict=args.strict, batch=args.batch, classes=args.classes, anchors=args.anchors,
-        scale_x_y=args.scale_x_y, head_kind=args.head, progress=progress_bar(),
+        scale_x_y=args.scale_x_y, head_kind=args.head, resize=args.resize, progress=progress_bar(),
     )
     total = sum(len(r.detections) for r in results)
     print(f"{len(results)} image(s), {total} detection(s); wrote JSON and drawn images to {args.out_dir}")
