@@ -291,3 +291,27 @@ def test_resize_option_reaches_the_letterbox_and_the_json(exported, tmp_path):
         assert records[resize]["resize"] == resize
     scores = {r: sorted(d["score"] for d in records[r]["detections"]) for r in records}
     assert scores["darknet"] and scores["pil"] and scores["darknet"] != scores["pil"]
+
+
+@pytest.mark.parametrize("spec", [
+    HeadSpec(anchors=((10, 14), (23, 27)), classes=3),
+    HeadSpec(anchors=((10, 14), (23, 27)), classes=3, scale_x_y=1.05),
+    HeadSpec(anchors=((10, 14), (23, 27)), classes=3, scale_x_y=2.0, new_coords=True),
+    HeadSpec(anchors=((1.0, 1.5), (2.5, 2.0)), classes=3, kind="region"),
+    HeadSpec(anchors=((1.0, 1.5), (2.5, 2.0)), classes=3, kind="region", softmax=False),
+], ids=["yolo", "scale_x_y", "new_coords", "region", "region-raw-classes"])
+def test_the_one_decode_formula_gives_the_same_boxes_in_numpy_and_torch(spec):
+    """decode_head through NumpyOps (detect) and TorchOps (export --decode): the primitives each library spells
+    differently give the same numbers, for every head variant."""
+    import torch
+
+    from foldkit.darknet.decode import TorchOps
+    from foldkit.darknet.head_decode import decode_head
+    from foldkit.deploy.yolo import NumpyOps
+
+    raw = np.random.default_rng(5).normal(size=(2, len(spec.anchors) * spec.depth, 4, 6))
+    anchors = np.asarray(spec.anchors).reshape(1, -1, 1, 1, 2)
+    ours = decode_head(raw, spec, anchors, (64, 96), NumpyOps())
+    theirs = decode_head(torch.from_numpy(raw), spec, torch.from_numpy(anchors), (64, 96), TorchOps()).numpy()
+    assert ours.shape == (2, len(spec.anchors) * 24, spec.depth)
+    np.testing.assert_allclose(theirs, ours, rtol=1e-12, atol=1e-12)

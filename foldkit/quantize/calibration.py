@@ -95,7 +95,7 @@ def load_calibration(
     path = Path(calib)
     if path.is_dir():
         batch = _images(path, shape)
-        source = f"{len(batch)} images in {path}"
+        source = f"{len(batch)} images in {path} (letterboxed as Darknet does)"
     elif path.suffix.lower() == ".npy" and path.is_file():
         batch, source = _npy(path, shape), str(path)
     elif path.exists():
