@@ -56,7 +56,8 @@ def libdarknet():
 
 
 @pytest.mark.parametrize("source,target", [((5, 7), (11, 3)), ((1, 5), (4, 9)), ((6, 1), (3, 4)), ((13, 17), (13, 17)),
-                                           ((300, 200), (7, 5)), ((3, 3), (100, 100)), ((2, 2), (5, 42))])
+                                           ((300, 200), (7, 5)), ((3, 3), (100, 100)), ((2, 2), (5, 42)),
+                                           ((5, 2000), (1, 416))])
 def test_resize_is_bit_identical_to_libdarknet(libdarknet, source, target):
     """(width, height) pairs: down, up, one-pixel sources, same size, and the last-row case above."""
     rng = np.random.default_rng(sum(source) * 100 + sum(target))
