@@ -6,8 +6,9 @@ the new size is computed in integers, the image is resized by ``resize_image`` a
 it point-samples two passes, columns first, at ``c·(W−1)/(w−1)`` (float32 arithmetic throughout),
 takes the last source column as is for the last output column, and for the last output row keeps only
 the ``(1 − dy)`` term — so that row is slightly darker whenever its sample position falls short of the
-last source row. A PIL or OpenCV resize differs by up to 0.47 on a photo, enough to move scores by
-0.3, which is why detections only match Darknet's when this arithmetic is reproduced exactly.
+last source row. PIL's resize differs from it by up to 0.47 on a photo, enough to move yolov3-tiny's
+scores by 0.14 and lose detections (docs/darknet-detect.md), which is why detections only match
+Darknet's when this arithmetic is reproduced exactly.
 
 ``correct_yolo_boxes`` / ``correct_region_boxes`` (yolo_layer.c, region_layer.c) map boxes back to
 the image with the offset ``(net − new)/2`` as a real number (the embedding used the integer
@@ -82,14 +83,20 @@ def resize_image(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def embed_image(resized: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
+    """A C×h×w image centred (integer offsets) on a C×net_h×net_w canvas of 0.5: letterbox_image's embedding."""
+    channels, new_h, new_w = resized.shape
+    canvas = np.full((channels, net_h, net_w), LETTERBOX_FILL, dtype=np.float32)
+    left, top = (net_w - new_w) // 2, (net_h - new_h) // 2
+    canvas[:, top:top + new_h, left:left + new_w] = resized
+    return canvas
+
+
 def letterbox_image(image: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray, tuple[int, int]]:
     """An HWC uint8 RGB image → Darknet's letterboxed 3×net_h×net_w float32 input, and (new_w, new_h)."""
     height, width = image.shape[:2]
     new_w, new_h = letterbox_size(width, height, net_w, net_h)
-    canvas = np.full((image.shape[2], net_h, net_w), LETTERBOX_FILL, dtype=np.float32)
-    left, top = (net_w - new_w) // 2, (net_h - new_h) // 2
-    canvas[:, top:top + new_h, left:left + new_w] = resize_image(image.transpose(2, 0, 1), new_w, new_h)
-    return canvas, (new_w, new_h)
+    return embed_image(resize_image(image.transpose(2, 0, 1), new_w, new_h), net_w, net_h), (new_w, new_h)
 
 
 def box_correction(width: int, height: int, net_w: int, net_h: int) -> tuple[float, float, float, float]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from foldkit.darknet.preprocess import LETTERBOX_FILL, box_correction, letterbox_image, letterbox_size
+from foldkit.darknet.preprocess import box_correction, embed_image, letterbox_image, letterbox_size
 from foldkit.defaults import DEFAULT_RESIZE, RESIZE_METHODS
 from foldkit.errors import FoldkitError
 
@@ -46,27 +46,23 @@ def check_resize(resize: str) -> str:
 def letterbox(image: np.ndarray, size: tuple[int, int], resize: str = DEFAULT_RESIZE) -> tuple[np.ndarray, Letterbox]:
     """An HWC uint8 RGB image → a 1×3×H×W float32 input in [0, 1] (``size`` is (H, W)), and how to map back."""
     check_resize(resize)
-    height, width = image.shape[:2]
-    net_h, net_w = size
     if resize == "pil":
         return _pil_letterbox(image, size)
+    (height, width), (net_h, net_w) = image.shape[:2], size
     tensor, _ = letterbox_image(image, net_w, net_h)
     return tensor[None], Letterbox(*box_correction(width, height, net_w, net_h), width, height, resize)
 
 
 def _pil_letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
-    """The same new size and placement as Darknet's, resized by PIL (antialiasing bilinear)."""
+    """Darknet's new size and placement, resized by PIL (antialiasing bilinear); boxes map back from the placement."""
     from PIL import Image
 
-    height, width = image.shape[:2]
-    net_h, net_w = size
+    (height, width), (net_h, net_w) = image.shape[:2], size
     new_w, new_h = letterbox_size(width, height, net_w, net_h)
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR),
-                         dtype=np.float32) / 255.0
-    canvas = np.full((net_h, net_w, 3), LETTERBOX_FILL, dtype=np.float32)
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
+    canvas = embed_image(resized.transpose(2, 0, 1) / np.float32(255), net_w, net_h)
     left, top = (net_w - new_w) // 2, (net_h - new_h) // 2
-    canvas[top:top + new_h, left:left + new_w] = resized
-    return canvas.transpose(2, 0, 1)[None], Letterbox(new_w / width, new_h / height, left, top, width, height, "pil")
+    return canvas[None], Letterbox(new_w / width, new_h / height, left, top, width, height, "pil")
 
 
 def unletterbox(boxes: np.ndarray, info: Letterbox) -> np.ndarray:
