@@ -11,8 +11,10 @@ from PIL import Image
 
 from foldkit import FoldkitError, build_model, randomize_batchnorm
 from foldkit.cli import main
+from foldkit.darknet.head_decode import HeadSpec
 from foldkit.darknet.weights import save_weights
-from foldkit.deploy.yolo import HeadSpec, Letterbox, decode_heads, letterbox, nms, postprocess, unletterbox
+from foldkit.deploy.letterbox import Letterbox, letterbox, unletterbox
+from foldkit.deploy.yolo import decode_heads, nms, postprocess
 from foldkit.onnxio.metadata import add_metadata
 from foldkit.runtime import Predictor, ProviderWarning
 
@@ -38,7 +40,7 @@ def _head_with_boxes(boxes, size=64, grid=4):
     return raw.astype(np.float32)
 
 
-IDENTITY = Letterbox(1.0, 0, 0, 64, 64)
+IDENTITY = Letterbox.identity(64, 64)
 
 
 def test_decoded_boxes_come_back_exactly():
@@ -69,15 +71,27 @@ def test_nms_is_greedy():
     assert nms(boxes, scores, np.zeros(4, int), 0.7).tolist() == [0, 2, 3]  # 1 vs 0: 0.82 > 0.7; 2 vs 0: 0.67
 
 
-def test_letterbox_round_trip():
+@pytest.mark.parametrize("resize", ["darknet", "pil"])
+def test_letterbox_round_trip(resize):
     image = (np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)
-    tensor, info = letterbox(image, (64, 64))
-    assert tensor.shape == (1, 3, 64, 64) and tensor.dtype == np.float32
-    assert info.pad_x == 0 and info.pad_y == 8 and info.scale == pytest.approx(64 / 120)
+    tensor, info = letterbox(image, (64, 64), resize)
+    assert tensor.shape == (1, 3, 64, 64) and tensor.dtype == np.float32 and info.resize == resize
+    assert (info.offset_x, info.offset_y) == (0, 8) and info.scale_x == info.scale_y == pytest.approx(64 / 120)
     assert np.all(tensor[0, :, :8] == 0.5) and np.all(tensor[0, :, -8:] == 0.5)  # gray bands
+    assert not np.any(tensor[0, :, 8:-8] == 0.5)  # the image fills the rest (no pixel of it is exactly 0.5 here)
     original = np.array([[12.0, 30.0, 100.0, 80.0]])
-    in_input = original * info.scale + np.array([info.pad_x, info.pad_y, info.pad_x, info.pad_y])
+    in_input = original * np.array([info.scale_x, info.scale_y] * 2) + np.array([info.offset_x, info.offset_y] * 2)
     np.testing.assert_allclose(unletterbox(in_input, info), original, atol=1e-9)
+
+
+def test_darknet_box_correction_uses_the_half_pixel_offset_and_per_axis_scales():
+    """correct_yolo_boxes: offset (net − new)/2 as a real number though the image sits at its integer half,
+    and each axis scaled by its own integer new size (47/90 ≠ 64/121)."""
+    _, info = letterbox(np.zeros((90, 121, 3), np.uint8), (64, 64))
+    assert (info.offset_x, info.offset_y) == (0.0, 8.5)
+    assert (info.scale_x, info.scale_y) == (64 / 121, 47 / 90)
+    _, pil = letterbox(np.zeros((90, 121, 3), np.uint8), (64, 64), "pil")
+    assert (pil.offset_x, pil.offset_y) == (0, 8)  # PIL's image is mapped back from where it was placed
 
 
 @pytest.fixture(scope="module")
@@ -197,11 +211,11 @@ def test_model_without_metadata_needs_explicit_values(exported, tmp_path, capsys
     assert "no YOLO metadata" in capsys.readouterr().err
     anchors = "81,82,135,169,344,319;10,14,23,27,37,58"
     assert main(["detect", str(tmp_path / "bare.onnx"), image, "-o", str(tmp_path / "o"), "--classes", "80",
-                 "--anchors", anchors, "--conf", "0.6"]) == 0
+                 "--anchors", anchors, "--conf", "0.5"]) == 0
     with_meta = tmp_path / "m"
-    assert main(["detect", str(exported / "raw.onnx"), image, "-o", str(with_meta), "--conf", "0.6"]) == 0
-    assert json.loads((tmp_path / "o" / "img0.json").read_text())["detections"] == \
-        json.loads((with_meta / "img0.json").read_text())["detections"]
+    assert main(["detect", str(exported / "raw.onnx"), image, "-o", str(with_meta), "--conf", "0.5"]) == 0
+    found = json.loads((tmp_path / "o" / "img0.json").read_text())["detections"]
+    assert found and found == json.loads((with_meta / "img0.json").read_text())["detections"]
 
 
 @pytest.mark.parametrize("case,words", [
@@ -232,10 +246,10 @@ def test_model_exported_from_python_detects_without_classes_or_anchors(exported,
     export_onnx(model, tmp_path / "py.onnx", input_shape=(1, 3, 64, 64))
     out = tmp_path / "out"
     assert main(["detect", str(tmp_path / "py.onnx"), str(exported / "img0.png"), "-o", str(out),
-                 "--conf", "0.6"]) == 0
+                 "--conf", "0.5"]) == 0
     cli_out = tmp_path / "cli"
     assert main(["detect", str(exported / "fixed.onnx"), str(exported / "img0.png"), "-o", str(cli_out),
-                 "--conf", "0.6"]) == 0
+                 "--conf", "0.5"]) == 0
     python_boxes = json.loads((out / "img0.json").read_text())["detections"]
     cli_boxes = json.loads((cli_out / "img0.json").read_text())["detections"]
     assert python_boxes and len(python_boxes) == len(cli_boxes)
@@ -263,3 +277,41 @@ def test_an_image_named_twice_is_detected_once(exported, tmp_path, existing):
     image = str(exported / "img0.png")
     assert main(["detect", str(exported / "raw.onnx"), image, image, "-o", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["img0.jpg", "img0.json"]
+
+
+def test_resize_option_reaches_the_letterbox_and_the_json(exported, tmp_path):
+    """--resize pil changes the input (so the scores) and is recorded; the default is Darknet's letterbox."""
+    records = {}
+    for resize in ("darknet", "pil"):
+        args = [] if resize == "darknet" else ["--resize", "pil"]
+        out = tmp_path / resize
+        assert main(["detect", str(exported / "raw.onnx"), str(exported / "img0.png"), "-o", str(out),
+                     "--conf", "0.4", *args]) == 0
+        records[resize] = json.loads((out / "img0.json").read_text())
+        assert records[resize]["resize"] == resize
+    scores = {r: sorted(d["score"] for d in records[r]["detections"]) for r in records}
+    assert scores["darknet"] and scores["pil"] and scores["darknet"] != scores["pil"]
+
+
+@pytest.mark.parametrize("spec", [
+    HeadSpec(anchors=((10, 14), (23, 27)), classes=3),
+    HeadSpec(anchors=((10, 14), (23, 27)), classes=3, scale_x_y=1.05),
+    HeadSpec(anchors=((10, 14), (23, 27)), classes=3, scale_x_y=2.0, new_coords=True),
+    HeadSpec(anchors=((1.0, 1.5), (2.5, 2.0)), classes=3, kind="region"),
+    HeadSpec(anchors=((1.0, 1.5), (2.5, 2.0)), classes=3, kind="region", softmax=False),
+], ids=["yolo", "scale_x_y", "new_coords", "region", "region-raw-classes"])
+def test_the_one_decode_formula_gives_the_same_boxes_in_numpy_and_torch(spec):
+    """decode_head through NumpyOps (detect) and TorchOps (export --decode): the primitives each library spells
+    differently give the same numbers, for every head variant."""
+    import torch
+
+    from foldkit.darknet.decode import TorchOps
+    from foldkit.darknet.head_decode import decode_head
+    from foldkit.deploy.yolo import NumpyOps
+
+    raw = np.random.default_rng(5).normal(size=(2, len(spec.anchors) * spec.depth, 4, 6))
+    anchors = np.asarray(spec.anchors).reshape(1, -1, 1, 1, 2)
+    ours = decode_head(raw, spec, anchors, (64, 96), NumpyOps())
+    theirs = decode_head(torch.from_numpy(raw), spec, torch.from_numpy(anchors), (64, 96), TorchOps()).numpy()
+    assert ours.shape == (2, len(spec.anchors) * 24, spec.depth)
+    np.testing.assert_allclose(theirs, ours, rtol=1e-12, atol=1e-12)

@@ -15,14 +15,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from foldkit.darknet.head_decode import HeadSpec
 from foldkit.deploy.detect import detect_images
-from foldkit.deploy.yolo import (
-    HeadSpec,
-    Letterbox,
-    decode_heads,
-    heads_from_metadata,
-    postprocess,
-)
+from foldkit.deploy.letterbox import Letterbox
+from foldkit.deploy.yolo import decode_heads, heads_from_metadata, postprocess
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.metadata import add_metadata, network_metadata
 
@@ -30,7 +26,7 @@ SIZE, GRID, CLASSES = 64, 4, 3
 CELL = SIZE / GRID
 ANCHORS = ((1.0, 1.5), (2.5, 2.0))  # grid cells, as in a [region] section
 REGION = HeadSpec(anchors=ANCHORS, classes=CLASSES, kind="region")
-IDENTITY = Letterbox(1.0, 0, 0, SIZE, SIZE)
+IDENTITY = Letterbox.identity(SIZE, SIZE)
 # anchor, row, col, cx, cy, w, h (input pixels), class, objectness
 PLANTED = [(1, 2, 1, 20.8, 41.6, 30.0, 20.0, 2, 0.95), (0, 0, 3, 55.0, 7.0, 8.0, 9.0, 1, 0.9)]
 CLASS_LOGIT = 6.0  # the planted class; the others 0, so its softmax probability is e⁶/(e⁶ + 2)

@@ -15,15 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from foldkit import strict_json
-from foldkit.deploy.yolo import (
-    Detection,
-    HeadSpec,
-    decode_heads,
-    heads_from_metadata,
-    letterbox,
-    parse_anchors,
-    postprocess,
-)
+from foldkit.darknet.head_decode import HeadSpec
+from foldkit.defaults import DEFAULT_RESIZE
+from foldkit.deploy.letterbox import check_resize, letterbox
+from foldkit.deploy.yolo import Detection, decode_heads, heads_from_metadata, parse_anchors, postprocess
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import OutputTransaction, check_outputs, read_text_input, require_input_file
 from foldkit.onnxio.metadata import DECODED_KEY
@@ -147,15 +142,19 @@ def detect_images(
     anchors: str | None = None,
     scale_x_y: float = 1.0,
     head_kind: str = "yolo",
+    resize: str = DEFAULT_RESIZE,
     progress: Callable[[int, int, str], None] | None = None,
     overwrite: bool = False,
 ) -> list[ImageResult]:
     """Detect objects in every image; with ``out_dir``, write ``<stem>.json`` and ``<stem>.jpg`` per image.
 
+    Images are letterboxed as Darknet does (``resize="darknet"``, so a network exported from a Darknet
+    cfg finds what ``darknet detect`` finds) or with PIL's filter (``resize="pil"``); the JSON says which.
     Where two images share a stem their file names are used instead (``a.png.json``). Nothing is
     written unless every image succeeds. An existing file of that name in ``out_dir`` is replaced
     only with ``overwrite``: it may be the user's own.
     """
+    check_resize(resize)
     paths = collect_images(inputs)
     out = Path(out_dir) if out_dir is not None else None
     stems = output_stems(paths)
@@ -178,18 +177,18 @@ def detect_images(
         if out is not None:
             staged.make_folder(out)
         return _detect_all(runner, paths, stems, out, staged, batch=batch, conf=conf, iou=iou, names=class_names,
-                           progress=progress)
+                           resize=resize, progress=progress)
 
 
 def _detect_all(runner: YoloRunner, paths: list[Path], stems: list[str], out: Path | None,
                 staged: OutputTransaction, *, batch: int, conf: float, iou: float, names: list[str] | None,
-                progress: Callable[[int, int, str], None] | None) -> list[ImageResult]:
+                resize: str, progress: Callable[[int, int, str], None] | None) -> list[ImageResult]:
     predictor = runner.predictor
     results: list[ImageResult] = []
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
         images = [load_image(p) for p in chunk]
-        fitted = [letterbox(image, runner.input_size) for image in images]
+        fitted = [letterbox(image, runner.input_size, resize) for image in images]
         tensors = np.concatenate([t for t, _ in fitted])
         if len(chunk) < batch and predictor.fixed_batch:
             tensors = np.concatenate([tensors, np.zeros((batch - len(chunk), *tensors.shape[1:]), np.float32)])
@@ -198,7 +197,8 @@ def _detect_all(runner: YoloRunner, paths: list[Path], stems: list[str], out: Pa
         for path, stem, image, found in zip(chunk, stems[start:start + batch], images, detections, strict=True):
             result = ImageResult(path, found)
             if out is not None:
-                result.json_path, result.drawn_path = _write_outputs(staged, out / stem, path, image, found, predictor)
+                result.json_path, result.drawn_path = _write_outputs(staged, out / stem, path, image, found, predictor,
+                                                                     resize)
             results.append(result)
         if progress is not None:
             progress(len(results), len(paths), chunk[-1].name)
@@ -206,11 +206,11 @@ def _detect_all(runner: YoloRunner, paths: list[Path], stems: list[str], out: Pa
 
 
 def _write_outputs(staged: OutputTransaction, base: Path, path: Path, image: np.ndarray, found: list[Detection],
-                   predictor: Predictor) -> tuple[Path, Path]:
+                   predictor: Predictor, resize: str) -> tuple[Path, Path]:
     json_path, drawn_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".jpg")
     record = {
         "image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
-        "model": str(predictor.path), "provider": predictor.provider,
+        "model": str(predictor.path), "provider": predictor.provider, "resize": resize,
         "detections": [d.to_dict() for d in found],
     }
     staged.write_text(json_path, strict_json.dumps(record, indent=2))

@@ -1,64 +1,30 @@
-"""YOLO around an ONNX model: letterbox in, decode and non-maximum suppression out, all in numpy.
+"""YOLO around an ONNX model: decode and non-maximum suppression, in numpy, as ``darknet detect`` does.
 
-Decoding follows Darknet's yolo layer (σ on x, y, objectness and classes; ``scale_x_y``; grid
-offsets; ``exp(tw)·anchor``) and, for YOLOv2 models, its region layer (FORMAT-ZOO §3.3: σ on x, y
-and objectness, a softmax over the class scores, anchors in grid cells). Scores are Darknet's: a box
-is kept when objectness > conf, and each class with ``objectness × class score > conf`` is a
-detection, so one box can carry several classes. Suppression is class-aware and greedy, computed
-on the IoU matrix as a fixed point (no Python loop over boxes).
+Decoding is :func:`foldkit.darknet.head_decode.decode_head` (the formula the in-graph decoder
+traces too) run on numpy arrays in float64. Thresholds are Darknet's (get_yolo_detections): a box
+is a candidate when objectness > conf, and each class with ``objectness × class score > conf`` is
+a detection, so one box can carry several classes. Suppression is do_nms_sort's: per class, in
+descending score, a box is dropped when a kept box of its class overlaps it by more than ``iou``
+(IoU of the unclipped boxes); computed on the IoU matrix as a fixed point (no Python loop over
+boxes). Boxes go back to the image through the letterbox's correction (:mod:`.letterbox`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from foldkit import strict_json
+from foldkit.darknet.head_decode import HEAD_NAMES, HeadSpec, decode_head
+from foldkit.defaults import HEAD_KINDS
+from foldkit.deploy.letterbox import Letterbox, unletterbox
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.metadata import YOLO_HEADS_KEY
 
 MAX_CANDIDATES = 4096  # per image, by score, before suppression (the IoU matrix is candidates²)
-LETTERBOX_FILL = 0.5  # Darknet's letterbox gray
-
-
-HEAD_KINDS = ("yolo", "region")  # the head maps this module decodes
-_HEAD_NAMES = {"yolo": "YOLO", "region": "YOLOv2 region"}
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """What decoding one head map needs.
-
-    ``kind="yolo"``: anchors in input pixels. ``kind="region"`` (YOLOv2): anchors in grid cells,
-    classes by softmax; with ``softmax=False`` the class scores stay raw, as AlexeyAB's region layer
-    and the in-graph decoder leave them (pjreddie's applies the logistic).
-    """
-
-    anchors: tuple[tuple[float, float], ...]
-    classes: int
-    scale_x_y: float = 1.0
-    new_coords: bool = False
-    kind: str = "yolo"
-    softmax: bool = True
-
-    def __post_init__(self) -> None:
-        if self.kind not in HEAD_KINDS:
-            raise FoldkitError(f"cannot decode a [{self.kind}] head; foldkit decodes {', '.join(HEAD_KINDS)} heads")
-        if self.classes < 1 or not self.anchors:
-            raise FoldkitError(f"a {self.kind} head needs at least one class and one anchor")
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """How an image was fitted into the network input: ``input = original·scale + pad``."""
-
-    scale: float
-    pad_x: float
-    pad_y: float
-    width: int
-    height: int
 
 
 @dataclass
@@ -96,7 +62,7 @@ def _head_spec(h: dict) -> HeadSpec:
                            "export it with raw heads and decode it yourself")
     anchors = tuple((float(w), float(h_)) for w, h_ in h["anchors"])
     classes = h["classes"]
-    if kind not in ("yolo", "region") or not isinstance(classes, int) or classes < 1 or not anchors or not all(
+    if kind not in HEAD_KINDS or not isinstance(classes, int) or classes < 1 or not anchors or not all(
             math.isfinite(v) and v > 0 for pair in anchors for v in pair):
         raise ValueError(f"head {h!r} needs a kind yolo/region, classes ≥ 1 and finite positive anchors")
     return HeadSpec(anchors, classes, float(h.get("scale_x_y", 1.0)), bool(h.get("new_coords", False)), kind,
@@ -122,32 +88,33 @@ def parse_anchors(text: str, classes: int, scale_x_y: float = 1.0, kind: str = "
     return heads
 
 
-def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
-    """An HWC uint8 RGB image → a 1×3×H×W float32 input in [0, 1], aspect ratio kept, padded gray."""
-    from PIL import Image
+class NumpyOps:
+    """:class:`~foldkit.darknet.head_decode.ArrayOps` for numpy (float64 in, float64 out)."""
 
-    height, width = image.shape[:2]
-    target_h, target_w = size
-    scale = min(target_w / width, target_h / height)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR),
-                         dtype=np.float32) / 255.0
-    canvas = np.full((target_h, target_w, 3), LETTERBOX_FILL, dtype=np.float32)
-    pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
-    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
-    return canvas.transpose(2, 0, 1)[None], Letterbox(new_w / width, pad_x, pad_y, width, height)
+    @staticmethod
+    def sigmoid(x: np.ndarray) -> np.ndarray:
+        return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
 
+    exp = staticmethod(np.exp)
 
-def unletterbox(boxes: np.ndarray, info: Letterbox) -> np.ndarray:
-    """x1, y1, x2, y2 in network-input pixels → original-image pixels, clipped to the image."""
-    out = boxes.astype(np.float64).copy()
-    out[..., [0, 2]] = ((out[..., [0, 2]] - info.pad_x) / info.scale).clip(0, info.width)
-    out[..., [1, 3]] = ((out[..., [1, 3]] - info.pad_y) / info.scale).clip(0, info.height)
-    return out
+    @staticmethod
+    def softmax(x: np.ndarray) -> np.ndarray:
+        exp = np.exp(x - x.max(axis=-1, keepdims=True))
+        return exp / exp.sum(axis=-1, keepdims=True)
 
+    @staticmethod
+    def concat(parts: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts, axis=-1)
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+    permute = staticmethod(np.transpose)
+
+    @staticmethod
+    def arange(n: int, like: np.ndarray) -> np.ndarray:
+        return np.arange(n, dtype=like.dtype)
+
+    @staticmethod
+    def constant(values: Sequence[float], like: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=like.dtype)
 
 
 def decode_heads(heads: list[np.ndarray], specs: list[HeadSpec], input_size: tuple[int, int]) -> np.ndarray:
@@ -156,55 +123,15 @@ def decode_heads(heads: list[np.ndarray], specs: list[HeadSpec], input_size: tup
         raise FoldkitError(f"the model has {len(heads)} outputs but {len(specs)} YOLO heads are described")
     decoded = []
     for raw, spec in zip(heads, specs, strict=True):
-        count, depth = len(spec.anchors), spec.classes + 5
-        if raw.ndim != 4 or raw.shape[1] != count * depth:
+        count = len(spec.anchors)
+        if raw.ndim != 4 or raw.shape[1] != count * spec.depth:
             raise FoldkitError(
-                f"output of shape {list(raw.shape)} is not a {_HEAD_NAMES[spec.kind]} head with {count} anchors "
+                f"output of shape {list(raw.shape)} is not a {HEAD_NAMES[spec.kind]} head with {count} anchors "
                 f"× (5 + {spec.classes})"
             )
-        n, _, h, w = raw.shape
-        p = raw.astype(np.float64).reshape(n, count, depth, h, w).transpose(0, 1, 3, 4, 2)
-        decode = _decode_region if spec.kind == "region" else _decode_yolo
-        boxes = decode(p, spec, (h, w), input_size)
-        decoded.append(boxes.reshape(n, count * h * w, depth))
+        anchors = np.asarray(spec.anchors, dtype=np.float64).reshape(1, count, 1, 1, 2)
+        decoded.append(decode_head(raw.astype(np.float64), spec, anchors, input_size, NumpyOps()))
     return np.concatenate(decoded, axis=1)
-
-
-def _cell_centres(xy: np.ndarray, grid: tuple[int, int], input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets within each cell (…, H, W, 2) → box centres in input pixels."""
-    (h, w), (input_h, input_w) = grid, input_size
-    cx = (xy[..., 0] + np.arange(w)[None, None, None, :]) * (input_w / w)
-    cy = (xy[..., 1] + np.arange(h)[None, None, :, None]) * (input_h / h)
-    return cx, cy
-
-
-def _decode_yolo(p: np.ndarray, spec: HeadSpec, grid: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
-    """Darknet's yolo layer on (N, A, H, W, 5 + C) raw entries; anchors in input pixels."""
-    xy = p[..., 0:2] if spec.new_coords else _sigmoid(p[..., 0:2])
-    xy = xy * spec.scale_x_y - 0.5 * (spec.scale_x_y - 1.0)
-    cx, cy = _cell_centres(xy, grid, input_size)
-    anchors = np.asarray(spec.anchors, dtype=np.float64)[None, :, None, None, :]
-    wh = (2.0 * p[..., 2:4]) ** 2 * anchors if spec.new_coords else np.exp(p[..., 2:4]) * anchors
-    scores = p[..., 4:] if spec.new_coords else _sigmoid(p[..., 4:])
-    return np.concatenate([cx[..., None], cy[..., None], wh, scores], axis=-1)
-
-
-def _decode_region(p: np.ndarray, spec: HeadSpec, grid: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
-    """Darknet's region layer (get_region_boxes) on (N, A, H, W, 5 + C) raw entries; anchors in grid cells.
-
-    ``bx = (col + σ(tx))/W``, ``bw = exp(tw)·anchor_w/W`` (fractions of the input), objectness σ,
-    classes softmax over the C scores of each (cell, anchor) (raw without ``softmax``).
-    """
-    cx, cy = _cell_centres(_sigmoid(p[..., 0:2]), grid, input_size)
-    (h, w), (input_h, input_w) = grid, input_size
-    cell = np.array([input_w / w, input_h / h])
-    anchors = np.asarray(spec.anchors, dtype=np.float64)[None, :, None, None, :] * cell
-    wh = np.exp(p[..., 2:4]) * anchors
-    classes = p[..., 5:]
-    if spec.softmax:
-        exp = np.exp(classes - classes.max(axis=-1, keepdims=True))
-        classes = exp / exp.sum(axis=-1, keepdims=True)
-    return np.concatenate([cx[..., None], cy[..., None], wh, _sigmoid(p[..., 4:5]), classes], axis=-1)
 
 
 def _iou_matrix(boxes: np.ndarray) -> np.ndarray:

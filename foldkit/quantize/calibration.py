@@ -96,7 +96,7 @@ def load_calibration(
     path = Path(calib)
     if path.is_dir():
         batch = _images(path, shape)
-        source = f"{len(batch)} images in {path}"
+        source = f"{len(batch)} images in {path} (letterboxed as Darknet does)"
     elif path.suffix.lower() == ".npy" and path.is_file():
         batch, source = _npy(path, shape), str(path)
     elif path.exists():
@@ -132,7 +132,7 @@ def _random(shape: tuple[int | None, ...], count: int, held_out: int | None, see
 
 def _images(folder: Path, shape: tuple[int | None, ...]) -> np.ndarray:
     from foldkit.deploy.detect import collect_images, load_image
-    from foldkit.deploy.yolo import letterbox
+    from foldkit.deploy.letterbox import letterbox
 
     size = _spatial(shape, str(folder))
     if shape[1] not in (None, 3):

@@ -7,7 +7,7 @@ import argparse
 from foldkit.cli import options
 from foldkit.cli.codes import EXIT_OK
 from foldkit.cli.feedback import progress_bar
-from foldkit.defaults import HEAD_KINDS
+from foldkit.defaults import DEFAULT_RESIZE, HEAD_KINDS, RESIZE_METHODS
 
 NAME = "detect"
 HELP = "run a YOLO ONNX model on images: JSON and drawn boxes per image"
@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace IMAGE.json/IMAGE.jpg files already in the output folder (refused otherwise: "
                              "they may be the user's own)")
+    parser.add_argument("--resize", choices=RESIZE_METHODS, default=DEFAULT_RESIZE,
+                        help="darknet: Darknet's letterbox_image arithmetic, the detections of darknet detect; "
+                             "pil: PIL's antialiasing bilinear filter (models trained on such inputs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     results = detect_images(
         args.model, args.images, args.out_dir, names=args.names, conf=args.conf, iou=args.iou,
         providers=providers, strict=args.strict, batch=args.batch, classes=args.classes, anchors=args.anchors,
-        scale_x_y=args.scale_x_y, head_kind=args.head, progress=progress_bar(),
+        scale_x_y=args.scale_x_y, head_kind=args.head, resize=args.resize, progress=progress_bar(),
         overwrite=args.overwrite,
     )
     total = sum(len(r.detections) for r in results)
