@@ -84,7 +84,7 @@ def test_cfg_grammar(tmp_path):
     path = tmp_path / "t.cfg"
     path.write_text(text.replace("activation = leaky # trailing\n", ""))
     model = build_model(path)
-    assert type(model.layers[0].act).__name__ == "Sigmoid"  # Darknet's default activation is logistic
+    assert model.layers[0].act.name == "logistic"  # Darknet's default activation is logistic
 
 
 NET = "[net]\nwidth=32\nheight=32\nchannels=3\n"

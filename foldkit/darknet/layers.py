@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from foldkit.activations import ACTIVATION_NAMES
 from foldkit.darknet.cfg import Section
-from foldkit.defaults import ACTIVATION_NAMES
 from foldkit.errors import FoldkitError
 
 Shape = tuple[int, int, int]  # (C, H, W)

@@ -19,19 +19,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from foldkit.darknet import layers as spec
+from foldkit.darknet.graph import GraphWriter, activation
 from foldkit.darknet.layers import NetworkPlan
 from foldkit.darknet.plan import plan_network
 from foldkit.darknet.weights import ConvRecord, read_weights
-from foldkit.defaults import (
-    DEFAULT_OPSET,
-    GELU_C1,
-    GELU_C3,
-    INPUT_NAME,
-    LEAKY_SLOPE,
-    NORMALIZE_CHANNELS_EPS,
-    SELU_ALPHA,
-    SELU_LAMBDA,
-)
+from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME
 from foldkit.errors import FoldkitError
 from foldkit.fold.affine import UnsafeFoldError, fold_batchnorm
 from foldkit.fold.report import FOLDED, SKIPPED, FoldEntry, FoldReport
@@ -40,120 +32,6 @@ from foldkit.onnxio.stream import save_with_arrays
 from foldkit.onnxio.validate import validate_model
 
 MIN_OPSET = 13  # Resize with an empty roi, Slice with tensor inputs
-
-
-class _GraphWriter:
-    """Collects nodes, and the initializers as (name, array) pairs, with unique names."""
-
-    def __init__(self, opset: int) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.arrays: list[tuple[str, np.ndarray]] = []
-        self.opset = opset
-        self._count = 0
-        self._scalars: dict[float, str] = {}
-
-    def name(self, base: str) -> str:
-        self._count += 1
-        return f"{base}_{self._count}"
-
-    def const(self, array: np.ndarray, base: str) -> str:
-        name = self.name(base)
-        self.arrays.append((name, np.ascontiguousarray(array)))
-        return name
-
-    def scalar(self, value: float) -> str:
-        """A float32 scalar constant, shared by every node that needs the same value."""
-        if value not in self._scalars:
-            self._scalars[value] = self.const(np.array(value, dtype=np.float32), "const")
-        return self._scalars[value]
-
-    def ints(self, values: list[int], base: str) -> str:
-        return self.const(np.array(values, dtype=np.int64), base)
-
-    def node(self, op: str, inputs: list[str], base: str, **attrs) -> str:
-        output = self.name(base)
-        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
-        return output
-
-    # elementwise helpers for the activation formulas
-    def mul(self, x: str, value: float, base: str) -> str:
-        return self.node("Mul", [x, self.scalar(value)], base)
-
-    def add(self, x: str, value: float, base: str) -> str:
-        return self.node("Add", [x, self.scalar(value)], base)
-
-    def clip(self, x: str, low: float, high: float, base: str) -> str:
-        return self.node("Clip", [x, self.scalar(low), self.scalar(high)], base)
-
-    def reduce(self, op: str, x: str, axis: int, base: str) -> str:
-        """ReduceSum/ReduceMax over one axis, keepdims (axes became an input in opsets 13 and 18)."""
-        if self.opset >= (13 if op == "ReduceSum" else 18):
-            return self.node(op, [x, self.ints([axis], base)], base, keepdims=1)
-        return self.node(op, [x], base, axes=[axis], keepdims=1)
-
-
-def _soft_clip(g: _GraphWriter, x: str, low: float, high: float, slope: float, scale: float, offset: float,
-               base: str) -> str:
-    clipped = g.clip(x, low, high, base)
-    inside = g.add(g.mul(clipped, scale, base), offset, base)
-    return g.node("Add", [inside, g.mul(g.node("Sub", [x, clipped], base), slope, base)], base)
-
-
-def _normalize_channels(g: _GraphWriter, name: str, x: str, base: str) -> str:
-    if name == "normalize_channels":
-        values = g.node("Relu", [x], base)
-    else:
-        if name.endswith("maxval"):
-            x = g.node("Sub", [x, g.reduce("ReduceMax", x, 1, base)], base)
-        values = g.node("Exp", [x], base)
-    total = g.add(g.reduce("ReduceSum", values, 1, base), NORMALIZE_CHANNELS_EPS, base)
-    return g.node("Div", [values, total], base)
-
-
-def _activation(g: _GraphWriter, name: str, x: str, base: str) -> str:
-    """Darknet's activation ``name`` on ``x``, op for op as :mod:`foldkit.nn` computes it."""
-    if name == "linear":
-        return x
-    if name in ("leaky", "revleaky", "relie"):
-        return g.node("LeakyRelu", [x], base, alpha=0.01 if name == "relie" else LEAKY_SLOPE)
-    if name in ("relu", "tanh"):
-        return g.node(name.capitalize(), [x], base)
-    if name == "logistic":
-        return g.node("Sigmoid", [x], base)
-    if name == "swish":
-        return g.node("Mul", [x, g.node("Sigmoid", [x], base)], base)
-    if name == "mish":
-        if g.opset >= 18:
-            return g.node("Mish", [x], base)
-        return g.node("Mul", [x, g.node("Tanh", [g.node("Softplus", [x], base)], base)], base)
-    if name in ("relu6", "hardtan"):
-        return g.clip(x, 0.0, 6.0, base) if name == "relu6" else g.clip(x, -1.0, 1.0, base)
-    if name == "elu":
-        return g.node("Elu", [x], base, alpha=1.0)
-    if name == "selu":
-        return g.node("Selu", [x], base, alpha=SELU_ALPHA, gamma=SELU_LAMBDA)
-    if name == "gelu":
-        cube = g.node("Mul", [g.node("Mul", [x, x], base), x], base)
-        inner = g.node("Add", [g.mul(x, GELU_C1, base), g.mul(cube, GELU_C3, base)], base)
-        return g.node("Mul", [g.mul(x, 0.5, base), g.add(g.node("Tanh", [inner], base), 1.0, base)], base)
-    if name == "ramp":
-        return g.node("Add", [g.node("Relu", [x], base), g.mul(x, 0.1, base)], base)
-    if name == "loggy":
-        return g.add(g.mul(g.node("Sigmoid", [x], base), 2.0, base), -1.0, base)
-    if name == "plse":
-        return _soft_clip(g, x, -4.0, 4.0, 0.01, 0.125, 0.5, base)
-    if name == "lhtan":
-        return _soft_clip(g, x, 0.0, 1.0, 0.001, 1.0, 0.0, base)
-    if name == "stair":
-        n = g.node("Floor", [x], base)
-        odd = g.node("Sub", [n, g.mul(g.node("Floor", [g.mul(n, 0.5, base)], base), 2.0, base)], base)
-        fraction = g.node("Mul", [odd, g.node("Sub", [x, n], base)], base)
-        return g.node("Add", [g.node("Floor", [g.mul(x, 0.5, base)], base), fraction], base)
-    if name == "hard_mish":
-        return g.mul(g.node("Mul", [x, g.clip(g.add(x, 2.0, base), 0.0, 2.0, base)], base), 0.5, base)
-    if name.startswith("normalize_channels"):
-        return _normalize_channels(g, name, x, base)
-    raise FoldkitError(f"activation {name!r} has no ONNX writer")
 
 
 @dataclass
@@ -166,7 +44,7 @@ class _WrittenOp:
     eps: float = 0.0
 
 
-def _linear_op(g: _GraphWriter, op: str, record: ConvRecord, x: str, base: str, fold: bool, report: FoldReport,
+def _linear_op(g: GraphWriter, op: str, record: ConvRecord, x: str, base: str, fold: bool, report: FoldReport,
                attrs: dict) -> _WrittenOp:
     """Conv or Gemm with its bias, or with its BatchNorm folded in (or kept as a node when ``fold=False``)."""
     if record.gamma is None:
@@ -194,13 +72,13 @@ def _linear_op(g: _GraphWriter, op: str, record: ConvRecord, x: str, base: str, 
     return written
 
 
-def _norm_node(g: _GraphWriter, written: _WrittenOp, x: str, base: str) -> str:
+def _norm_node(g: GraphWriter, written: _WrittenOp, x: str, base: str) -> str:
     if written.norm is None:
         return x
     return g.node("BatchNormalization", [x, *written.norm], f"{base}.bn", epsilon=written.eps)
 
 
-def _blur(g: _GraphWriter, x: str, channels: int, antialiasing: int, stride: tuple[int, int], base: str) -> str:
+def _blur(g: GraphWriter, x: str, channels: int, antialiasing: int, stride: tuple[int, int], base: str) -> str:
     one = spec.blur_kernel(antialiasing).astype(np.float32)
     kernel = np.broadcast_to(one, (channels, 1, *one.shape))
     pad = spec.blur_padding(antialiasing)
@@ -208,7 +86,7 @@ def _blur(g: _GraphWriter, x: str, channels: int, antialiasing: int, stride: tup
                   kernel_shape=list(one.shape), strides=list(stride), pads=[pad] * 4, group=channels)
 
 
-def _channel_slice(g: _GraphWriter, x: str, channels: int, p: spec.Route, base: str) -> str:
+def _channel_slice(g: GraphWriter, x: str, channels: int, p: spec.Route, base: str) -> str:
     width = channels // p.groups
     bounds = [[p.group_id * width], [(p.group_id + 1) * width], [1]]
     return g.node("Slice", [x, *(g.ints(b, f"{base}.slice") for b in bounds)], base)
@@ -217,7 +95,7 @@ def _channel_slice(g: _GraphWriter, x: str, channels: int, p: spec.Route, base: 
 class _LayerWriter:
     """Writes each planned layer's nodes; remembers each conv's weight tensors so ``share_index`` reuses them."""
 
-    def __init__(self, g: _GraphWriter, plan: NetworkPlan, records: dict, fold: bool, report: FoldReport) -> None:
+    def __init__(self, g: GraphWriter, plan: NetworkPlan, records: dict, fold: bool, report: FoldReport) -> None:
         self.g, self.plan, self.records, self.fold, self.report = g, plan, records, fold, report
         self.conv_ops: dict[int, _WrittenOp] = {}  # conv layer → its written Conv, for share_index
 
@@ -257,7 +135,7 @@ class _LayerWriter:
         if isinstance(p, spec.Connected):
             flat = g.node("Flatten", inputs, base, axis=1)
             out = _linear_op(g, "Gemm", self.records[index], flat, base, self.fold, self.report, {"transB": 1}).output
-            out = _activation(g, p.activation, out, f"{base}.act")
+            out = activation(g, p.activation, out, f"{base}.act")
             return g.node("Unsqueeze", [out, g.ints([2, 3], base)], base)
         if isinstance(p, spec.Crop):
             bounds = [[p.top, p.left], [p.top + p.height, p.left + p.width], [2, 3]]
@@ -266,9 +144,9 @@ class _LayerWriter:
         if isinstance(p, spec.Reorg):
             return self._reorg(p, layer.shape, inputs[0], base)
         if isinstance(p, spec.Activation):
-            return _activation(g, p.activation, inputs[0], f"{base}.act")
+            return activation(g, p.activation, inputs[0], f"{base}.act")
         if isinstance(p, (spec.Sam, spec.ScaleChannels)):
-            return _activation(g, p.activation, g.node("Mul", [inputs[1], inputs[0]], base), f"{base}.act")
+            return activation(g, p.activation, g.node("Mul", [inputs[1], inputs[0]], base), f"{base}.act")
         return inputs[0]  # heads, [dropout], [cost], [contrastive], [detection]
 
     def _conv(self, index: int, p: spec.Conv, x: str, base: str) -> str:
@@ -281,7 +159,7 @@ class _LayerWriter:
         else:  # share_index: the owner's tensors, this layer's geometry
             owner = self.conv_ops[p.share_from]
             out = _norm_node(g, owner, g.node("Conv", [x, *owner.weights], f"{base}.conv", **attrs), base)
-        out = _activation(g, p.activation, out, f"{base}.act")
+        out = activation(g, p.activation, out, f"{base}.act")
         return _blur(g, out, p.filters, p.antialiasing, p.stride, base) if p.antialiasing else out
 
     def _softmax(self, p: spec.Softmax, x: str, base: str) -> str:
@@ -315,7 +193,7 @@ class _LayerWriter:
         total = aligned[0]
         for other in aligned[1:]:
             total = g.node("Add", [total, other], base)
-        return _activation(g, p.activation, total, f"{base}.act")
+        return activation(g, p.activation, total, f"{base}.act")
 
     def _reorg(self, p: spec.Reorg, out_shape: spec.Shape, x: str, base: str) -> str:
         g, s, (c, h, w) = self.g, p.stride, p.in_shape
@@ -374,7 +252,7 @@ def darknet_to_onnx(
     plan = plan_network(model, img_size)
     _, records = read_weights(plan, weights, bn_variant=bn_variant)
     info = plan.info
-    g = _GraphWriter(opset)
+    g = GraphWriter(opset)
     report = FoldReport() if fold else None
     writer = _LayerWriter(g, plan, records, fold, report or FoldReport())
     outputs: list[str] = []
