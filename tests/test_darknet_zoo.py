@@ -22,8 +22,8 @@ import torch
 from conftest import shared_darknet_dir
 
 from foldkit import FoldkitError, build_model, export_onnx
-from foldkit.darknet.layers import RegionHead, normalized_shortcut_weights
 from foldkit.darknet.plan import plan_network
+from foldkit.darknet.specs import RegionHead, normalized_shortcut_weights
 from foldkit.darknet.to_onnx import darknet_to_onnx
 from foldkit.darknet.weights import (
     WeightsHeader,
@@ -533,7 +533,7 @@ def test_region_head_metadata(shared_darknet):
 
 
 def test_normalized_shortcut_weights_is_one_formula_for_numpy_and_torch():
-    from foldkit.darknet.layers import Shortcut
+    from foldkit.darknet.specs import Shortcut
 
     raw = np.random.default_rng(10).standard_normal(3 * 4)
     for normalization in ("relu", "softmax"):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 from foldkit.darknet.cfg import Section
-from foldkit.darknet.layers import NetworkPlan, stored_floats
+from foldkit.darknet.layout import stored_floats
+from foldkit.darknet.specs import NetworkPlan
 from foldkit.defaults import MAX_NETWORK_BYTES
 
 FLOAT_BYTES = 4

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from foldkit.darknet.build import DarknetModel, YoloHead
-from foldkit.darknet.layers import GaussianYoloHead, RegionHead
+from foldkit.darknet.specs import GaussianYoloHead, RegionHead
 from foldkit.errors import FoldkitError
 
 

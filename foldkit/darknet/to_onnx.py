@@ -1,6 +1,6 @@
 """Darknet cfg + weights → ONNX directly, without PyTorch: the fast converter.
 
-The graph is written node by node from the network plan (:mod:`.layers`) and the weight
+The graph is written node by node from the network plan (:mod:`.specs`) and the weight
 records (:mod:`.weights`), BatchNorm folded by the shared fold arithmetic (float64, one cast).
 It computes what the PyTorch model of the same plan computes (the tests hold the two to the
 same outputs) but skips importing torch, initializing and tracing a module and serializing its
@@ -13,15 +13,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from foldkit.darknet import layers as spec
+from foldkit.darknet import specs as spec
 from foldkit.darknet.graph import GraphWriter, activation
-from foldkit.darknet.layers import NetworkPlan
 from foldkit.darknet.plan import plan_network
+from foldkit.darknet.registry import LAYER_TYPES, lookup, require_all
+from foldkit.darknet.specs import NetworkPlan
 from foldkit.darknet.weights import ConvRecord, read_weights
 from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME
 from foldkit.errors import FoldkitError
@@ -92,6 +94,18 @@ def _channel_slice(g: GraphWriter, x: str, channels: int, p: spec.Route, base: s
     return g.node("Slice", [x, *(g.ints(b, f"{base}.slice") for b in bounds)], base)
 
 
+@dataclass
+class _At:
+    """One layer being written: its index, plan parameters, input tensors and shapes, output shape, node prefix."""
+
+    index: int
+    params: Any
+    inputs: list[str]
+    shapes: list[spec.Shape]
+    shape: spec.Shape
+    base: str
+
+
 class _LayerWriter:
     """Writes each planned layer's nodes; remembers each conv's weight tensors so ``share_index`` reuses them."""
 
@@ -100,57 +114,104 @@ class _LayerWriter:
         self.conv_ops: dict[int, _WrittenOp] = {}  # conv layer → its written Conv, for share_index
 
     def write(self, index: int, inputs: list[str], shapes: list[spec.Shape]) -> str:
-        g, layer, base = self.g, self.plan.layers[index], f"layer{index}"
-        p = layer.params
-        if isinstance(p, spec.Conv):
-            return self._conv(index, p, inputs[0], base)
-        if isinstance(p, spec.LocalAvgPool):
-            return g.node("AveragePool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.stride),
-                          pads=[p.lead, p.lead, p.trail, p.trail], count_include_pad=0)
-        if isinstance(p, spec.DepthMaxPool):
-            _, h, w = shapes[0]
-            split = g.node("Reshape", [inputs[0], g.ints([-1, p.in_channels // p.out_channels, p.out_channels, h, w],
-                                                         base)], base)
-            return g.node("Reshape", [g.reduce("ReduceMax", split, 1, base), g.ints([-1, p.out_channels, h, w], base)],
-                          base)
-        if isinstance(p, spec.MaxPool):
-            out = g.node("MaxPool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.pool_stride),
-                         pads=[p.lead, p.lead, p.trail, p.trail])
-            return _blur(g, out, p.channels, p.antialiasing, p.stride, base) if p.antialiasing else out
-        if isinstance(p, spec.Route):
-            if p.groups > 1:
-                inputs = [_channel_slice(g, x, s[0], p, base) for x, s in zip(inputs, shapes, strict=True)]
-            return inputs[0] if len(inputs) == 1 else g.node("Concat", inputs, base, axis=1)
-        if isinstance(p, spec.Shortcut):
-            return self._shortcut(index, p, inputs, shapes, base)
-        if isinstance(p, spec.Upsample):
-            scales = g.const(np.array([1, 1, p.stride, p.stride], dtype=np.float32), f"{base}.scales")
-            out = g.node("Resize", [inputs[0], g.const(np.zeros(0, np.float32), f"{base}.roi"), scales], base,
-                         mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-            return out if p.scale == 1.0 else g.mul(out, p.scale, base)
-        if isinstance(p, spec.AvgPool):
-            return g.node("GlobalAveragePool", inputs, base)
-        if isinstance(p, spec.Softmax):
-            return self._softmax(p, inputs[0], base)
-        if isinstance(p, spec.Connected):
-            flat = g.node("Flatten", inputs, base, axis=1)
-            out = _linear_op(g, "Gemm", self.records[index], flat, base, self.fold, self.report, {"transB": 1}).output
-            out = activation(g, p.activation, out, f"{base}.act")
-            return g.node("Unsqueeze", [out, g.ints([2, 3], base)], base)
-        if isinstance(p, spec.Crop):
-            bounds = [[p.top, p.left], [p.top + p.height, p.left + p.width], [2, 3]]
-            out = g.node("Slice", [inputs[0], *(g.ints(b, base) for b in bounds)], base)
-            return g.add(g.mul(out, 2.0, base), -1.0, base) if p.adjust else out
-        if isinstance(p, spec.Reorg):
-            return self._reorg(p, layer.shape, inputs[0], base)
-        if isinstance(p, spec.Activation):
-            return activation(g, p.activation, inputs[0], f"{base}.act")
-        if isinstance(p, (spec.Sam, spec.ScaleChannels)):
-            return activation(g, p.activation, g.node("Mul", [inputs[1], inputs[0]], base), f"{base}.act")
-        return inputs[0]  # heads, [dropout], [cost], [contrastive], [detection]
+        layer = self.plan.layers[index]
+        at = _At(index, layer.params, inputs, shapes, layer.shape, f"layer{index}")
+        return lookup(_WRITERS, layer.params, "ONNX writer")(self, at)
 
-    def _conv(self, index: int, p: spec.Conv, x: str, base: str) -> str:
-        g = self.g
+    def _local_avgpool(self, at: _At) -> str:
+        p = at.params
+        return self.g.node("AveragePool", at.inputs, at.base, kernel_shape=[p.size, p.size], strides=list(p.stride),
+                           pads=[p.lead, p.lead, p.trail, p.trail], count_include_pad=0)
+
+    def _depth_maxpool(self, at: _At) -> str:
+        g, p, base, (_, h, w) = self.g, at.params, at.base, at.shapes[0]
+        split = g.node("Reshape", [at.inputs[0], g.ints([-1, p.in_channels // p.out_channels, p.out_channels, h, w],
+                                                        base)], base)
+        return g.node("Reshape", [g.reduce("ReduceMax", split, 1, base), g.ints([-1, p.out_channels, h, w], base)],
+                      base)
+
+    def _maxpool(self, at: _At) -> str:
+        g, p, base = self.g, at.params, at.base
+        out = g.node("MaxPool", at.inputs, base, kernel_shape=[p.size, p.size], strides=list(p.pool_stride),
+                     pads=[p.lead, p.lead, p.trail, p.trail])
+        return _blur(g, out, p.channels, p.antialiasing, p.stride, base) if p.antialiasing else out
+
+    def _route(self, at: _At) -> str:
+        g, p, inputs = self.g, at.params, at.inputs
+        if p.groups > 1:
+            inputs = [_channel_slice(g, x, s[0], p, at.base) for x, s in zip(inputs, at.shapes, strict=True)]
+        return inputs[0] if len(inputs) == 1 else g.node("Concat", inputs, at.base, axis=1)
+
+    def _upsample(self, at: _At) -> str:
+        g, p, base = self.g, at.params, at.base
+        scales = g.const(np.array([1, 1, p.stride, p.stride], dtype=np.float32), f"{base}.scales")
+        out = g.node("Resize", [at.inputs[0], g.const(np.zeros(0, np.float32), f"{base}.roi"), scales], base,
+                     mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return out if p.scale == 1.0 else g.mul(out, p.scale, base)
+
+    def _avgpool(self, at: _At) -> str:
+        return self.g.node("GlobalAveragePool", at.inputs, at.base)
+
+    def _connected(self, at: _At) -> str:
+        g, base = self.g, at.base
+        flat = g.node("Flatten", at.inputs, base, axis=1)
+        out = _linear_op(g, "Gemm", self.records[at.index], flat, base, self.fold, self.report, {"transB": 1}).output
+        out = activation(g, at.params.activation, out, f"{base}.act")
+        return g.node("Unsqueeze", [out, g.ints([2, 3], base)], base)
+
+    def _crop(self, at: _At) -> str:
+        g, p, base = self.g, at.params, at.base
+        bounds = [[p.top, p.left], [p.top + p.height, p.left + p.width], [2, 3]]
+        out = g.node("Slice", [at.inputs[0], *(g.ints(b, base) for b in bounds)], base)
+        return g.add(g.mul(out, 2.0, base), -1.0, base) if p.adjust else out
+
+    def _activation(self, at: _At) -> str:
+        return activation(self.g, at.params.activation, at.inputs[0], f"{at.base}.act")
+
+    def _scale(self, at: _At) -> str:  # [sam] and [scale_channels]: the from map times this layer's input
+        product = self.g.node("Mul", [at.inputs[1], at.inputs[0]], at.base)
+        return activation(self.g, at.params.activation, product, f"{at.base}.act")
+
+    def _passthrough(self, at: _At) -> str:
+        return at.inputs[0]
+
+    def _local(self, at: _At) -> str:
+        """Darknet's im2col as strided slices, then one MatMul batched over output positions (L, N, K)·(L, K, F)."""
+        g, p, base, record = self.g, at.params, at.base, self.records[at.index]
+        x = at.inputs[0]
+        if p.pad:
+            x = g.node("Pad", [x, g.ints([0, 0, p.pad, p.pad, 0, 0, p.pad, p.pad], base)], base)
+        span_y, span_x = p.stride * (p.out_h - 1) + 1, p.stride * (p.out_w - 1) + 1
+        windows = []
+        for ky in range(p.size):
+            for kx in range(p.size):
+                bounds = ([ky, kx], [ky + span_y, kx + span_x], [2, 3], [p.stride, p.stride])
+                window = g.node("Slice", [x, *(g.ints(b, base) for b in bounds)], base)
+                windows.append(g.node("Unsqueeze", [window, g.ints([2], base)], base))
+        cols = g.node("Reshape", [g.node("Concat", windows, base, axis=2), g.ints([-1, p.patch, p.locations], base)],
+                      base)
+        kernels = g.const(np.ascontiguousarray(record.weight.transpose(0, 2, 1)), f"{base}.weight")  # (L, K, F)
+        y = g.node("MatMul", [g.node("Transpose", [cols], base, perm=[2, 0, 1]), kernels], base)
+        y = g.node("Reshape", [g.node("Transpose", [y], base, perm=[1, 2, 0]),
+                               g.ints([-1, p.filters, p.out_h, p.out_w], base)], base)
+        y = g.node("Add", [y, g.const(np.ascontiguousarray(record.bias), f"{base}.bias")], base)
+        return activation(g, p.activation, y, f"{base}.act")
+
+    def _detection(self, at: _At) -> str:
+        """yolov1's head: the input, or with a softmax over each cell's classes (the first cells·classes values)."""
+        g, p, base = self.g, at.params, at.base
+        if not p.softmax:
+            return at.inputs[0]
+        count, total = p.cells * p.classes, int(np.prod(at.shape))
+        flat = g.node("Flatten", at.inputs, base, axis=1)
+        head, rest = (g.node("Slice", [flat, g.ints([a], base), g.ints([b], base), g.ints([1], base)], base)
+                      for a, b in ((0, count), (count, total)))
+        cells = g.node("Reshape", [head, g.ints([-1, p.cells, p.classes], base)], base)
+        probs = g.node("Reshape", [g.node("Softmax", [cells], base, axis=-1), g.ints([-1, count], base)], base)
+        return g.node("Reshape", [g.node("Concat", [probs, rest], base, axis=1), g.ints([-1, *at.shape], base)], base)
+
+    def _conv(self, at: _At) -> str:
+        g, index, p, x, base = self.g, at.index, at.params, at.inputs[0], at.base
         attrs = {"kernel_shape": [p.size, p.size], "strides": list(p.conv_stride), "pads": [p.padding] * 4,
                  "dilations": [p.dilation, p.dilation], "group": p.groups}
         if p.share_from is None:
@@ -162,8 +223,8 @@ class _LayerWriter:
         out = activation(g, p.activation, out, f"{base}.act")
         return _blur(g, out, p.filters, p.antialiasing, p.stride, base) if p.antialiasing else out
 
-    def _softmax(self, p: spec.Softmax, x: str, base: str) -> str:
-        g = self.g
+    def _softmax(self, at: _At) -> str:
+        g, p, x, base = self.g, at.params, at.inputs[0], at.base
         flat = g.node("Flatten", [x], base, axis=1)
         if p.temperature != 1.0:
             flat = g.node("Div", [flat, g.scalar(p.temperature)], base)
@@ -172,8 +233,8 @@ class _LayerWriter:
         chunks = g.node("Reshape", [flat, g.ints([0, p.groups, -1], base)], base)
         return g.node("Reshape", [g.node("Softmax", [chunks], base, axis=-1), g.ints([0, -1], base)], base)
 
-    def _shortcut(self, index: int, p: spec.Shortcut, inputs: list[str], shapes: list[spec.Shape], base: str) -> str:
-        g = self.g
+    def _shortcut(self, at: _At) -> str:
+        g, index, p, inputs, shapes, base = self.g, at.index, at.params, at.inputs, at.shapes, at.base
         channels, height, width = shapes[0]
         aligned = [inputs[0]]
         for x, (c, _, _), step in zip(inputs[1:], shapes[1:], p.steps, strict=True):
@@ -195,7 +256,8 @@ class _LayerWriter:
             total = g.node("Add", [total, other], base)
         return activation(g, p.activation, total, f"{base}.act")
 
-    def _reorg(self, p: spec.Reorg, out_shape: spec.Shape, x: str, base: str) -> str:
+    def _reorg(self, at: _At) -> str:
+        p, out_shape, x, base = at.params, at.shape, at.inputs[0], at.base
         g, s, (c, h, w) = self.g, p.stride, p.in_shape
         reinterpret = p.darknet_map != p.reverse  # Darknet's buffer seen as (C/s², H·s, W·s) around the map
         if reinterpret:
@@ -205,6 +267,32 @@ class _LayerWriter:
         else:
             out = g.node("SpaceToDepth", [x], base, blocksize=s)
         return g.node("Reshape", [out, g.ints([-1, *out_shape], base)], base) if reinterpret else out
+
+
+_WRITERS: dict[type, Callable[[_LayerWriter, _At], str]] = {
+    spec.Conv: _LayerWriter._conv,
+    spec.Local: _LayerWriter._local,
+    spec.Connected: _LayerWriter._connected,
+    spec.MaxPool: _LayerWriter._maxpool,
+    spec.DepthMaxPool: _LayerWriter._depth_maxpool,
+    spec.LocalAvgPool: _LayerWriter._local_avgpool,
+    spec.AvgPool: _LayerWriter._avgpool,
+    spec.Route: _LayerWriter._route,
+    spec.Shortcut: _LayerWriter._shortcut,
+    spec.ScaleChannels: _LayerWriter._scale,
+    spec.Sam: _LayerWriter._scale,
+    spec.Crop: _LayerWriter._crop,
+    spec.Reorg: _LayerWriter._reorg,
+    spec.Upsample: _LayerWriter._upsample,
+    spec.Softmax: _LayerWriter._softmax,
+    spec.Activation: _LayerWriter._activation,
+    spec.Detection: _LayerWriter._detection,
+    spec.Passthrough: _LayerWriter._passthrough,  # [dropout], [cost], [contrastive]
+    spec.YoloHead: _LayerWriter._passthrough,  # heads: the graph outputs their input, the raw map
+    spec.GaussianYoloHead: _LayerWriter._passthrough,
+    spec.RegionHead: _LayerWriter._passthrough,
+}
+require_all(_WRITERS, LAYER_TYPES, "ONNX writer")
 
 
 @dataclass
