@@ -192,7 +192,7 @@ def oracle_errors(dumper: Path, source: Path, size: tuple[int, int], folder: Pat
     }
 
 
-def _worst(errors: dict[str, float]) -> tuple[str, float]:
+def worst(errors: dict[str, float]) -> tuple[str, float]:
     name = max(errors, key=errors.__getitem__)
     return name, errors[name]
 
@@ -204,9 +204,9 @@ def test_foldkit_matches_libdarknet(dumper, tmp_path, name, size):
 
 def _check(errors: dict[str, dict[str, float]], name: str, size: tuple[int, int]) -> None:
     print(f"{name} at {size[1]}×{size[0]}: " + ", ".join(f"{group} worst {key}: {value:.2e}" for group, (key, value)
-                                                       in ((g, _worst(e)) for g, e in errors.items())))
+                                                       in ((g, worst(e)) for g, e in errors.items())))
     for group, tolerance in (("layers", LAYER_TOLERANCE), ("export", TOLERANCE)):
-        key, value = _worst(errors[group])
+        key, value = worst(errors[group])
         assert value <= tolerance, f"{group}: {key} differs from libdarknet by {value:.3g} of its largest value"
 
 
