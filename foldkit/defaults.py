@@ -1,4 +1,6 @@
-"""One home for the constants that several layers share: opset, tolerances, activation names.
+"""One home for the constants that several layers share: opset, tolerances, names and limits.
+
+Darknet's activation names and rounded constants live with their formulas in :mod:`foldkit.activations`.
 
 Framework-free (no torch, no onnx), so every layer may import it.
 """
@@ -12,18 +14,6 @@ DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-4
 
 BN_EPS = 1e-5  # Darknet adds 1e-5 inside the square root (AlexeyAB; pjreddie on GPU); PyTorch's default too
-LEAKY_SLOPE = 0.1  # Darknet's leaky slope (activations.h), also keras-yolo3's LeakyReLU(alpha=0.1)
-
-# Every activation Darknet defines (AlexeyAB activations.c get_activation; FORMAT-ZOO §12.1), all built.
-ACTIVATION_NAMES = (
-    "leaky", "relu", "logistic", "tanh", "mish", "swish", "linear", "relu6", "elu", "selu", "gelu", "relie",
-    "ramp", "revleaky", "loggy", "plse", "stair", "hardtan", "lhtan", "hard_mish", "normalize_channels",
-    "normalize_channels_softmax", "normalize_channels_softmax_maxval",
-)
-# Darknet's rounded constants (activations.h), kept rather than the exact SELU/GELU ones so outputs match it.
-SELU_LAMBDA, SELU_ALPHA = 1.0507, 1.6732
-GELU_C1, GELU_C3 = 0.797885, 0.035677  # 0.5·x·(1 + tanh(C1·x + C3·x³))
-NORMALIZE_CHANNELS_EPS = 0.0001  # added to the per-pixel sum by normalize_channels*
 
 INPUT_NAME = "images"  # the image input of every model foldkit writes
 

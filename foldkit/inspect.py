@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from foldkit.darknet import layers as spec
+from foldkit.darknet import specs as spec
 from foldkit.darknet.build import DarknetModel, build_model
 from foldkit.errors import FoldkitError
 from foldkit.fold.onnx import fold_onnx, node_counts

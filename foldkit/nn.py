@@ -11,108 +11,66 @@ with statistics of each sample and cannot fold.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional
 
-from foldkit.defaults import (
-    ACTIVATION_NAMES,
-    BN_EPS,
-    GELU_C1,
-    GELU_C3,
-    LEAKY_SLOPE,
-    NORMALIZE_CHANNELS_EPS,
-    SELU_ALPHA,
-    SELU_LAMBDA,
-)
+from foldkit.activations import LEAKY_SLOPE, formula
+from foldkit.defaults import BN_EPS
 from foldkit.errors import FoldkitError
 
 
-class DarknetActivation(nn.Module):
-    """A Darknet activation with no PyTorch twin, written as Darknet's formula (activations.h/.c).
+class TorchOps:
+    """The activation primitives of :mod:`foldkit.activations`, as torch functions (traceable, exportable)."""
 
-    The piecewise ones are expressed with clamps, which is exact and exports to plain ONNX ops.
-    """
+    relu = staticmethod(torch.relu)
+    sigmoid = staticmethod(torch.sigmoid)
+    tanh = staticmethod(torch.tanh)
+    exp = staticmethod(torch.exp)
+    floor = staticmethod(torch.floor)
+    mish = staticmethod(functional.mish)  # softplus linear above 20, as Darknet's CPU mish
+
+    @staticmethod
+    def leaky(x: torch.Tensor, slope: float) -> torch.Tensor:
+        return functional.leaky_relu(x, slope)
+
+    @staticmethod
+    def clip(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        return torch.clamp(x, low, high)
+
+    @staticmethod
+    def elu(x: torch.Tensor, alpha: float) -> torch.Tensor:
+        return functional.elu(x, alpha)
+
+    @staticmethod
+    def channel_sum(x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=1, keepdim=True)
+
+    @staticmethod
+    def channel_max(x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=1, keepdim=True)
+
+
+class DarknetActivation(nn.Module):
+    """A Darknet activation: its one formula (:mod:`foldkit.activations`) on torch tensors."""
 
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
+        self._formula: Any = formula(name)
 
     def extra_repr(self) -> str:
         return self.name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _FORMULAS[self.name](x)
-
-
-def _normalize_channels(x: torch.Tensor) -> torch.Tensor:
-    positive = torch.relu(x)
-    return positive / (NORMALIZE_CHANNELS_EPS + positive.sum(dim=1, keepdim=True))
-
-
-def _normalize_channels_softmax(x: torch.Tensor, subtract_max: bool) -> torch.Tensor:
-    if subtract_max:
-        x = x - x.amax(dim=1, keepdim=True)
-    e = torch.exp(x)
-    return e / (NORMALIZE_CHANNELS_EPS + e.sum(dim=1, keepdim=True))
-
-
-def _stair(x: torch.Tensor) -> torch.Tensor:
-    n = torch.floor(x)
-    odd = n - 2.0 * torch.floor(n * 0.5)
-    return torch.floor(x * 0.5) + odd * (x - n)
-
-
-def _soft_clip(x: torch.Tensor, low: float, high: float, slope: float, scale: float, offset: float) -> torch.Tensor:
-    """``scale·clip(x, low, high) + offset + slope·(x − clip(x))``: Darknet's plse and lhtan."""
-    clipped = torch.clamp(x, low, high)
-    return clipped * scale + offset + (x - clipped) * slope
-
-
-_FORMULAS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu6": lambda x: torch.clamp(x, 0.0, 6.0),
-    # exp(x) − 1 as Darknet writes it (and as ONNX exports it: expm1 has no ONNX op)
-    "elu": lambda x: torch.where(x >= 0, x, torch.exp(torch.clamp(x, max=0.0)) - 1.0),
-    "selu": lambda x: SELU_LAMBDA * torch.where(x >= 0, x, SELU_ALPHA * (torch.exp(torch.clamp(x, max=0.0)) - 1.0)),
-    "gelu": lambda x: 0.5 * x * (1.0 + torch.tanh(GELU_C1 * x + GELU_C3 * x * x * x)),
-    "ramp": lambda x: torch.relu(x) + 0.1 * x,
-    "loggy": lambda x: 2.0 * torch.sigmoid(x) - 1.0,
-    "plse": lambda x: _soft_clip(x, -4.0, 4.0, 0.01, 0.125, 0.5),
-    "lhtan": lambda x: _soft_clip(x, 0.0, 1.0, 0.001, 1.0, 0.0),
-    "hardtan": lambda x: torch.clamp(x, -1.0, 1.0),
-    "stair": _stair,
-    "hard_mish": lambda x: x * torch.clamp(x + 2.0, 0.0, 2.0) * 0.5,
-    "normalize_channels": _normalize_channels,
-    "normalize_channels_softmax": lambda x: _normalize_channels_softmax(x, False),
-    "normalize_channels_softmax_maxval": lambda x: _normalize_channels_softmax(x, True),
-}
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "leaky": lambda: nn.LeakyReLU(LEAKY_SLOPE),
-    "revleaky": lambda: nn.LeakyReLU(LEAKY_SLOPE),  # Darknet computes it exactly as leaky
-    "relie": lambda: nn.LeakyReLU(0.01),
-    "relu": nn.ReLU,
-    "logistic": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    # nn.Mish uses softplus with threshold 20, as Darknet's CPU mish does.
-    "mish": nn.Mish,
-    # Darknet's swish is x·σ(x) without a β parameter: exactly SiLU.
-    "swish": nn.SiLU,
-    "linear": nn.Identity,
-    **{name: partial(DarknetActivation, name) for name in _FORMULAS},
-}
-assert set(ACTIVATIONS) == set(ACTIVATION_NAMES), "defaults.ACTIVATION_NAMES and nn.ACTIVATIONS must agree"
+        return self._formula(x, TorchOps)
 
 
 def make_activation(name: str) -> nn.Module:
-    """Return the activation module for a Darknet activation name."""
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise FoldkitError(
-            f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}"
-        ) from None
+    """Return the activation module for a Darknet activation name (a :class:`FoldkitError` if unknown)."""
+    return DarknetActivation(name)
 
 
 def _group_count(channels: int, preferred: int = 32) -> int:
@@ -184,6 +142,6 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "ACTIVATIONS", "NORMS", "ConvNormAct", "DarknetConv2D_BN_Leaky", "make_activation",
+    "NORMS", "ConvNormAct", "DarknetConv2D_BN_Leaky", "make_activation",
     "make_norm", "count_parameters", "BN_EPS", "LEAKY_SLOPE",
 ]

@@ -84,7 +84,7 @@ def test_cfg_grammar(tmp_path):
     path = tmp_path / "t.cfg"
     path.write_text(text.replace("activation = leaky # trailing\n", ""))
     model = build_model(path)
-    assert type(model.layers[0].act).__name__ == "Sigmoid"  # Darknet's default activation is logistic
+    assert model.layers[0].act.name == "logistic"  # Darknet's default activation is logistic
 
 
 NET = "[net]\nwidth=32\nheight=32\nchannels=3\n"
@@ -92,7 +92,8 @@ CONV = "[convolutional]\nfilters=8\nsize=3\npad=1\nactivation=leaky\n"
 
 
 @pytest.mark.parametrize("body,line,words", [
-    (NET + CONV + "[local]\nfilters=2\n", 10, "[local] layer 1 is not supported"),
+    (NET + CONV + "[deconvolutional]\nfilters=2\n", 10, "[deconvolutional] layer 1 is not supported"),
+    (NET + CONV + "[local]\nsize=5\npad=1\n", 12, "pad=1 with size=5: Darknet sizes the output"),
     (NET + CONV + "[reorg]\nstride=3\n", 11, "stride=3 (reverse=0) does not divide input 8×32×32"),
     (NET + "[convolutional]\nfilters=eight\n", 6, "'filters=eight' is not a valid int"),
     (NET + CONV + "[route]\nlayers=-1, 5\n", 11, "refers to layer 5"),

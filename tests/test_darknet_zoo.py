@@ -22,8 +22,8 @@ import torch
 from conftest import shared_darknet_dir
 
 from foldkit import FoldkitError, build_model, export_onnx
-from foldkit.darknet.layers import RegionHead, normalized_shortcut_weights
 from foldkit.darknet.plan import plan_network
+from foldkit.darknet.specs import RegionHead, normalized_shortcut_weights
 from foldkit.darknet.to_onnx import darknet_to_onnx
 from foldkit.darknet.weights import (
     WeightsHeader,
@@ -31,7 +31,7 @@ from foldkit.darknet.weights import (
     load_weights,
     save_weights,
 )
-from foldkit.defaults import ACTIVATION_NAMES, INPUT_NAME
+from foldkit.defaults import INPUT_NAME
 from foldkit.runtime import create_session, run
 from foldkit.synthetic import condition_weights
 
@@ -397,60 +397,6 @@ def test_share_index_reuses_weights_with_its_own_dilation(tmp_path):
         np.testing.assert_allclose(model(x).numpy(), expected.numpy(), rtol=1e-12)
 
 
-# Darknet's formulas (FORMAT-ZOO §12.1, A:src/activations.h), float64, one element at a time where it branches.
-def _darknet_activation(name: str, x: np.ndarray) -> np.ndarray:
-    def elementwise(f):
-        return np.vectorize(f, otypes=[np.float64])(x)
-
-    softplus = np.where(x > 20, x, np.where(x < -20, np.exp(x), np.log1p(np.exp(x))))
-    formulas = {
-        "linear": lambda: x, "logistic": lambda: 1 / (1 + np.exp(-x)), "loggy": lambda: 2 / (1 + np.exp(-x)) - 1,
-        "relu": lambda: x * (x > 0), "relu6": lambda: np.minimum(np.maximum(x, 0), 6),
-        "elu": lambda: elementwise(lambda v: v if v >= 0 else math.exp(v) - 1),
-        "selu": lambda: elementwise(lambda v: 1.0507 * v if v >= 0 else 1.0507 * 1.6732 * (math.exp(v) - 1)),
-        "gelu": lambda: 0.5 * x * (1 + np.tanh(0.797885 * x + 0.035677 * x ** 3)),
-        "relie": lambda: np.where(x > 0, x, 0.01 * x), "ramp": lambda: x * (x > 0) + 0.1 * x,
-        "leaky": lambda: np.where(x > 0, x, 0.1 * x), "revleaky": lambda: np.where(x > 0, x, 0.1 * x),
-        "tanh": lambda: 2 / (1 + np.exp(-2 * x)) - 1,
-        "plse": lambda: elementwise(
-            lambda v: .01 * (v + 4) if v < -4 else (.01 * (v - 4) + 1 if v > 4 else .125 * v + .5)),
-        "stair": lambda: elementwise(
-            lambda v: math.floor(v / 2) if math.floor(v) % 2 == 0 else (v - math.floor(v)) + math.floor(v / 2)),
-        "hardtan": lambda: np.clip(x, -1, 1),
-        "lhtan": lambda: elementwise(lambda v: .001 * v if v < 0 else (.001 * (v - 1) + 1 if v > 1 else v)),
-        "swish": lambda: x / (1 + np.exp(-x)), "mish": lambda: x * np.tanh(softplus),
-        "hard_mish": lambda: elementwise(lambda v: v if v > 0 else (v * v / 2 + v if v > -2 else 0.0)),
-        "normalize_channels": lambda: np.where(x > 0, x, 0) / (0.0001 + np.where(x > 0, x, 0).sum(1, keepdims=True)),
-        "normalize_channels_softmax": lambda: np.exp(x) / (0.0001 + np.exp(x).sum(1, keepdims=True)),
-        "normalize_channels_softmax_maxval": lambda: np.exp(x - x.max(1, keepdims=True)) / (
-            0.0001 + np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True)),
-    }
-    return formulas[name]()
-
-
-def _activation_input() -> np.ndarray:
-    """[-8, 8] in steps of 1/8 (integers and halves included, where stair and the clamps turn), 3 channels."""
-    grid = np.arange(-64, 64, dtype=np.float64) / 8.0
-    return np.stack([grid, grid[::-1], np.roll(grid, 5)]).reshape(1, 3, 8, 16)
-
-
-@pytest.mark.parametrize("name", ACTIVATION_NAMES)
-def test_activation_matches_darknets_formula(tmp_path, name):
-    """PyTorch (float64) against the formula, and the direct converter's ONNX (float32) against PyTorch."""
-    cfg = _one_layer(tmp_path, f"[activation]\nactivation={name}\n", (3, 8, 16))
-    x = _activation_input()
-    model = build_model(cfg)
-    expected = _darknet_activation(name, x)
-    with torch.no_grad():
-        got64 = model(torch.from_numpy(x)).numpy()
-        got32 = model(torch.from_numpy(x).float()).numpy()
-    np.testing.assert_allclose(got64, expected, rtol=1e-12, atol=1e-12)
-    (tmp_path / "empty.weights").write_bytes(WeightsHeader().pack())
-    session = create_session(darknet_to_onnx(cfg, tmp_path / "empty.weights").model(), providers="cpu")
-    onnx_out = run(session, {INPUT_NAME: x.astype(np.float32)})["output"]
-    np.testing.assert_allclose(onnx_out, got32, rtol=1e-5, atol=1e-6)
-
-
 # --- the direct converter against the PyTorch builder, per new layer type ------------------------
 
 LAYER_CFGS = {
@@ -587,7 +533,7 @@ def test_region_head_metadata(shared_darknet):
 
 
 def test_normalized_shortcut_weights_is_one_formula_for_numpy_and_torch():
-    from foldkit.darknet.layers import Shortcut
+    from foldkit.darknet.specs import Shortcut
 
     raw = np.random.default_rng(10).standard_normal(3 * 4)
     for normalization in ("relu", "softmax"):

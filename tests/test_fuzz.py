@@ -139,7 +139,7 @@ def edit(lines: list[str], rng: random.Random) -> tuple[list[str], str]:
 
 @pytest.mark.parametrize("command", ["inspect", "export"])
 def test_edited_cfg_never_crashes(tmp_path, capsys, command):
-    from foldkit.darknet.layers import builtin_cfg_path
+    from foldkit.darknet.builtin import builtin_cfg_path
 
     lines = builtin_cfg_path("yolov3-tiny").read_text().splitlines()
     rng = random.Random(f"cfg-{command}")

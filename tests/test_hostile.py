@@ -97,7 +97,7 @@ def model(tmp_path) -> Path:
 def darknet(tmp_path_factory) -> dict[str, Path]:
     """yolov3-tiny as a cfg with its .weights, and exported (folded, metadata included) at 64 px."""
     from foldkit.darknet.build import build_model
-    from foldkit.darknet.layers import builtin_cfg_path
+    from foldkit.darknet.builtin import builtin_cfg_path
     from foldkit.darknet.weights import save_weights
 
     folder = tmp_path_factory.mktemp("darknet")
@@ -486,7 +486,7 @@ def test_check_of_same_named_inputs_with_different_shapes(tmp_path, capsys):
 ])
 @pytest.mark.parametrize("command", ["inspect", "export"])
 def test_cfg_values_darknet_would_misread_are_refused(tmp_path, capsys, edit, command):
-    from foldkit.darknet.layers import builtin_cfg_path
+    from foldkit.darknet.builtin import builtin_cfg_path
 
     text = builtin_cfg_path("yolov3-tiny").read_text()
     old, new = edit

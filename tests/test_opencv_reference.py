@@ -40,8 +40,8 @@ from conftest import shared_darknet_dir
 
 from foldkit.darknet.build import build_model
 from foldkit.darknet.cfg import Section, parse_cfg
-from foldkit.darknet.layers import NetworkPlan
 from foldkit.darknet.plan import plan_network
+from foldkit.darknet.specs import NetworkPlan
 from foldkit.darknet.to_onnx import darknet_to_onnx
 from foldkit.darknet.weights import save_weights
 from foldkit.defaults import INPUT_NAME

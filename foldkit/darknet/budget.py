@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 from foldkit.darknet.cfg import Section
-from foldkit.darknet.layers import NetworkPlan, stored_floats
+from foldkit.darknet.layout import stored_floats
+from foldkit.darknet.specs import NetworkPlan
 from foldkit.limits import gib, limit_text, memory_limit
 
 FLOAT_BYTES = 4

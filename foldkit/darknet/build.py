@@ -1,4 +1,4 @@
-"""A Darknet network plan (:mod:`.layers`) → an ``nn.Module`` that computes what Darknet computes.
+"""A Darknet network plan (:mod:`.specs`) → an ``nn.Module`` that computes what Darknet computes.
 
 Each section after ``[net]`` becomes one module with Darknet's layer index.
 """
@@ -6,24 +6,28 @@ Each section after ``[net]`` becomes one module with Darknet's layer index.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.functional import adaptive_avg_pool2d, avg_pool2d, conv2d, interpolate, pad
 
-from foldkit.darknet import layers as spec
-from foldkit.darknet.layers import (  # noqa: F401 - re-exported for users of this module
-    BUILTIN_MODELS,
-    NetInfo,
-    NetworkPlan,
-    YoloHead,
-    builtin_cfg_path,
-    resolve_cfg,
-)
+from foldkit.darknet import specs as spec
+from foldkit.darknet.builtin import BUILTIN_MODELS, builtin_cfg_path, resolve_cfg  # noqa: F401 - re-exported
 from foldkit.darknet.plan import plan_network
+from foldkit.darknet.registry import LAYER_TYPES, lookup, require_all
+from foldkit.darknet.specs import NetInfo, NetworkPlan, YoloHead  # noqa: F401 - re-exported for users of this module
 from foldkit.defaults import BN_EPS
 from foldkit.nn import ConvNormAct, make_activation
+
+
+class SpecModule(nn.Module):
+    """A module whose behaviour is its plan entry (``spec``), with nothing learned."""
+
+    def __init__(self, p: object) -> None:
+        super().__init__()
+        self.spec: Any = p
 
 
 class Route(nn.Module):
@@ -42,7 +46,7 @@ class Route(nn.Module):
 class Shortcut(nn.Module):
     """Darknet's ``[shortcut]``: a (weighted) sum of this layer's input and the ``from`` layers, then the activation.
 
-    Inputs are aligned as :class:`foldkit.darknet.layers.Shortcut` describes: a larger map is sampled
+    Inputs are aligned as :class:`foldkit.darknet.specs.Shortcut` describes: a larger map is sampled
     every ``step``-th pixel, extra channels are ignored, missing channels add nothing. With
     ``weights_type`` the raw weights are a parameter (what ``.weights`` stores) and are normalized as
     Darknet does before it infers.
@@ -121,12 +125,8 @@ class Connected(nn.Module):
         return self.act(self.norm(self.linear(torch.flatten(x, 1))))[:, :, None, None]
 
 
-class Crop(nn.Module):
+class Crop(SpecModule):
     """Darknet's ``[crop]`` at inference: the centre crop, then ``2x − 1`` unless ``noadjust``."""
-
-    def __init__(self, p: spec.Crop) -> None:
-        super().__init__()
-        self.spec = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.spec
@@ -183,12 +183,8 @@ class DepthMaxPool(nn.Module):
         return x.reshape(-1, self.spec.in_channels // groups, groups, height, width).amax(dim=1)
 
 
-class LocalAvgPool(nn.Module):
+class LocalAvgPool(SpecModule):
     """``[local_avgpool]``: maxpool's windows (leading pad floor(p/2)), the mean of the in-bounds elements only."""
-
-    def __init__(self, p: spec.LocalAvgPool) -> None:
-        super().__init__()
-        self.spec = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.spec
@@ -256,6 +252,52 @@ class Softmax(nn.Module):
         return torch.softmax(x.view(x.shape[0], self.groups, -1), dim=-1).view(x.shape[0], -1)
 
 
+def patches(x: torch.Tensor, size: int, stride: int, padding: int) -> torch.Tensor:
+    """Darknet's ``im2col``: (N, C·size², out_h·out_w), rows in (c, ky, kx) order, zero padding.
+
+    Strided slices and a stack (rather than ``unfold``), which trace and export as plain ops.
+    """
+    x = pad(x, (padding,) * 4)
+    out_h, out_w = (x.shape[2] - size) // stride + 1, (x.shape[3] - size) // stride + 1
+    windows = [x[:, :, ky:ky + stride * (out_h - 1) + 1:stride, kx:kx + stride * (out_w - 1) + 1:stride]
+               for ky in range(size) for kx in range(size)]
+    return torch.stack(windows, dim=2).reshape(x.shape[0], -1, out_h * out_w)
+
+
+class LocallyConnected(nn.Module):
+    """Darknet's ``[local]``: at each output position j its own kernels ``weight[j]`` (filters × C·size²).
+
+    ``bias`` has one value per output element (filters × out_h × out_w), as ``.weights`` stores it.
+    Initialized as Darknet does: uniform in ±√(2 / (C·size²)).
+    """
+
+    def __init__(self, p: spec.Local) -> None:
+        super().__init__()
+        self.spec = p
+        scale = (2.0 / p.patch) ** 0.5
+        self.weight = nn.Parameter((torch.rand(p.locations, p.filters, p.patch) * 2 - 1) * scale)
+        self.bias = nn.Parameter(torch.zeros(p.filters, p.out_h, p.out_w))
+        self.act = make_activation(p.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.spec
+        cols = patches(x, p.size, p.stride, p.pad).permute(2, 0, 1)  # (L, N, K)
+        y = torch.matmul(cols, self.weight.transpose(1, 2)).permute(1, 2, 0)  # (N, filters, L)
+        return self.act(y.reshape(-1, p.filters, p.out_h, p.out_w) + self.bias)
+
+
+class Detection(SpecModule):
+    """yolov1's ``[detection]``: the map unchanged, or each cell's class scores softmaxed (``softmax=1``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.spec
+        if not p.softmax:
+            return x
+        flat, count = torch.flatten(x, 1), p.cells * p.classes
+        probs = torch.softmax(flat[:, :count].reshape(-1, p.cells, p.classes), dim=-1).reshape(-1, count)
+        return torch.cat([probs, flat[:, count:]], dim=1).reshape(x.shape)
+
+
 class Passthrough(nn.Module):
     """Layers that change nothing at inference: heads (their input is the head map), dropout, cost, contrastive."""
 
@@ -301,50 +343,58 @@ class DarknetModel(nn.Module):
         return outputs[-1]
 
 
+def _conv_module(p: spec.Conv, layer: spec.Layer, built: list[nn.Module]) -> nn.Module:
+    if p.share_from is not None:
+        block: nn.Module = SharedConv(built[p.share_from], p)
+    else:
+        block = ConvNormAct(p.in_channels, p.filters, p.size, p.conv_stride, p.padding, groups=p.groups,
+                            dilation=p.dilation, norm="batch" if p.batch_normalize else "none",
+                            activation=p.activation)
+    if p.antialiasing:
+        blur = Blur(p.filters, p.antialiasing, p.stride)
+        block = block.append(blur) if isinstance(block, ConvNormAct) else nn.Sequential(block, blur)
+    return block
+
+
+def _maxpool_module(p: spec.MaxPool, layer: spec.Layer, built: list[nn.Module]) -> nn.Module:
+    pool = DarknetMaxPool(p.size, p.pool_stride[0], p.pool_stride[1], p.padding)
+    return nn.Sequential(pool, Blur(p.channels, p.antialiasing, p.stride)) if p.antialiasing else pool
+
+
+def _passthrough(p: object, layer: spec.Layer, built: list[nn.Module]) -> nn.Module:
+    return Passthrough()
+
+
+ModuleFactory = Callable[[Any, spec.Layer, list[nn.Module]], nn.Module]
+_MODULES: dict[type, ModuleFactory] = {
+    spec.Conv: _conv_module,
+    spec.Local: lambda p, layer, built: LocallyConnected(p),
+    spec.Connected: lambda p, layer, built: Connected(p),
+    spec.MaxPool: _maxpool_module,
+    spec.DepthMaxPool: lambda p, layer, built: DepthMaxPool(p, layer.shape),
+    spec.LocalAvgPool: lambda p, layer, built: LocalAvgPool(p),
+    spec.AvgPool: lambda p, layer, built: GlobalAvgPool(),
+    spec.Route: lambda p, layer, built: Route(p.groups, p.group_id),
+    spec.Shortcut: lambda p, layer, built: Shortcut(p),
+    spec.ScaleChannels: lambda p, layer, built: ScaleChannels(p.activation),
+    spec.Sam: lambda p, layer, built: Sam(p.activation),
+    spec.Crop: lambda p, layer, built: Crop(p),
+    spec.Reorg: lambda p, layer, built: Reorg(p, layer.shape),
+    spec.Upsample: lambda p, layer, built: Upsample(p.stride, p.scale),
+    spec.Softmax: lambda p, layer, built: Softmax(p.temperature, p.groups),
+    spec.Activation: lambda p, layer, built: make_activation(p.activation),
+    spec.Detection: lambda p, layer, built: Detection(p),
+    spec.Passthrough: _passthrough,  # [dropout], [cost], [contrastive]
+    spec.YoloHead: _passthrough,  # heads: their input is the head map the graph outputs
+    spec.GaussianYoloHead: _passthrough,
+    spec.RegionHead: _passthrough,
+}
+require_all(_MODULES, LAYER_TYPES, "PyTorch builder")
+
+
 def make_module(layer: spec.Layer, built: list[nn.Module]) -> nn.Module:
     """The PyTorch module for one planned layer (``built``: the modules of the layers before it)."""
-    p = layer.params
-    if isinstance(p, spec.Conv):
-        if p.share_from is not None:
-            block: nn.Module = SharedConv(built[p.share_from], p)
-        else:
-            block = ConvNormAct(p.in_channels, p.filters, p.size, p.conv_stride, p.padding, groups=p.groups,
-                                dilation=p.dilation, norm="batch" if p.batch_normalize else "none",
-                                activation=p.activation)
-        if p.antialiasing:
-            blur = Blur(p.filters, p.antialiasing, p.stride)
-            block = block.append(blur) if isinstance(block, ConvNormAct) else nn.Sequential(block, blur)
-        return block
-    if isinstance(p, spec.LocalAvgPool):
-        return LocalAvgPool(p)
-    if isinstance(p, spec.DepthMaxPool):
-        return DepthMaxPool(p, layer.shape)
-    if isinstance(p, spec.MaxPool):
-        pool = DarknetMaxPool(p.size, p.pool_stride[0], p.pool_stride[1], p.padding)
-        return nn.Sequential(pool, Blur(p.channels, p.antialiasing, p.stride)) if p.antialiasing else pool
-    if isinstance(p, spec.Route):
-        return Route(p.groups, p.group_id)
-    if isinstance(p, spec.Shortcut):
-        return Shortcut(p)
-    if isinstance(p, spec.Upsample):
-        return Upsample(p.stride, p.scale)
-    if isinstance(p, spec.AvgPool):
-        return GlobalAvgPool()
-    if isinstance(p, spec.Softmax):
-        return Softmax(p.temperature, p.groups)
-    if isinstance(p, spec.Connected):
-        return Connected(p)
-    if isinstance(p, spec.Crop):
-        return Crop(p)
-    if isinstance(p, spec.Reorg):
-        return Reorg(p, layer.shape)
-    if isinstance(p, spec.Sam):
-        return Sam(p.activation)
-    if isinstance(p, spec.ScaleChannels):
-        return ScaleChannels(p.activation)
-    if isinstance(p, spec.Activation):
-        return make_activation(p.activation)
-    return Passthrough()  # heads, [dropout], [cost], [contrastive], [detection]
+    return lookup(_MODULES, layer.params, "PyTorch builder")(layer.params, layer, built)
 
 
 def build_model(

@@ -16,7 +16,7 @@ from torch import nn
 
 from foldkit.darknet.build import DarknetModel
 from foldkit.darknet.head_decode import HeadSpec, decode_head
-from foldkit.darknet.layers import GaussianYoloHead, RegionHead
+from foldkit.darknet.specs import GaussianYoloHead, RegionHead
 from foldkit.errors import FoldkitError
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from foldkit.darknet.budget import estimate_bytes
-from foldkit.darknet.layers import BUILTIN_MODELS, NetInfo, NetworkPlan
+from foldkit.darknet.builtin import BUILTIN_MODELS
+from foldkit.darknet.specs import NetInfo, NetworkPlan
 from foldkit.darknet.to_onnx import MIN_OPSET, darknet_to_onnx
 from foldkit.defaults import DEFAULT_OPSET
 from foldkit.errors import FoldkitError

@@ -1,6 +1,6 @@
 """Darknet cfg + weights → ONNX directly, without PyTorch: the fast converter.
 
-The graph is written node by node from the network plan (:mod:`.layers`) and the weight
+The graph is written node by node from the network plan (:mod:`.specs`) and the weight
 records (:mod:`.weights`), BatchNorm folded by the shared fold arithmetic (float64, one cast).
 It computes what the PyTorch model of the same plan computes (the tests hold the two to the
 same outputs) but skips importing torch, initializing and tracing a module and serializing its
@@ -13,25 +13,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from foldkit.darknet import layers as spec
-from foldkit.darknet.layers import NetworkPlan
+from foldkit.darknet import specs as spec
+from foldkit.darknet.graph import GraphWriter, activation
 from foldkit.darknet.plan import plan_network
+from foldkit.darknet.registry import LAYER_TYPES, lookup, require_all
+from foldkit.darknet.specs import NetworkPlan
 from foldkit.darknet.weights import ConvRecord, read_weights
-from foldkit.defaults import (
-    DEFAULT_OPSET,
-    GELU_C1,
-    GELU_C3,
-    INPUT_NAME,
-    LEAKY_SLOPE,
-    NORMALIZE_CHANNELS_EPS,
-    SELU_ALPHA,
-    SELU_LAMBDA,
-)
+from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME
 from foldkit.errors import FoldkitError
 from foldkit.fold.affine import UnsafeFoldError, fold_batchnorm
 from foldkit.fold.report import FOLDED, SKIPPED, FoldEntry, FoldReport
@@ -40,120 +34,6 @@ from foldkit.onnxio.stream import save_with_arrays
 from foldkit.onnxio.validate import validate_model
 
 MIN_OPSET = 13  # Resize with an empty roi, Slice with tensor inputs
-
-
-class _GraphWriter:
-    """Collects nodes, and the initializers as (name, array) pairs, with unique names."""
-
-    def __init__(self, opset: int) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.arrays: list[tuple[str, np.ndarray]] = []
-        self.opset = opset
-        self._count = 0
-        self._scalars: dict[float, str] = {}
-
-    def name(self, base: str) -> str:
-        self._count += 1
-        return f"{base}_{self._count}"
-
-    def const(self, array: np.ndarray, base: str) -> str:
-        name = self.name(base)
-        self.arrays.append((name, np.ascontiguousarray(array)))
-        return name
-
-    def scalar(self, value: float) -> str:
-        """A float32 scalar constant, shared by every node that needs the same value."""
-        if value not in self._scalars:
-            self._scalars[value] = self.const(np.array(value, dtype=np.float32), "const")
-        return self._scalars[value]
-
-    def ints(self, values: list[int], base: str) -> str:
-        return self.const(np.array(values, dtype=np.int64), base)
-
-    def node(self, op: str, inputs: list[str], base: str, **attrs) -> str:
-        output = self.name(base)
-        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
-        return output
-
-    # elementwise helpers for the activation formulas
-    def mul(self, x: str, value: float, base: str) -> str:
-        return self.node("Mul", [x, self.scalar(value)], base)
-
-    def add(self, x: str, value: float, base: str) -> str:
-        return self.node("Add", [x, self.scalar(value)], base)
-
-    def clip(self, x: str, low: float, high: float, base: str) -> str:
-        return self.node("Clip", [x, self.scalar(low), self.scalar(high)], base)
-
-    def reduce(self, op: str, x: str, axis: int, base: str) -> str:
-        """ReduceSum/ReduceMax over one axis, keepdims (axes became an input in opsets 13 and 18)."""
-        if self.opset >= (13 if op == "ReduceSum" else 18):
-            return self.node(op, [x, self.ints([axis], base)], base, keepdims=1)
-        return self.node(op, [x], base, axes=[axis], keepdims=1)
-
-
-def _soft_clip(g: _GraphWriter, x: str, low: float, high: float, slope: float, scale: float, offset: float,
-               base: str) -> str:
-    clipped = g.clip(x, low, high, base)
-    inside = g.add(g.mul(clipped, scale, base), offset, base)
-    return g.node("Add", [inside, g.mul(g.node("Sub", [x, clipped], base), slope, base)], base)
-
-
-def _normalize_channels(g: _GraphWriter, name: str, x: str, base: str) -> str:
-    if name == "normalize_channels":
-        values = g.node("Relu", [x], base)
-    else:
-        if name.endswith("maxval"):
-            x = g.node("Sub", [x, g.reduce("ReduceMax", x, 1, base)], base)
-        values = g.node("Exp", [x], base)
-    total = g.add(g.reduce("ReduceSum", values, 1, base), NORMALIZE_CHANNELS_EPS, base)
-    return g.node("Div", [values, total], base)
-
-
-def _activation(g: _GraphWriter, name: str, x: str, base: str) -> str:
-    """Darknet's activation ``name`` on ``x``, op for op as :mod:`foldkit.nn` computes it."""
-    if name == "linear":
-        return x
-    if name in ("leaky", "revleaky", "relie"):
-        return g.node("LeakyRelu", [x], base, alpha=0.01 if name == "relie" else LEAKY_SLOPE)
-    if name in ("relu", "tanh"):
-        return g.node(name.capitalize(), [x], base)
-    if name == "logistic":
-        return g.node("Sigmoid", [x], base)
-    if name == "swish":
-        return g.node("Mul", [x, g.node("Sigmoid", [x], base)], base)
-    if name == "mish":
-        if g.opset >= 18:
-            return g.node("Mish", [x], base)
-        return g.node("Mul", [x, g.node("Tanh", [g.node("Softplus", [x], base)], base)], base)
-    if name in ("relu6", "hardtan"):
-        return g.clip(x, 0.0, 6.0, base) if name == "relu6" else g.clip(x, -1.0, 1.0, base)
-    if name == "elu":
-        return g.node("Elu", [x], base, alpha=1.0)
-    if name == "selu":
-        return g.node("Selu", [x], base, alpha=SELU_ALPHA, gamma=SELU_LAMBDA)
-    if name == "gelu":
-        cube = g.node("Mul", [g.node("Mul", [x, x], base), x], base)
-        inner = g.node("Add", [g.mul(x, GELU_C1, base), g.mul(cube, GELU_C3, base)], base)
-        return g.node("Mul", [g.mul(x, 0.5, base), g.add(g.node("Tanh", [inner], base), 1.0, base)], base)
-    if name == "ramp":
-        return g.node("Add", [g.node("Relu", [x], base), g.mul(x, 0.1, base)], base)
-    if name == "loggy":
-        return g.add(g.mul(g.node("Sigmoid", [x], base), 2.0, base), -1.0, base)
-    if name == "plse":
-        return _soft_clip(g, x, -4.0, 4.0, 0.01, 0.125, 0.5, base)
-    if name == "lhtan":
-        return _soft_clip(g, x, 0.0, 1.0, 0.001, 1.0, 0.0, base)
-    if name == "stair":
-        n = g.node("Floor", [x], base)
-        odd = g.node("Sub", [n, g.mul(g.node("Floor", [g.mul(n, 0.5, base)], base), 2.0, base)], base)
-        fraction = g.node("Mul", [odd, g.node("Sub", [x, n], base)], base)
-        return g.node("Add", [g.node("Floor", [g.mul(x, 0.5, base)], base), fraction], base)
-    if name == "hard_mish":
-        return g.mul(g.node("Mul", [x, g.clip(g.add(x, 2.0, base), 0.0, 2.0, base)], base), 0.5, base)
-    if name.startswith("normalize_channels"):
-        return _normalize_channels(g, name, x, base)
-    raise FoldkitError(f"activation {name!r} has no ONNX writer")
 
 
 @dataclass
@@ -166,7 +46,7 @@ class _WrittenOp:
     eps: float = 0.0
 
 
-def _linear_op(g: _GraphWriter, op: str, record: ConvRecord, x: str, base: str, fold: bool, report: FoldReport,
+def _linear_op(g: GraphWriter, op: str, record: ConvRecord, x: str, base: str, fold: bool, report: FoldReport,
                attrs: dict) -> _WrittenOp:
     """Conv or Gemm with its bias, or with its BatchNorm folded in (or kept as a node when ``fold=False``)."""
     if record.gamma is None:
@@ -194,13 +74,13 @@ def _linear_op(g: _GraphWriter, op: str, record: ConvRecord, x: str, base: str, 
     return written
 
 
-def _norm_node(g: _GraphWriter, written: _WrittenOp, x: str, base: str) -> str:
+def _norm_node(g: GraphWriter, written: _WrittenOp, x: str, base: str) -> str:
     if written.norm is None:
         return x
     return g.node("BatchNormalization", [x, *written.norm], f"{base}.bn", epsilon=written.eps)
 
 
-def _blur(g: _GraphWriter, x: str, channels: int, antialiasing: int, stride: tuple[int, int], base: str) -> str:
+def _blur(g: GraphWriter, x: str, channels: int, antialiasing: int, stride: tuple[int, int], base: str) -> str:
     one = spec.blur_kernel(antialiasing).astype(np.float32)
     kernel = np.broadcast_to(one, (channels, 1, *one.shape))
     pad = spec.blur_padding(antialiasing)
@@ -208,71 +88,130 @@ def _blur(g: _GraphWriter, x: str, channels: int, antialiasing: int, stride: tup
                   kernel_shape=list(one.shape), strides=list(stride), pads=[pad] * 4, group=channels)
 
 
-def _channel_slice(g: _GraphWriter, x: str, channels: int, p: spec.Route, base: str) -> str:
+def _channel_slice(g: GraphWriter, x: str, channels: int, p: spec.Route, base: str) -> str:
     width = channels // p.groups
     bounds = [[p.group_id * width], [(p.group_id + 1) * width], [1]]
     return g.node("Slice", [x, *(g.ints(b, f"{base}.slice") for b in bounds)], base)
 
 
+@dataclass
+class _At:
+    """One layer being written: its index, plan parameters, input tensors and shapes, output shape, node prefix."""
+
+    index: int
+    params: Any
+    inputs: list[str]
+    shapes: list[spec.Shape]
+    shape: spec.Shape
+    base: str
+
+
 class _LayerWriter:
     """Writes each planned layer's nodes; remembers each conv's weight tensors so ``share_index`` reuses them."""
 
-    def __init__(self, g: _GraphWriter, plan: NetworkPlan, records: dict, fold: bool, report: FoldReport) -> None:
+    def __init__(self, g: GraphWriter, plan: NetworkPlan, records: dict, fold: bool, report: FoldReport) -> None:
         self.g, self.plan, self.records, self.fold, self.report = g, plan, records, fold, report
         self.conv_ops: dict[int, _WrittenOp] = {}  # conv layer → its written Conv, for share_index
 
     def write(self, index: int, inputs: list[str], shapes: list[spec.Shape]) -> str:
-        g, layer, base = self.g, self.plan.layers[index], f"layer{index}"
-        p = layer.params
-        if isinstance(p, spec.Conv):
-            return self._conv(index, p, inputs[0], base)
-        if isinstance(p, spec.LocalAvgPool):
-            return g.node("AveragePool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.stride),
-                          pads=[p.lead, p.lead, p.trail, p.trail], count_include_pad=0)
-        if isinstance(p, spec.DepthMaxPool):
-            _, h, w = shapes[0]
-            split = g.node("Reshape", [inputs[0], g.ints([-1, p.in_channels // p.out_channels, p.out_channels, h, w],
-                                                         base)], base)
-            return g.node("Reshape", [g.reduce("ReduceMax", split, 1, base), g.ints([-1, p.out_channels, h, w], base)],
-                          base)
-        if isinstance(p, spec.MaxPool):
-            out = g.node("MaxPool", inputs, base, kernel_shape=[p.size, p.size], strides=list(p.pool_stride),
-                         pads=[p.lead, p.lead, p.trail, p.trail])
-            return _blur(g, out, p.channels, p.antialiasing, p.stride, base) if p.antialiasing else out
-        if isinstance(p, spec.Route):
-            if p.groups > 1:
-                inputs = [_channel_slice(g, x, s[0], p, base) for x, s in zip(inputs, shapes, strict=True)]
-            return inputs[0] if len(inputs) == 1 else g.node("Concat", inputs, base, axis=1)
-        if isinstance(p, spec.Shortcut):
-            return self._shortcut(index, p, inputs, shapes, base)
-        if isinstance(p, spec.Upsample):
-            scales = g.const(np.array([1, 1, p.stride, p.stride], dtype=np.float32), f"{base}.scales")
-            out = g.node("Resize", [inputs[0], g.const(np.zeros(0, np.float32), f"{base}.roi"), scales], base,
-                         mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-            return out if p.scale == 1.0 else g.mul(out, p.scale, base)
-        if isinstance(p, spec.AvgPool):
-            return g.node("GlobalAveragePool", inputs, base)
-        if isinstance(p, spec.Softmax):
-            return self._softmax(p, inputs[0], base)
-        if isinstance(p, spec.Connected):
-            flat = g.node("Flatten", inputs, base, axis=1)
-            out = _linear_op(g, "Gemm", self.records[index], flat, base, self.fold, self.report, {"transB": 1}).output
-            out = _activation(g, p.activation, out, f"{base}.act")
-            return g.node("Unsqueeze", [out, g.ints([2, 3], base)], base)
-        if isinstance(p, spec.Crop):
-            bounds = [[p.top, p.left], [p.top + p.height, p.left + p.width], [2, 3]]
-            out = g.node("Slice", [inputs[0], *(g.ints(b, base) for b in bounds)], base)
-            return g.add(g.mul(out, 2.0, base), -1.0, base) if p.adjust else out
-        if isinstance(p, spec.Reorg):
-            return self._reorg(p, layer.shape, inputs[0], base)
-        if isinstance(p, spec.Activation):
-            return _activation(g, p.activation, inputs[0], f"{base}.act")
-        if isinstance(p, (spec.Sam, spec.ScaleChannels)):
-            return _activation(g, p.activation, g.node("Mul", [inputs[1], inputs[0]], base), f"{base}.act")
-        return inputs[0]  # heads, [dropout], [cost], [contrastive], [detection]
+        layer = self.plan.layers[index]
+        at = _At(index, layer.params, inputs, shapes, layer.shape, f"layer{index}")
+        return lookup(_WRITERS, layer.params, "ONNX writer")(self, at)
 
-    def _conv(self, index: int, p: spec.Conv, x: str, base: str) -> str:
-        g = self.g
+    def _local_avgpool(self, at: _At) -> str:
+        p = at.params
+        return self.g.node("AveragePool", at.inputs, at.base, kernel_shape=[p.size, p.size], strides=list(p.stride),
+                           pads=[p.lead, p.lead, p.trail, p.trail], count_include_pad=0)
+
+    def _depth_maxpool(self, at: _At) -> str:
+        g, p, base, (_, h, w) = self.g, at.params, at.base, at.shapes[0]
+        split = g.node("Reshape", [at.inputs[0], g.ints([-1, p.in_channels // p.out_channels, p.out_channels, h, w],
+                                                        base)], base)
+        return g.node("Reshape", [g.reduce("ReduceMax", split, 1, base), g.ints([-1, p.out_channels, h, w], base)],
+                      base)
+
+    def _maxpool(self, at: _At) -> str:
+        g, p, base = self.g, at.params, at.base
+        out = g.node("MaxPool", at.inputs, base, kernel_shape=[p.size, p.size], strides=list(p.pool_stride),
+                     pads=[p.lead, p.lead, p.trail, p.trail])
+        return _blur(g, out, p.channels, p.antialiasing, p.stride, base) if p.antialiasing else out
+
+    def _route(self, at: _At) -> str:
+        g, p, inputs = self.g, at.params, at.inputs
+        if p.groups > 1:
+            inputs = [_channel_slice(g, x, s[0], p, at.base) for x, s in zip(inputs, at.shapes, strict=True)]
+        return inputs[0] if len(inputs) == 1 else g.node("Concat", inputs, at.base, axis=1)
+
+    def _upsample(self, at: _At) -> str:
+        g, p, base = self.g, at.params, at.base
+        scales = g.const(np.array([1, 1, p.stride, p.stride], dtype=np.float32), f"{base}.scales")
+        out = g.node("Resize", [at.inputs[0], g.const(np.zeros(0, np.float32), f"{base}.roi"), scales], base,
+                     mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return out if p.scale == 1.0 else g.mul(out, p.scale, base)
+
+    def _avgpool(self, at: _At) -> str:
+        return self.g.node("GlobalAveragePool", at.inputs, at.base)
+
+    def _connected(self, at: _At) -> str:
+        g, base = self.g, at.base
+        flat = g.node("Flatten", at.inputs, base, axis=1)
+        out = _linear_op(g, "Gemm", self.records[at.index], flat, base, self.fold, self.report, {"transB": 1}).output
+        out = activation(g, at.params.activation, out, f"{base}.act")
+        return g.node("Unsqueeze", [out, g.ints([2, 3], base)], base)
+
+    def _crop(self, at: _At) -> str:
+        g, p, base = self.g, at.params, at.base
+        bounds = [[p.top, p.left], [p.top + p.height, p.left + p.width], [2, 3]]
+        out = g.node("Slice", [at.inputs[0], *(g.ints(b, base) for b in bounds)], base)
+        return g.add(g.mul(out, 2.0, base), -1.0, base) if p.adjust else out
+
+    def _activation(self, at: _At) -> str:
+        return activation(self.g, at.params.activation, at.inputs[0], f"{at.base}.act")
+
+    def _scale(self, at: _At) -> str:  # [sam] and [scale_channels]: the from map times this layer's input
+        product = self.g.node("Mul", [at.inputs[1], at.inputs[0]], at.base)
+        return activation(self.g, at.params.activation, product, f"{at.base}.act")
+
+    def _passthrough(self, at: _At) -> str:
+        return at.inputs[0]
+
+    def _local(self, at: _At) -> str:
+        """Darknet's im2col as strided slices, then one MatMul batched over output positions (L, N, K)·(L, K, F)."""
+        g, p, base, record = self.g, at.params, at.base, self.records[at.index]
+        x = at.inputs[0]
+        if p.pad:
+            x = g.node("Pad", [x, g.ints([0, 0, p.pad, p.pad, 0, 0, p.pad, p.pad], base)], base)
+        span_y, span_x = p.stride * (p.out_h - 1) + 1, p.stride * (p.out_w - 1) + 1
+        windows = []
+        for ky in range(p.size):
+            for kx in range(p.size):
+                bounds = ([ky, kx], [ky + span_y, kx + span_x], [2, 3], [p.stride, p.stride])
+                window = g.node("Slice", [x, *(g.ints(b, base) for b in bounds)], base)
+                windows.append(g.node("Unsqueeze", [window, g.ints([2], base)], base))
+        cols = g.node("Reshape", [g.node("Concat", windows, base, axis=2), g.ints([-1, p.patch, p.locations], base)],
+                      base)
+        kernels = g.const(np.ascontiguousarray(record.weight.transpose(0, 2, 1)), f"{base}.weight")  # (L, K, F)
+        y = g.node("MatMul", [g.node("Transpose", [cols], base, perm=[2, 0, 1]), kernels], base)
+        y = g.node("Reshape", [g.node("Transpose", [y], base, perm=[1, 2, 0]),
+                               g.ints([-1, p.filters, p.out_h, p.out_w], base)], base)
+        y = g.node("Add", [y, g.const(np.ascontiguousarray(record.bias), f"{base}.bias")], base)
+        return activation(g, p.activation, y, f"{base}.act")
+
+    def _detection(self, at: _At) -> str:
+        """yolov1's head: the input, or with a softmax over each cell's classes (the first cells·classes values)."""
+        g, p, base = self.g, at.params, at.base
+        if not p.softmax:
+            return at.inputs[0]
+        count, total = p.cells * p.classes, int(np.prod(at.shape))
+        flat = g.node("Flatten", at.inputs, base, axis=1)
+        head, rest = (g.node("Slice", [flat, g.ints([a], base), g.ints([b], base), g.ints([1], base)], base)
+                      for a, b in ((0, count), (count, total)))
+        cells = g.node("Reshape", [head, g.ints([-1, p.cells, p.classes], base)], base)
+        probs = g.node("Reshape", [g.node("Softmax", [cells], base, axis=-1), g.ints([-1, count], base)], base)
+        return g.node("Reshape", [g.node("Concat", [probs, rest], base, axis=1), g.ints([-1, *at.shape], base)], base)
+
+    def _conv(self, at: _At) -> str:
+        g, index, p, x, base = self.g, at.index, at.params, at.inputs[0], at.base
         attrs = {"kernel_shape": [p.size, p.size], "strides": list(p.conv_stride), "pads": [p.padding] * 4,
                  "dilations": [p.dilation, p.dilation], "group": p.groups}
         if p.share_from is None:
@@ -281,11 +220,11 @@ class _LayerWriter:
         else:  # share_index: the owner's tensors, this layer's geometry
             owner = self.conv_ops[p.share_from]
             out = _norm_node(g, owner, g.node("Conv", [x, *owner.weights], f"{base}.conv", **attrs), base)
-        out = _activation(g, p.activation, out, f"{base}.act")
+        out = activation(g, p.activation, out, f"{base}.act")
         return _blur(g, out, p.filters, p.antialiasing, p.stride, base) if p.antialiasing else out
 
-    def _softmax(self, p: spec.Softmax, x: str, base: str) -> str:
-        g = self.g
+    def _softmax(self, at: _At) -> str:
+        g, p, x, base = self.g, at.params, at.inputs[0], at.base
         flat = g.node("Flatten", [x], base, axis=1)
         if p.temperature != 1.0:
             flat = g.node("Div", [flat, g.scalar(p.temperature)], base)
@@ -294,8 +233,8 @@ class _LayerWriter:
         chunks = g.node("Reshape", [flat, g.ints([0, p.groups, -1], base)], base)
         return g.node("Reshape", [g.node("Softmax", [chunks], base, axis=-1), g.ints([0, -1], base)], base)
 
-    def _shortcut(self, index: int, p: spec.Shortcut, inputs: list[str], shapes: list[spec.Shape], base: str) -> str:
-        g = self.g
+    def _shortcut(self, at: _At) -> str:
+        g, index, p, inputs, shapes, base = self.g, at.index, at.params, at.inputs, at.shapes, at.base
         channels, height, width = shapes[0]
         aligned = [inputs[0]]
         for x, (c, _, _), step in zip(inputs[1:], shapes[1:], p.steps, strict=True):
@@ -315,9 +254,10 @@ class _LayerWriter:
         total = aligned[0]
         for other in aligned[1:]:
             total = g.node("Add", [total, other], base)
-        return _activation(g, p.activation, total, f"{base}.act")
+        return activation(g, p.activation, total, f"{base}.act")
 
-    def _reorg(self, p: spec.Reorg, out_shape: spec.Shape, x: str, base: str) -> str:
+    def _reorg(self, at: _At) -> str:
+        p, out_shape, x, base = at.params, at.shape, at.inputs[0], at.base
         g, s, (c, h, w) = self.g, p.stride, p.in_shape
         reinterpret = p.darknet_map != p.reverse  # Darknet's buffer seen as (C/s², H·s, W·s) around the map
         if reinterpret:
@@ -327,6 +267,32 @@ class _LayerWriter:
         else:
             out = g.node("SpaceToDepth", [x], base, blocksize=s)
         return g.node("Reshape", [out, g.ints([-1, *out_shape], base)], base) if reinterpret else out
+
+
+_WRITERS: dict[type, Callable[[_LayerWriter, _At], str]] = {
+    spec.Conv: _LayerWriter._conv,
+    spec.Local: _LayerWriter._local,
+    spec.Connected: _LayerWriter._connected,
+    spec.MaxPool: _LayerWriter._maxpool,
+    spec.DepthMaxPool: _LayerWriter._depth_maxpool,
+    spec.LocalAvgPool: _LayerWriter._local_avgpool,
+    spec.AvgPool: _LayerWriter._avgpool,
+    spec.Route: _LayerWriter._route,
+    spec.Shortcut: _LayerWriter._shortcut,
+    spec.ScaleChannels: _LayerWriter._scale,
+    spec.Sam: _LayerWriter._scale,
+    spec.Crop: _LayerWriter._crop,
+    spec.Reorg: _LayerWriter._reorg,
+    spec.Upsample: _LayerWriter._upsample,
+    spec.Softmax: _LayerWriter._softmax,
+    spec.Activation: _LayerWriter._activation,
+    spec.Detection: _LayerWriter._detection,
+    spec.Passthrough: _LayerWriter._passthrough,  # [dropout], [cost], [contrastive]
+    spec.YoloHead: _LayerWriter._passthrough,  # heads: the graph outputs their input, the raw map
+    spec.GaussianYoloHead: _LayerWriter._passthrough,
+    spec.RegionHead: _LayerWriter._passthrough,
+}
+require_all(_WRITERS, LAYER_TYPES, "ONNX writer")
 
 
 @dataclass
@@ -374,7 +340,7 @@ def darknet_to_onnx(
     plan = plan_network(model, img_size)
     _, records = read_weights(plan, weights, bn_variant=bn_variant)
     info = plan.info
-    g = _GraphWriter(opset)
+    g = GraphWriter(opset)
     report = FoldReport() if fold else None
     writer = _LayerWriter(g, plan, records, fold, report or FoldReport())
     outputs: list[str] = []

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from foldkit.darknet.layers import Connected, Conv, NetworkPlan, Shortcut, stored_floats, weight_records
+from foldkit.darknet.layout import stored_floats, weight_records
+from foldkit.darknet.specs import Connected, Conv, Local, NetworkPlan, Shortcut
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import write_atomic
 
@@ -68,7 +69,7 @@ def expected_floats(network: NetworkPlan | DarknetModel) -> int:
 
 @dataclass
 class ConvRecord:
-    """One ``[convolutional]`` or ``[connected]`` layer's arrays, as read (float32 views into the file's bytes)."""
+    """One ``[convolutional]``, ``[connected]`` or ``[local]`` layer's arrays, as read (float32 views into the file)."""
 
     bias: np.ndarray  # BN's β with batch_normalize, else the conv bias
     weight: np.ndarray  # [filters, c/groups, size, size], or [outputs, inputs] for [connected]
@@ -147,28 +148,37 @@ def read_weights(plan: NetworkPlan, path: str | os.PathLike, *, bn_variant: str 
         if record.var is not None and bn_variant == "pjreddie":
             record.var = ((np.sqrt(record.var.astype(np.float64)) + PJREDDIE_CPU_EPS) ** 2).astype(np.float32)
             record.eps = 0.0
-        p = layer.params
-        if isinstance(p, Connected):
-            shape: tuple[int, ...] = (p.outputs, p.inputs)
-            if header.transposed:  # stored [inputs][outputs]; Darknet transposes after reading (FORMAT-ZOO §4)
-                record.weight = record.weight.reshape(p.inputs, p.outputs).T.copy()
-        else:
-            assert isinstance(p, Conv)
-            shape = (p.filters, p.in_channels // p.groups, p.size, p.size)
-        record.weight = record.weight.reshape(shape)
-        records[index] = record
+        records[index] = _shaped(record, layer.params, header)
     return header, records
 
 
+def _shaped(record: ConvRecord, p: object, header: WeightsHeader) -> ConvRecord:
+    """The record's flat arrays viewed in the layer's shapes (weights and, for ``[local]``, the biases)."""
+    if isinstance(p, Connected):
+        shape: tuple[int, ...] = (p.outputs, p.inputs)
+        if header.transposed:  # stored [inputs][outputs]; Darknet transposes after reading (FORMAT-ZOO §4)
+            record.weight = record.weight.reshape(p.inputs, p.outputs).T.copy()
+    elif isinstance(p, Local):  # per output position j: filters × (C, size, size); a bias per output value
+        shape = (p.locations, p.filters, p.patch)
+        record.bias = record.bias.reshape(p.filters, p.out_h, p.out_w)
+    else:
+        assert isinstance(p, Conv)
+        shape = (p.filters, p.in_channels // p.groups, p.size, p.size)
+    record.weight = record.weight.reshape(shape)
+    return record
+
+
 def _weighted_modules(module: Any) -> tuple[Any, Any]:
-    """(linear op, norm) of a built conv or connected layer (``Any``: torch types its submodules loosely)."""
+    """(linear op, norm) of a built conv, connected or local layer (``Any``: torch types its submodules loosely)."""
     if hasattr(module, "linear"):
         return module.linear, module.norm
-    return module.conv, module.norm
+    if hasattr(module, "conv"):
+        return module.conv, module.norm
+    return module, None  # [local]: its own weight and bias, no norm
 
 
 def _file_tensors(params: object, module: Any) -> list[torch.Tensor]:
-    """A built layer's tensors in ``.weights`` order (see :func:`~foldkit.darknet.layers.weight_records`)."""
+    """A built layer's tensors in ``.weights`` order (see :func:`~foldkit.darknet.layout.weight_records`)."""
     if isinstance(params, Shortcut):
         return [module.weight]
     op, norm = _weighted_modules(module)

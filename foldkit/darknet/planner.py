@@ -1,278 +1,48 @@
 """Darknet sections → a plan of layers: what each layer computes, what it reads, its output shape.
 
-This is the one reading of Darknet's layer semantics; it imports no framework. The PyTorch
-builder (:mod:`.build`) and the direct ONNX writer (:mod:`.to_onnx`) both turn the plan into
-their own objects. Shapes are tracked with Darknet's formulas while planning, so a route between
-mismatched sizes, a shortcut between mismatched shapes or a ``[yolo]`` head fed the wrong channel
-count is reported with its file and line, and sections foldkit cannot build are refused by name.
+This is the one reading of Darknet's layer semantics; it imports no framework. Shapes are tracked
+with Darknet's formulas while planning, so a route between mismatched sizes, a shortcut between
+mismatched shapes or a ``[yolo]`` head fed the wrong channel count is reported with its file and
+line, and sections foldkit cannot build are refused by name.
 """
 
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
+from collections.abc import Callable
 
-import numpy as np
-
+from foldkit.activations import ACTIVATION_NAMES
 from foldkit.darknet.cfg import Section
-from foldkit.defaults import ACTIVATION_NAMES
-from foldkit.errors import FoldkitError
-
-Shape = tuple[int, int, int]  # (C, H, W)
-BUILTIN_MODELS = {
-    "darknet53": "darknet53.cfg",
-    "yolov3": "yolov3.cfg",
-    "yolov3-tiny": "yolov3-tiny.cfg",
-}
-
+from foldkit.darknet.registry import SECTION_TYPES, RegistryError, require_all
+from foldkit.darknet.specs import (
+    ANTIALIAS_BLUR,
+    Activation,
+    AvgPool,
+    Connected,
+    Conv,
+    Crop,
+    DepthMaxPool,
+    Detection,
+    GaussianYoloHead,
+    Layer,
+    Local,
+    LocalAvgPool,
+    MaxPool,
+    NetInfo,
+    NetworkPlan,
+    Passthrough,
+    RegionHead,
+    Reorg,
+    Route,
+    Sam,
+    ScaleChannels,
+    Shape,
+    Shortcut,
+    Softmax,
+    Upsample,
+    YoloHead,
+)
 
 RECURRENT = ("rnn", "lstm", "gru", "crnn")
-DROPPED = ("cost", "contrastive")  # training-only losses: Darknet's inference never reads their (zero) outputs
-
-
-@dataclass(frozen=True)
-class Conv:
-    in_channels: int
-    filters: int
-    size: int
-    stride: tuple[int, int]  # (y, x) of the layer's output; with antialiasing, the blur's stride
-    padding: int  # per side, already multiplied by dilation
-    groups: int
-    dilation: int
-    batch_normalize: bool
-    activation: str
-    antialiasing: int = 0  # 1: 3×3 [1,2,1]ᵀ[1,2,1]/16 blur after the activation, 2: 2×2 box; the conv runs at stride 1
-    share_from: int | None = None  # share_index: this layer runs layer ``share_from``'s weights (no record of its own)
-
-    @property
-    def conv_stride(self) -> tuple[int, int]:
-        return (1, 1) if self.antialiasing else self.stride
-
-
-@dataclass(frozen=True)
-class MaxPool:
-    size: int
-    stride: tuple[int, int]  # with antialiasing, the blur's stride (the pool runs at stride 1)
-    padding: int  # Darknet's total padding: floor(p/2) leading, the rest trailing
-    antialiasing: int = 0
-    channels: int = 0  # input channels (the blur is depthwise)
-
-    @property
-    def pool_stride(self) -> tuple[int, int]:
-        return (1, 1) if self.antialiasing else self.stride
-
-    @property
-    def lead(self) -> int:
-        return self.padding // 2
-
-    @property
-    def trail(self) -> int:
-        return self.padding - self.lead
-
-
-@dataclass(frozen=True)
-class Route:
-    groups: int = 1
-    group_id: int = 0
-
-
-@dataclass(frozen=True)
-class DepthMaxPool:
-    """``[maxpool] maxpool_depth=1``: per pixel, output channel g is the max of input channels g, g+G, g+2G, …"""
-
-    in_channels: int
-    out_channels: int  # G
-
-
-@dataclass(frozen=True)
-class LocalAvgPool(MaxPool):
-    """``[local_avgpool]``: maxpool's geometry, the mean of the in-bounds elements of each window."""
-
-
-@dataclass(frozen=True)
-class Shortcut:
-    """``out = act(Σᵢ wᵢ·inᵢ)`` over this layer's input and the ``from`` layers, Darknet's alignment rules.
-
-    Inputs with more channels contribute their first C channels, fewer channels are added to the
-    first ones (AlexeyAB's flat-prefix rule, FORMAT-ZOO §7.1); a larger input of the same aspect is
-    sampled every ``stride``-th pixel (pjreddie's strided rule, §7.3: the resnets' downsampling
-    blocks). With ``weights_type`` the raw weights come from ``.weights`` and are normalized as
-    ``fuse_conv_batchnorm`` does (§7.2).
-    """
-
-    activation: str = "linear"
-    shape: Shape = (0, 0, 0)  # this layer's (= its input's) shape
-    from_channels: tuple[int, ...] = ()  # per ``from`` input
-    steps: tuple[int, ...] = ()  # per ``from`` input: 1, or the sampling stride of a larger map
-    weights_type: str = "none"  # none | per_feature | per_channel
-    normalization: str = "none"  # relu | softmax (Darknet requires one with weights)
-
-    @property
-    def channels(self) -> int:
-        return self.shape[0]
-
-    @property
-    def weight_count(self) -> int:
-        inputs = len(self.steps) + 1
-        return {"none": 0, "per_feature": inputs, "per_channel": inputs * self.channels}[self.weights_type]
-
-
-@dataclass(frozen=True)
-class ScaleChannels:
-    """``[scale_channels]``: the ``from`` map times this layer's input, per channel (C×1×1) or per pixel (1×H×W)."""
-
-    activation: str = "linear"
-
-
-@dataclass(frozen=True)
-class Sam:
-    """``[sam]``: this layer's input times the ``from`` map, elementwise (spatial attention)."""
-
-    activation: str = "linear"
-
-
-@dataclass(frozen=True)
-class Connected:
-    """``[connected]``: flatten C×H×W (channel-major), Linear, optional BatchNorm, activation; output N×1×1."""
-
-    inputs: int
-    outputs: int
-    batch_normalize: bool
-    activation: str
-
-
-@dataclass(frozen=True)
-class Crop:
-    """``[crop]`` at inference (CPU): the centre crop, then ``2x − 1`` unless ``noadjust``."""
-
-    top: int
-    left: int
-    height: int
-    width: int
-    adjust: bool
-
-
-@dataclass(frozen=True)
-class Reorg:
-    """``[reorg]`` (Darknet's index map, not SpaceToDepth) or ``[reorg3d]`` (= SpaceToDepth); FORMAT-ZOO §2."""
-
-    stride: int
-    reverse: bool
-    darknet_map: bool  # True for [reorg]: reinterpret the input as (C/s², H·s, W·s) around the space-to-depth
-    in_shape: Shape
-
-
-@dataclass(frozen=True)
-class Upsample:
-    stride: int
-    scale: float = 1.0
-
-
-@dataclass(frozen=True)
-class AvgPool:
-    pass
-
-
-@dataclass(frozen=True)
-class Softmax:
-    """Softmax over each of ``groups`` equal chunks of the flat C·H·W input."""
-
-    temperature: float = 1.0
-    groups: int = 1
-
-
-@dataclass(frozen=True)
-class Passthrough:
-    pass
-
-
-@dataclass(frozen=True)
-class Activation:
-    """``[activation]``: an activation alone (AlexeyAB; default linear)."""
-
-    activation: str = "linear"
-
-
-@dataclass
-class YoloHead:
-    """What a ``[yolo]`` section says about decoding its head map."""
-
-    layer: int
-    classes: int
-    anchors: list[tuple[float, float]]  # this head's (w, h) in input pixels, in mask order
-    mask: list[int]
-    scale_x_y: float = 1.0
-    new_coords: bool = False
-    stride: int = 0  # input pixels per grid cell
-    kind: str = "yolo"
-
-
-@dataclass
-class GaussianYoloHead(YoloHead):
-    """``[Gaussian_yolo]``: a YOLOv3 head with K + 9 entries per anchor (μ, σ of x, y, w, h; obj; classes)."""
-
-    yolo_point: str = "center"
-    kind: str = "gaussian_yolo"
-
-
-@dataclass
-class RegionHead:
-    """What a ``[region]`` (YOLOv2) section says about decoding its head map (FORMAT-ZOO §3).
-
-    The graph outputs the raw conv map (NCHW, channel ``n·(classes+coords+1) + e``); decoding is
-    Darknet's: ``bx = (col + σ(tx))/W``, ``bw = exp(tw)·anchor_w/W`` with anchors in **grid cells**,
-    objectness σ, classes softmax (or, with ``tree``, the hierarchical softmax of that file).
-    ``mask``, ``scale_x_y`` and ``new_coords`` are the neutral values, so code written for
-    :class:`YoloHead` reads the same fields.
-    """
-
-    layer: int
-    classes: int
-    anchors: list[tuple[float, float]]  # (w, h) in grid cells, one per anchor
-    coords: int = 4
-    num: int = 1
-    softmax: bool = False
-    tree: str | None = None
-    stride: int = 0
-    mask: list[int] = field(default_factory=list)
-    scale_x_y: float = 1.0
-    new_coords: bool = False
-    kind: str = "region"
-
-
-Head = YoloHead | RegionHead
-
-
-@dataclass
-class NetInfo:
-    """The parts of ``[net]`` that inference needs."""
-
-    channels: int
-    height: int
-    width: int
-    source: str = ""
-    heads: list[Head] = field(default_factory=list)
-    choices: dict[str, str] = field(default_factory=dict)  # fork choices this network depends on, for inspect
-
-
-@dataclass
-class Layer:
-    """Darknet layer ``i``: its kind (section type), parameters, the layers it reads (−1 is the input), shape."""
-
-    kind: str
-    params: object
-    sources: list[int]
-    shape: Shape
-
-
-@dataclass
-class NetworkPlan:
-    info: NetInfo
-    layers: list[Layer]
-
 
 _CONV_REFUSALS = {
     "xnor": "XNOR-binarized conv (sign inputs, sign·mean|w| weights, bit-packed GEMM): Darknet's result depends on "
@@ -290,7 +60,6 @@ _FORK_NOTES = {
     "prefix_shortcut": "[shortcut] between different channel counts: AlexeyAB's channel-prefix rule",
     "crop": "[crop]: the CPU forward (integer centre offsets, 2x − 1 on every channel)",
 }
-_ANTIALIAS_BLUR = {1: (3, 1), 2: (2, 0)}  # antialiasing → (blur kernel size, blur padding), FORMAT-ZOO §6.5
 
 
 def _activation(section: Section, default: str) -> str:
@@ -302,7 +71,7 @@ def _activation(section: Section, default: str) -> str:
 
 def _antialiasing(section: Section) -> int:
     value = section.get_int("antialiasing", 0)
-    if value not in _ANTIALIAS_BLUR and value != 0:
+    if value not in ANTIALIAS_BLUR and value != 0:
         raise section.error(f"antialiasing={value}: Darknet defines 1 (3×3 blur) and 2 (2×2 blur)", "antialiasing")
     return value
 
@@ -311,7 +80,7 @@ def _blurred(size: int, antialiasing: int, stride: int) -> int:
     """Output size after Darknet's fixed antialiasing blur (a conv with its own size and padding)."""
     if not antialiasing:
         return size
-    kernel, pad = _ANTIALIAS_BLUR[antialiasing]
+    kernel, pad = ANTIALIAS_BLUR[antialiasing]
     return (size + 2 * pad - kernel) // stride + 1
 
 
@@ -337,10 +106,13 @@ class _Planner:
 
     def plan(self) -> NetworkPlan:
         for section in self.sections[1:]:
-            describe = getattr(self, f"_{section.type.lower()}", None)
+            describe = _DESCRIBERS.get(section.type.lower())
             if describe is None:
                 raise section.error("is not supported by foldkit; cannot build this network")
-            params, sources, shape = describe(section)
+            params, sources, shape = describe(self, section)
+            if type(params) not in SECTION_TYPES[section.type.lower()]:
+                raise RegistryError(f"internal error: the planner made a {type(params).__name__} of a "
+                                    f"[{section.type}], which the registry does not list")
             if min(shape) <= 0:
                 raise section.error(f"produces an empty output {shape} for input {self._input_shape(section)}")
             self.layers.append(Layer(section.type, params, sources, shape))
@@ -579,7 +351,6 @@ class _Planner:
     def _passthrough(self, section: Section):
         return Passthrough(), [section.index - 1], self._input_shape(section)
 
-    _dropout = _cost = _contrastive = _passthrough
 
     def _activation(self, section: Section):
         params = Activation(_activation(section, default="linear"))
@@ -592,7 +363,21 @@ class _Planner:
         expected = side * side * ((1 + coords) * num + classes)
         if c * h * w != expected:
             raise section.error(f"expects side²·((1+coords)·num + classes) = {expected} inputs, found {c * h * w}")
-        return self._passthrough(section)
+        params = Detection(side * side, classes, bool(section.get_int("softmax", 0)))
+        return params, [section.index - 1], (c, h, w)
+
+    def _local(self, section: Section):
+        c, h, w = self._input_shape(section)
+        filters, size = section.get_int("filters", 1), section.get_int("size", 1)
+        stride, pad = section.get_int("stride", 1), section.get_int("pad", 0)
+        if filters <= 0 or size <= 0 or stride <= 0 or pad < 0:
+            raise section.error("filters, size and stride must be positive, pad non-negative")
+        if pad and 2 * pad + 1 != size:
+            raise section.error(f"pad={pad} with size={size}: Darknet sizes the output for size = 2·pad + 1 but "
+                                "im2col pads by pad pixels, so its buffers disagree", "pad")
+        out_h, out_w = (h + 2 * pad - size) // stride + 1, (w + 2 * pad - size) // stride + 1
+        params = Local(c, filters, size, stride, pad, out_h, out_w, _activation(section, default="logistic"))
+        return params, [section.index - 1], (filters, out_h, out_w)
 
     def _yolo(self, section: Section, entries: int = 5, head_type: type = YoloHead):
         c, h, w = self._input_shape(section)
@@ -647,81 +432,35 @@ class _Planner:
         return head, [section.index - 1], (c, h, w)
 
 
-def blur_kernel(antialiasing: int) -> np.ndarray:
-    """Darknet's fixed antialiasing blur (one channel's kernel): [1,2,1]ᵀ[1,2,1]/16, or a 2×2 box of 1/4."""
-    if antialiasing == 1:
-        row = np.array([1.0, 2.0, 1.0])
-        return np.outer(row, row) / 16.0
-    return np.full((2, 2), 0.25)
-
-
-def blur_padding(antialiasing: int) -> int:
-    return _ANTIALIAS_BLUR[antialiasing][1]
-
-
-SHORTCUT_MIN_WEIGHT = 0.001  # fuse_conv_batchnorm's floor under relu-normalized shortcut weights
-SHORTCUT_SUM_EPS = 0.0001  # added to the normalizing sum
-
-
-def normalized_shortcut_weights(raw, p: Shortcut):
-    """A weighted shortcut's raw ``.weights`` values → the (inputs, 1 or C) factors Darknet infers with.
-
-    AlexeyAB's ``fuse_conv_batchnorm`` rewrites them once (network.c 1334-1381): relu
-    ``max(w, 0.001)/(0.0001 + Σ max(w, 0.001))``, softmax ``exp(w − m)/(0.0001 + Σ exp(w − m))``,
-    per channel over the inputs. Written with operations numpy arrays and torch tensors share, so
-    the direct converter (float64 numpy) and the PyTorch module (traceable) use this one formula.
-    """
-    inputs = len(p.steps) + 1
-    w = raw.reshape(inputs, -1)
-    if p.normalization == "relu":
-        w = w.clip(SHORTCUT_MIN_WEIGHT, None)
-    else:
-        m = w[0]
-        for i in range(1, inputs):
-            m = (m + w[i] + abs(m - w[i])) / 2  # max(m, w[i]) in either library
-        w = math.e ** (w - m)
-    return w / (SHORTCUT_SUM_EPS + w.sum(0)[None])
-
-
-def weight_records(params: object) -> list[tuple[str, int]]:
-    """One layer's ``.weights`` record as (array, float count) in file order; empty for layers without one."""
-    if isinstance(params, Conv) and params.share_from is None:
-        n = params.filters
-        bn = [("gamma", n), ("mean", n), ("var", n)] if params.batch_normalize else []
-        return [("bias", n), *bn, ("weight", n * (params.in_channels // params.groups) * params.size ** 2)]
-    if isinstance(params, Connected):  # FORMAT-ZOO §4: the BN arrays come after the weights here
-        n = params.outputs
-        bn = [("gamma", n), ("mean", n), ("var", n)] if params.batch_normalize else []
-        return [("bias", n), ("weight", n * params.inputs), *bn]
-    if isinstance(params, Shortcut) and params.weight_count:
-        return [("weight", params.weight_count)]
-    return []
-
-
-def stored_floats(plan: NetworkPlan) -> int:
-    """How many float32 values the body of this network's ``.weights`` file holds."""
-    return sum(count for layer in plan.layers for _, count in weight_records(layer.params))
-
-
-def builtin_cfg_path(name: str) -> Path:
-    """Path of a built-in network's cfg, shipped inside the package."""
-    if name not in BUILTIN_MODELS:
-        raise FoldkitError(f"unknown built-in model {name!r}; built-ins: {', '.join(BUILTIN_MODELS)}")
-    return Path(str(resources.files("foldkit.models").joinpath(BUILTIN_MODELS[name])))
-
-
-def resolve_cfg(model: str | os.PathLike) -> Path:
-    """A built-in name or a path to a ``.cfg`` file → the cfg's path."""
-    if str(model) in BUILTIN_MODELS:
-        return builtin_cfg_path(str(model))
-    path = Path(model)
-    if path.is_file():
-        return path
-    raise FoldkitError(
-        f"{model}: not a built-in model ({', '.join(BUILTIN_MODELS)}) and no such cfg file"
-    )
-
-
 def plan_sections(sections: list[Section], img_size: tuple[int, int] | None = None) -> NetworkPlan:
     """The framework-free plan of parsed cfg sections; ``img_size`` (height, width) overrides ``[net]``'s."""
     return _Planner(sections, img_size).plan()
+
+
+Describer = Callable[[_Planner, Section], tuple[object, list[int], Shape]]
+_DESCRIBERS: dict[str, Describer] = {
+    "convolutional": _Planner._convolutional,
+    "local": _Planner._local,
+    "connected": _Planner._connected,
+    "maxpool": _Planner._maxpool,
+    "local_avgpool": _Planner._local_avgpool,
+    "avgpool": _Planner._avgpool,
+    "route": _Planner._route,
+    "shortcut": _Planner._shortcut,
+    "scale_channels": _Planner._scale_channels,
+    "sam": _Planner._sam,
+    "crop": _Planner._crop,
+    "reorg": _Planner._reorg,
+    "reorg3d": _Planner._reorg3d,
+    "upsample": _Planner._upsample,
+    "softmax": _Planner._softmax,
+    "activation": _Planner._activation,
+    "dropout": _Planner._passthrough,
+    "cost": _Planner._passthrough,
+    "contrastive": _Planner._passthrough,
+    "detection": _Planner._detection,
+    "yolo": _Planner._yolo,
+    "gaussian_yolo": _Planner._gaussian_yolo,
+    "region": _Planner._region,
+}
+require_all(_DESCRIBERS, SECTION_TYPES, "planner")
