@@ -63,6 +63,7 @@ class ParityReport:
     reference: str
     outputs: list[OutputComparison] = field(default_factory=list)
     settings: str = ""  # how the outputs were produced (runtime, provider, optimization level)
+    runtimes: list[dict] = field(default_factory=list)  # what ran each side: runtime, device, precision, threads
 
     @property
     def passed(self) -> bool:
@@ -71,6 +72,7 @@ class ParityReport:
     def to_dict(self) -> dict:
         return {
             "candidate": self.candidate, "reference": self.reference, "passed": self.passed, "settings": self.settings,
+            "runtimes": self.runtimes,
             "outputs": [asdict(o) | {"min_rtol": o.min_rtol, "min_atol": o.min_atol, "snr_db": finite_or_none(o.snr_db)}
                         for o in self.outputs],
         }
@@ -197,36 +199,39 @@ def compare_onnx_models(
     disabled_optimizers: tuple[str, ...] = (),
     names: tuple[str, str] | None = None,
     min_snr: float | None = None,
+    reference_providers: str | None = None,
+    precision: str = "fp32",
 ) -> ParityReport:
     """Run two ONNX models (files or ModelProtos) on the same seeded inputs; compare every output.
 
     Both run at ``opt_level`` (default: every ORT graph optimization off, so each model runs as
     written and ORT's own Conv+BN fusion cannot hide a difference). ``min_snr`` (dB): see
-    :func:`compare_outputs`.
+    :func:`compare_outputs`. ``reference_providers`` (default: ``providers``) runs the reference
+    elsewhere, e.g. the candidate on ``openvino`` against ORT's ``cpu``; ``precision`` is
+    OpenVINO's inference precision hint (fp32 unless asked: parity needs float32 throughout).
     """
     from foldkit.onnxio.files import load_onnx
-    from foldkit.runtime import create_session, random_inputs, run
+    from foldkit.runtime import open_backend, ran_on, random_inputs
 
     labels = names or (str(candidate), str(reference))
-    sessions = []
-    for model, label in zip((candidate, reference), labels, strict=True):
+    backends = []
+    for model, label, requested in zip((candidate, reference), labels, (providers, reference_providers or providers),
+                                       strict=True):
         proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
         try:
-            sessions.append(create_session(
-                proto, providers=providers, opt_level=opt_level, disabled_optimizers=disabled_optimizers
-            ))
+            backends.append(open_backend(proto, requested, opt_level=opt_level,
+                                         disabled_optimizers=disabled_optimizers, precision=precision))
         except FoldkitError as exc:
             raise FoldkitError(f"{label}: {str(exc).split(': ', 1)[-1]}") from None
-    feeds = random_inputs(sessions[1], seed=seed, batch=batch)
-    _check_same_inputs(sessions[0], sessions[1], labels)
-    outputs = [run(s, feeds) for s in sessions]
+    feeds = random_inputs(backends[1], seed=seed, batch=batch)
+    _check_same_inputs(backends[0], backends[1], labels)
+    outputs = [b.run(feeds) for b in backends]
     report = compare_outputs(
         outputs[0], outputs[1], atol=atol, rtol=rtol, candidate_name=labels[0], reference_name=labels[1],
         min_snr=min_snr,
     )
-    disabled = f", disabled: {', '.join(disabled_optimizers)}" if disabled_optimizers else ""
-    report.settings = (f"onnxruntime {sessions[0].get_providers()[0]}, graph optimizations '{opt_level}'{disabled}, "
-                       f"seed {seed}, batch {batch}")
+    report.runtimes = [b.record() for b in backends]
+    report.settings = f"{ran_on(report.runtimes)}, seed {seed}, batch {batch}"
     return report
 
 

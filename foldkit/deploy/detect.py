@@ -151,11 +151,13 @@ def detect_images(
     scale_x_y: float = 1.0,
     head_kind: str = "yolo",
     progress: Callable[[int, int, str], None] | None = None,
+    precision: str = "fp32",
 ) -> list[ImageResult]:
     """Detect objects in every image; with ``out_dir``, write ``<stem>.json`` and ``<stem>.jpg`` per image.
 
     Where two images share a stem their file names are used instead (``a.png.json``). Nothing is
-    written unless every image succeeds.
+    written unless every image succeeds. ``precision`` is OpenVINO's inference precision hint
+    (``--providers openvino``); each JSON records what ran the model.
     """
     paths = collect_images(inputs)
     out = Path(out_dir) if out_dir is not None else None
@@ -164,7 +166,7 @@ def detect_images(
         _check_out_dir(out, inputs)
         targets = [out / f"{stem}{suffix}" for stem in stems for suffix in (".json", ".jpg")]
         check_outputs(targets if out.is_dir() else [], [model, names, *paths])
-    predictor = Predictor(model, providers=providers, strict=strict)
+    predictor = Predictor(model, providers=providers, strict=strict, precision=precision)
     heads: list[HeadSpec] | None
     if anchors is not None:
         if classes is None:
@@ -211,7 +213,7 @@ def _write_outputs(staged: OutputTransaction, base: Path, path: Path, image: np.
     json_path, drawn_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".jpg")
     record = {
         "image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
-        "model": str(predictor.path), "provider": predictor.provider,
+        "model": str(predictor.path), "provider": predictor.provider, "runtime": predictor.record(),
         "detections": [d.to_dict() for d in found],
     }
     staged.write_text(json_path, strict_json.dumps(record, indent=2))

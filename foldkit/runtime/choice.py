@@ -32,18 +32,21 @@ def backend_preference(requested: str | Sequence[str] | None, *, strict: bool = 
 
 
 def open_backend(
-    model: onnx.ModelProto | str | os.PathLike, backend: str, *, opt_level: str = "all",
-    disabled_optimizers: Sequence[str] = (), threads: int | None = None, precision: str = "fp32",
-    spinning: bool = True,
+    model: onnx.ModelProto | str | os.PathLike, providers: str | Sequence[str] | None = "auto", *,
+    opt_level: str = "all", disabled_optimizers: Sequence[str] = (), threads: int | None = None,
+    precision: str = "fp32", spinning: bool = True,
 ) -> Backend:
-    """Load ``model`` on one backend from :func:`backend_preference`.
+    """Load ``model`` on the first of ``providers`` (strictly: a name that is not here is an error).
 
-    ``opt_level``, ``disabled_optimizers`` and ``spinning`` are ONNX Runtime's; ``precision`` is
-    OpenVINO's inference precision hint (``fp32``, ``default``: OpenVINO's own choice, ``bf16``, ``fp16``).
+    OpenVINO first means OpenVINO's runtime; else ONNX Runtime gets the whole list and places
+    nodes itself. ``opt_level``, ``disabled_optimizers`` and ``spinning`` are ONNX Runtime's;
+    ``precision`` is OpenVINO's inference precision hint (``fp32``; ``default``: OpenVINO's own
+    choice; ``bf16``; ``fp16``).
     """
-    if backend.lower() == OPENVINO.lower():
+    chosen = backend_preference(providers, strict=True)
+    if chosen[0] == OPENVINO:
         return OpenVINOBackend(model, precision=precision, threads=threads)
-    return open_ort(model, backend, opt_level=opt_level, disabled_optimizers=disabled_optimizers, threads=threads,
+    return open_ort(model, chosen, opt_level=opt_level, disabled_optimizers=disabled_optimizers, threads=threads,
                     spinning=spinning)
 
 

@@ -49,3 +49,18 @@ def describe(record: dict[str, Any]) -> str:
     details = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in record.items()
                         if key not in ("runtime", "version") and value not in (None, "", []))
     return f"{head}, {details}" if details else head
+
+
+def summary(record: dict[str, Any]) -> str:
+    """What a parity report's header says ran: ORT's provider and optimization level, or :func:`describe`."""
+    if record.get("runtime") != "onnxruntime":
+        return describe(record)
+    disabled = record.get("disabled_optimizers") or []
+    return (f"onnxruntime {record['provider']}, graph optimizations '{record['graph_optimizations']}'"
+            + (f", disabled: {', '.join(disabled)}" if disabled else ""))
+
+
+def ran_on(records: list[dict[str, Any]], labels: tuple[str, str] = ("candidate", "reference")) -> str:
+    """Both sides' :func:`summary`, once when they ran alike."""
+    first, second = (summary(r) for r in records)
+    return first if first == second else f"{labels[0]}: {first}; {labels[1]}: {second}"

@@ -95,13 +95,22 @@ class OpenVINOBackend:
                 "precision_hint": PRECISIONS[self.precision] or "none (OpenVINO's default)",
                 "inference_precision": _text(prop("INFERENCE_PRECISION_HINT")),
                 "threads": int(prop("INFERENCE_NUM_THREADS")), "streams": int(prop("NUM_STREAMS")),
-                "performance_hint": _text(prop("PERFORMANCE_HINT"))}
+                "performance_hint": _text(prop("PERFORMANCE_HINT")),
+                "convolution_precisions": self._convolution_precisions()}
 
     def ran_ops(self) -> dict[str, int]:
         """Layer types of the graph the device really runs (after OpenVINO's fusions), counted; no constants."""
-        ops = self.compiled.get_runtime_model().get_ordered_ops()
-        kinds = Counter(str(op.get_rt_info()["layerType"].astype(str)) for op in ops)
+        kinds = Counter(kind for kind, _ in self._runtime_layers())
         return {kind: count for kind, count in sorted(kinds.items()) if kind not in _NOT_LAYERS}
+
+    def _convolution_precisions(self) -> list[str]:
+        """The precisions OpenVINO's convolutions really run in (f32, bf16, u8/i8 for int8), not the hint asked."""
+        return sorted({precision for kind, precision in self._runtime_layers() if kind == "Convolution"})
+
+    def _runtime_layers(self) -> list[tuple[str, str]]:
+        """(layer type, runtime precision) of every layer in the compiled graph."""
+        infos = (op.get_rt_info() for op in self.compiled.get_runtime_model().get_ordered_ops())
+        return [(str(info["layerType"].astype(str)), str(info["runtimePrecision"].astype(str))) for info in infos]
 
     def _check(self, feeds: dict[str, np.ndarray]) -> None:
         """Names, dtypes and fixed dims of the feeds, which OpenVINO itself does not check."""

@@ -182,11 +182,11 @@ class OrtBackend:
 
 
 def open_ort(
-    model: onnx.ModelProto | str | os.PathLike, provider: str, *, opt_level: str = "all",
-    disabled_optimizers: Sequence[str] = (), threads: int | None = None, spinning: bool = True,
+    model: onnx.ModelProto | str | os.PathLike, providers: str | Sequence[str] | None = "auto", *,
+    opt_level: str = "all", disabled_optimizers: Sequence[str] = (), threads: int | None = None, spinning: bool = True,
 ) -> OrtBackend:
-    """:func:`create_session` on one provider (CPU behind it, as ORT always has), as a backend."""
-    session = create_session(model, providers=[provider], opt_level=opt_level,
+    """:func:`create_session` as a backend."""
+    session = create_session(model, providers=providers, opt_level=opt_level,
                              disabled_optimizers=disabled_optimizers, threads=threads, spinning=spinning)
     label = model.graph.name if isinstance(model, onnx.ModelProto) else str(model)
     settings = {"threads": threads or "ORT default", "graph_optimizations": opt_level,

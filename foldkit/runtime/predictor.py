@@ -65,7 +65,7 @@ class Predictor:
     def _open(self, candidates: list[str], strict: bool) -> Backend:
         for provider in candidates:
             try:
-                backend = open_backend(self.path, provider, opt_level=self.opt_level, threads=self.threads,
+                backend = open_backend(self.path, [provider], opt_level=self.opt_level, threads=self.threads,
                                        precision=self.precision)
             except FoldkitError as exc:
                 if strict or provider == candidates[-1]:
