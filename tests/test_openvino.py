@@ -159,3 +159,41 @@ def test_bench_all_with_providers_openvino_adds_its_rows():
     assert {"openvino-folded-fp32", "openvino-folded-default"} <= set(parse_variants("all", openvino=True))
     assert "openvino-int8-default" in parse_variants("all", openvino=True, int8=True)
 
+
+
+def test_cli_check_openvino_against_ort(tiny, capsys):
+    from foldkit.cli import main
+
+    code = main(["check", str(tiny["folded"]), str(tiny["unfolded"]), "--providers", "openvino",
+                 "--reference-providers", "cpu", "--batch", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "candidate: openvino" in out and "precision hint f32, inference precision f32" in out
+    assert "reference: onnxruntime CPUExecutionProvider, graph optimizations 'disable'" in out
+
+
+def test_cli_detect_on_openvino_finds_what_ort_finds(shared_real, tmp_path):
+    """pjreddie's trained yolov3-tiny on two real photos: OpenVINO's detections are ORT's, box for box."""
+    from foldkit.cli import main
+
+    model = tmp_path / "tiny.onnx"
+    assert main(["export", str(shared_real / "yolov3-tiny.cfg"), "--weights", str(shared_real / "yolov3-tiny.weights"),
+                 "-o", str(model)]) == 0
+    photos = sorted((shared_real / "photos").iterdir())[:2]
+    runs = {}
+    for provider in ("openvino", "cpu"):
+        out = tmp_path / provider
+        assert main(["detect", str(model), *map(str, photos), "-o", str(out), "--providers", provider, "--strict",
+                     "--names", str(shared_real / "coco.names")]) == 0
+        runs[provider] = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    assert runs["openvino"].keys() == runs["cpu"].keys() and len(runs["cpu"]) == 2
+    total = 0
+    for stem, record in runs["openvino"].items():
+        assert record["provider"] == OPENVINO and record["runtime"]["precision_hint"] == "f32"
+        reference = runs["cpu"][stem]["detections"]
+        assert [d["label"] for d in record["detections"]] == [d["label"] for d in reference]
+        for a, b in zip(record["detections"], reference, strict=True):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+            np.testing.assert_allclose(a["box"], b["box"], atol=1e-2)
+        total += len(reference)
+    assert total > 0

@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import onnx
 
+from foldkit.defaults import OPENVINO_PRECISIONS
 from foldkit.errors import FoldkitError
 from foldkit.runtime.interface import TensorInfo
 
 OPENVINO = "OpenVINO"  # the backend's name where an ORT provider's name would stand
 DEVICE = "CPU"
 # foldkit's precision names → OpenVINO's INFERENCE_PRECISION_HINT values; "default" sets no hint.
-PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "default": None}
+PRECISIONS = dict(zip(OPENVINO_PRECISIONS, ("f32", None, "bf16", "f16"), strict=True))
 _TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "f64": "tensor(double)", "i64": "tensor(int64)",
           "i32": "tensor(int32)", "u8": "tensor(uint8)", "boolean": "tensor(bool)"}
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
