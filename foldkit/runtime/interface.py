@@ -46,9 +46,13 @@ class Backend(Protocol):
 def describe(record: dict[str, Any]) -> str:
     """A record on one line, e.g. ``openvino 2026.4.1, device CPU, precision hint f32 → f32, threads 2``."""
     head = f"{record.get('runtime', '?')} {record.get('version', '')}".strip()
-    details = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in record.items()
+    details = ", ".join(f"{key.replace('_', ' ')} {_text(value)}" for key, value in record.items()
                         if key not in ("runtime", "version") and value not in (None, "", []))
     return f"{head}, {details}" if details else head
+
+
+def _text(value: Any) -> str:
+    return "/".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def summary(record: dict[str, Any]) -> str:
