@@ -35,3 +35,4 @@ DEFAULT_RESIZE = "darknet"  # a network exported from a Darknet cfg sees what Da
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # ORT's static calibration methods
 TRITON_KINDS = ("cpu", "gpu")  # a Triton instance group's kind
 MIN_EXPORT_OPSET = 11  # the oldest opset foldkit's torch export writes
+OPENVINO_PRECISIONS = ("fp32", "default", "bf16", "fp16")  # OpenVINO's precision hints; default: its own choice

@@ -174,6 +174,8 @@ def compare_onnx_models(
     names: tuple[str, str] | None = None,
     min_snr: float | None = None,
     value_range: tuple[float, float] | None = None,
+    reference_providers: str | None = None,
+    precision: str = "fp32",
 ) -> ParityReport:
     """Run two ONNX models (files or ModelProtos) on the same probes (:mod:`foldkit.probe`); compare every output.
 
@@ -184,18 +186,23 @@ def compare_onnx_models(
     on which it overflows to NaN/Inf (outside the input's range), is skipped and the report says
     so; one the candidate alone cannot run fails. ``min_snr`` (dB): see :func:`compare_outputs`;
     judged by SNR, only in-range probes count (an int8 model clips inputs outside its calibration).
+    ``reference_providers`` (default: ``providers``) runs the reference elsewhere, e.g. the
+    candidate on ``openvino`` against ORT's ``cpu``; ``precision`` is OpenVINO's inference precision
+    hint (fp32 unless asked: parity needs float32 throughout).
     """
     from foldkit.onnxio.files import load_onnx
     from foldkit.onnxio.metadata import read_metadata
     from foldkit.probe import input_specs, known_range, make_probes
+    from foldkit.runtime import ran_on
 
     labels = names or (str(candidate), str(reference))
     protos = [model if isinstance(model, onnx.ModelProto) else load_onnx(model) for model in (candidate, reference)]
-    sessions = [_session(proto, label, providers, opt_level, disabled_optimizers)
-                for proto, label in zip(protos, labels, strict=True)]
-    _check_same_inputs(sessions[0], sessions[1], labels)
+    backends = [_backend(proto, label, requested, opt_level, disabled_optimizers, precision)
+                for proto, label, requested in zip(protos, labels, (providers, reference_providers or providers),
+                                                   strict=True)]
+    _check_same_inputs(backends[0], backends[1], labels)
     metadata = read_metadata(protos[1])
-    probes = make_probes(input_specs(sessions[1], sessions[0]), seed=seed, batch=batch,
+    probes = make_probes(input_specs(backends[1], backends[0]), seed=seed, batch=batch,
                          value_range=value_range or known_range(metadata), declared=_declared_shape(metadata))
     report = ParityReport(*labels)
     for probe in probes:
@@ -203,21 +210,21 @@ def compare_onnx_models(
             report.probes.append(ProbeOutcome(probe.label, "skipped", "judged by SNR: a quantized candidate is "
                                               "calibrated to the input's range and clips values outside it"))
             continue
-        report.probes.append(_run_probe(sessions, probe, report, atol=atol, rtol=rtol, min_snr=min_snr))
+        report.probes.append(_run_probe(backends, probe, report, atol=atol, rtol=rtol, min_snr=min_snr))
     if all(p.status == "skipped" for p in report.probes):
         raise FoldkitError(f"{labels[1]}: the reference model runs on none of the {len(probes)} inputs tried "
                            f"({report.probes[0].label}: {report.probes[0].note})")
-    disabled = f", disabled: {', '.join(disabled_optimizers)}" if disabled_optimizers else ""
-    report.settings = (f"onnxruntime {sessions[0].get_providers()[0]}, graph optimizations '{opt_level}'{disabled}, "
-                       f"seed {seed}")
+    report.runtimes = [b.record() for b in backends]
+    report.settings = f"{ran_on(report.runtimes)}, seed {seed}"
     return report
 
 
-def _session(proto: onnx.ModelProto, label: str, providers, opt_level: str, disabled_optimizers):
-    from foldkit.runtime import create_session
+def _backend(proto: onnx.ModelProto, label: str, providers, opt_level: str, disabled_optimizers, precision: str):
+    from foldkit.runtime import open_backend
 
     try:
-        return create_session(proto, providers=providers, opt_level=opt_level, disabled_optimizers=disabled_optimizers)
+        return open_backend(proto, providers, opt_level=opt_level, disabled_optimizers=disabled_optimizers,
+                            precision=precision)
     except FoldkitError as exc:
         raise FoldkitError(f"{label}: {str(exc).split(': ', 1)[-1]}") from None
 
@@ -235,12 +242,10 @@ def _declared_shape(metadata: dict[str, str]) -> list[int] | None:
     return shape if isinstance(shape, list) and all(isinstance(d, int) for d in shape) else None
 
 
-def _run_probe(sessions, probe, report: ParityReport, **tolerances) -> ProbeOutcome:
+def _run_probe(backends, probe, report: ParityReport, **tolerances) -> ProbeOutcome:
     """Run one probe through both models and merge its comparison into ``report``."""
-    from foldkit.runtime import run
-
     try:
-        expected = run(sessions[1], probe.feeds)
+        expected = backends[1].run(probe.feeds)
     except FoldkitError as exc:
         return ProbeOutcome(probe.label, "skipped", f"the reference cannot run this input: {_reason(exc)}")
     finite = all(np.isfinite(v).all() for v in expected.values() if v.dtype.kind == "f")
@@ -248,7 +253,7 @@ def _run_probe(sessions, probe, report: ParityReport, **tolerances) -> ProbeOutc
         return ProbeOutcome(probe.label, "skipped", "the reference's outputs overflow to NaN/Inf on this input, "
                             "outside the input's range; not counted")
     try:
-        got = run(sessions[0], probe.feeds)
+        got = backends[0].run(probe.feeds)
     except FoldkitError as exc:
         report.problems.append(f"{report.candidate} cannot run an input that {report.reference} runs "
                                f"({probe.label}): {_reason(exc)}")
@@ -264,9 +269,9 @@ def _reason(exc: FoldkitError) -> str:
 
 
 def _check_same_inputs(candidate, reference, labels: tuple[str, str]) -> None:
-    """Both sessions take the same inputs: names, types, ranks, and every dimension fixed in both equal."""
-    def described(session) -> dict[str, tuple[str, list]]:
-        return {arg.name: (arg.type, list(arg.shape)) for arg in session.get_inputs()}
+    """Both models take the same inputs: names, types, ranks, and every dimension fixed in both equal."""
+    def described(backend) -> dict[str, tuple[str, list]]:
+        return {arg.name: (arg.type, list(arg.shape)) for arg in backend.get_inputs()}
 
     found, expected = described(candidate), described(reference)
     if sorted(found) != sorted(expected):

@@ -81,6 +81,7 @@ class ParityReport:
     reference: str
     outputs: list[OutputComparison] = field(default_factory=list)
     settings: str = ""  # how the outputs were produced (runtime, provider, optimization level)
+    runtimes: list[dict] = field(default_factory=list)  # what ran each side: runtime, device, precision, threads
     problems: list[str] = field(default_factory=list)  # outputs missing on one side, a model that fails to run
     probes: list[ProbeOutcome] = field(default_factory=list)  # the inputs tried, when the report ran models
 
@@ -105,7 +106,7 @@ class ParityReport:
     def to_dict(self) -> dict:
         return {
             "candidate": self.candidate, "reference": self.reference, "passed": self.passed, "settings": self.settings,
-            "problems": self.problems, "inputs": [asdict(p) for p in self.probes],
+            "runtimes": self.runtimes, "problems": self.problems, "inputs": [asdict(p) for p in self.probes],
             "outputs": [{key: finite_or_none(value) if isinstance(value, float) else value for key, value in
                          (asdict(o) | {"allowed": o.allowed, "used": o.used, "min_rtol": o.min_rtol,
                                        "min_atol": o.min_atol}).items()}

@@ -11,6 +11,7 @@ from pathlib import Path
 from foldkit.bench.results import BenchResult, Row, bn_nodes_ran
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import write_atomic, write_text_atomic
+from foldkit.runtime import describe
 
 
 def session_spread(row: Row) -> str:
@@ -36,11 +37,13 @@ def format_table(result: BenchResult) -> str:
                     f"  {r.variant:<24} {bn_nodes_ran(r):>6} {session_spread(r):>20} {s['min_ms']:>8.2f} "
                     f"{s['p50_ms']:>8.2f} {s['p90_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['max_ms']:>8.2f} "
                     f"{s['images_per_s']:>8.1f} {r.ratio:>5.2f}x{rss}")
+                lines += [f"      ran: {describe(r.runtime)}"] if r.runtime.get("runtime") == "openvino" else []
                 lines += [f"      warning: {w}" for w in r.warnings]
     env, config = result.environment, result.config
     lines.append(f"machine: {env['cpu']}, {env['cores']} cores; " +
                  ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
-    lines.append(f"settings: threads {config['threads'] or 'ORT/torch default'} (ORT thread spinning off),"
+    threads = config["threads"] or "each runtime's default"
+    lines.append(f"settings: threads {threads} (ORT thread spinning off),"
                  f" warm-up {config['warmup']}, {config['rounds']} interleaved rounds (latency and session creation),"
                  f" opset {config['opset']}, seed {config['seed']}")
     lines += [f"note: {n}" for n in result.notes]

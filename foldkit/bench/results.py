@@ -34,6 +34,7 @@ class Row:
     stats: dict[str, float] = field(default_factory=dict)
     ratio: float | None = None  # p50 / baseline's p50 at the same provider and batch
     warnings: list[str] = field(default_factory=list)
+    runtime: dict[str, Any] = field(default_factory=dict)  # what ran: runtime, version, device, precision, threads
 
     def summarize(self) -> None:
         """Latency percentiles, throughput, and session creation's median and min–max spread."""
@@ -69,12 +70,12 @@ def bn_nodes_ran(row: Row) -> int:
     1×1 depthwise Conv, so a BN that ran shows up either under its own name or as an extra Conv.
     """
     named = row.ran_ops.get("BatchNormalization", 0) + row.ran_ops.get("BatchNorm2d", 0)
-    if VARIANTS[row.variant].runtime == "torch":
+    if VARIANTS[row.variant].runtime != "ort":  # OpenVINO's and torch's layer names are their own
         return named
     return named + max(0, row.ran_ops.get("Conv", 0) - row.model_ops.get("Conv", 0))
 
 
-def environment(with_torch: bool) -> dict[str, Any]:
+def environment(with_torch: bool, *, openvino: bool = False) -> dict[str, Any]:
     """CPU, core count, platform and library versions, so a result says where it was measured."""
     import onnxruntime
 
@@ -92,6 +93,10 @@ def environment(with_torch: bool) -> dict[str, Any]:
         import torch
 
         versions["torch"] = torch.__version__
+    if openvino:
+        import openvino as ov
+
+        versions["openvino"] = ov.get_version().split("-")[0]
     versions["foldkit"] = __version__
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "versions": versions,
             "available_providers": onnxruntime.get_available_providers()}

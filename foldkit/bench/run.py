@@ -22,9 +22,9 @@ from foldkit.bench.variants import UNFOLDED, VARIANTS, ModelFiles, Variant, prep
 from foldkit.errors import FoldkitError
 from foldkit.fold.onnx import node_counts
 from foldkit.onnxio.files import check_outputs
-from foldkit.runtime import resolve_providers
+from foldkit.runtime import CPU_PROVIDER, OPENVINO, resolve_providers
+from foldkit.runtime.openvino import INSTALL_HINT, openvino_available
 
-CPU = "CPUExecutionProvider"
 Progress = Callable[[int, int, str], None]
 
 
@@ -37,7 +37,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
     baseline = config.baseline or config.variants[0]
     if baseline not in config.variants:
         raise FoldkitError(f"baseline {baseline!r} is not among the variants {', '.join(config.variants)}")
-    providers = [resolve_providers(p)[0] for p in config.providers]
+    providers = _groups(config.providers)
     notes: list[str] = []
     rows: list[Row] = []
     ticker = _Ticker(progress, len(providers) * len(config.batches) * (2 * config.rounds + 1))
@@ -48,19 +48,31 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
             for batch in config.batches:
                 rows += _bench_group(config, files, provider, batch, baseline, folder, ticker)
     settings = config.settings() | {"baseline": baseline, "providers": providers}
-    with_torch = any(VARIANTS[v].runtime == "torch" for v in config.variants)
-    return BenchResult(settings, environment(with_torch), rows, notes)
+    runtimes = {VARIANTS[v].runtime for v in config.variants}
+    return BenchResult(settings, environment("torch" in runtimes, openvino="openvino" in runtimes), rows, notes)
+
+
+def _groups(requested: list[str]) -> list[str]:
+    """The ORT providers to time at, in order. ``openvino`` is the CPU group: OpenVINO runs on the CPU, and its
+    rows are timed interleaved with ORT's CPU rows so that both see the same machine."""
+    groups: list[str] = []
+    for name in requested:
+        if name.lower() == OPENVINO.lower() and not openvino_available():
+            raise FoldkitError(INSTALL_HINT)
+        provider = CPU_PROVIDER if name.lower() == OPENVINO.lower() else resolve_providers(name)[0]
+        groups += [provider] if provider not in groups else []
+    return groups
 
 
 def _bench_group(config: BenchConfig, files: ModelFiles, provider: str, batch: int, baseline: str, folder: Path,
                  ticker: _Ticker) -> list[Row]:
     """Every variant at one provider and batch size: creation rounds, warm-up, latency rounds, memory."""
-    variants = [VARIANTS[n] for n in config.variants if VARIANTS[n].runtime == "ort" or provider == CPU]
+    variants = [VARIANTS[n] for n in config.variants if VARIANTS[n].runtime == "ort" or provider == CPU_PROVIDER]
     feeds = input_feeds(files["ort", UNFOLDED], batch, config.seed)
     label = f"{provider} batch {batch}"
 
     def open_variant(v: Variant) -> Runner:
-        return open_runner(v, files[v.runtime, v.model], provider=provider, feeds=feeds, threads=config.threads)
+        return open_runner(v, files[v.source, v.model], provider=provider, feeds=feeds, threads=config.threads)
 
     runners = {v.name: open_variant(v) for v in variants}  # also the creation warm-up: first loads are slow
     rows = [_row(config, v, files, runners[v.name], provider, batch, folder) for v in variants]
@@ -83,7 +95,7 @@ def _bench_group(config: BenchConfig, files: ModelFiles, provider: str, batch: i
     for v, row in zip(variants, rows, strict=True):
         row.summarize()
         if config.measure_memory:
-            row.peak_rss_mb = peak_rss_mb(v, files[v.runtime, v.model], provider=provider, feeds=feeds,
+            row.peak_rss_mb = peak_rss_mb(v, files[v.source, v.model], provider=provider, feeds=feeds,
                                           threads=config.threads, warmup=config.warmup)
     base = next((r for r in rows if r.variant == baseline), None)
     for row in rows:
@@ -96,8 +108,8 @@ def _row(config: BenchConfig, variant: Variant, files: ModelFiles, runner: Runne
     onnx_file = files["ort", variant.model]
     row = Row(variant.name, variant.description, provider, runner.provider_used, batch, [], [],
               onnx_file.stat().st_size, node_counts(onnx.load(str(onnx_file), load_external_data=False)),
-              ran_ops(variant, files[variant.runtime, variant.model], provider=provider, threads=config.threads,
-                      folder=folder))
+              ran_ops(variant, files[variant.source, variant.model], provider=provider, threads=config.threads,
+                      folder=folder), runtime=runner.record)
     if variant.runtime == "ort" and runner.provider_used != provider:
         row.warnings.append(f"asked for {provider}, ONNX Runtime ran on {runner.provider_used}")
     return row

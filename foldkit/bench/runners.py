@@ -1,7 +1,7 @@
-"""Make one variant runnable (an ORT session or a loaded torch module), and say what it really runs.
+"""Make one variant runnable (a runtime backend or a loaded torch module), and say what it really runs.
 
-Opening a runner is what "session creation" times: ORT loads and optimizes the file, torch
-unpickles the saved module. The same function opens runners for timing and for the memory
+Opening a runner is what "session creation" times: ORT loads and optimizes the file, OpenVINO
+reads and compiles it, torch unpickles the saved module. The same function opens runners for timing and for the memory
 probe's fresh process, so both measure the same thing.
 """
 
@@ -19,17 +19,26 @@ import onnx
 from foldkit.bench.variants import Variant
 from foldkit.errors import FoldkitError
 from foldkit.fold.onnx import node_counts
-from foldkit.runtime import create_session, provider_preference, random_inputs, resolve_providers
+from foldkit.runtime import (
+    OPENVINO,
+    OpenVINOBackend,
+    create_session,
+    open_backend,
+    provider_preference,
+    random_inputs,
+    resolve_providers,
+)
 
 TORCH_CPU = "torch-cpu"
 
 
 @dataclass
 class Runner:
-    """One inference call with everything prepared, and the provider that really runs it."""
+    """One inference call with everything prepared, the provider that really runs it, and what ran (a record)."""
 
     run: Callable[[], Any]
     provider_used: str
+    record: dict[str, Any]
 
 
 def available_providers() -> list[str]:
@@ -49,11 +58,16 @@ def input_feeds(model: Path, batch: int, seed: int) -> dict[str, np.ndarray]:
 def open_runner(variant: Variant, path: Path, *, provider: str, feeds: dict[str, np.ndarray],
                 threads: int | None) -> Runner:
     """Load ``path`` as ``variant`` says, ready to run on ``feeds``."""
-    if variant.runtime == "ort":
-        session = create_session(path, providers=resolve_providers(provider), opt_level=variant.level,
-                                 disabled_optimizers=variant.disabled, threads=threads, spinning=False)
-        _check_batch(path, session.get_inputs()[0].shape, next(iter(feeds.values())).shape[0])
-        return Runner(lambda: session.run(None, feeds), session.get_providers()[0])
+    if variant.runtime == "torch":
+        return _torch_runner(path, feeds, threads)
+    backend = open_backend(path, OPENVINO if variant.runtime == "openvino" else provider, opt_level=variant.level,
+                           disabled_optimizers=variant.disabled, threads=threads, precision=variant.precision,
+                           spinning=False)
+    _check_batch(path, backend.get_inputs()[0].shape, next(iter(feeds.values())).shape[0])
+    return Runner(lambda: backend.run(feeds), backend.name, backend.record())
+
+
+def _torch_runner(path: Path, feeds: dict[str, np.ndarray], threads: int | None) -> Runner:
     import torch
 
     if threads:
@@ -65,11 +79,15 @@ def open_runner(variant: Variant, path: Path, *, provider: str, feeds: dict[str,
         with torch.no_grad():
             return module(x)
 
-    return Runner(run, TORCH_CPU)
+    record = {"runtime": "torch", "version": torch.__version__, "device": "CPU", "threads": torch.get_num_threads()}
+    return Runner(run, TORCH_CPU, record)
 
 
 def ran_ops(variant: Variant, path: Path, *, provider: str, threads: int | None, folder: Path) -> dict[str, int]:
-    """Op counts of what really runs: the graph ORT saves after optimizing, or the torch module's leaf layers."""
+    """Op counts of what really runs: the graph ORT saves after optimizing, the layers OpenVINO compiled, or the
+    torch module's leaf layers."""
+    if variant.runtime == "openvino":
+        return OpenVINOBackend(path, precision=variant.precision, threads=threads).ran_ops()
     if variant.runtime == "ort":
         optimized = folder / f"{variant.name}-{provider}.optimized.onnx"
         create_session(path, providers=resolve_providers(provider), opt_level=variant.level,

@@ -3,7 +3,7 @@
 ONNX Runtime folds Conv+BatchNormalization on its own (``ConvBNFusion``) at ``basic`` and above,
 so an "unfolded" model run with default settings is secretly folded. Every variant therefore
 names its model (unfolded, folded by foldkit, or int8), its runtime, ORT's optimization level and
-the rewrites it disables.
+the rewrites it disables, or OpenVINO's precision hint.
 """
 
 from __future__ import annotations
@@ -26,9 +26,15 @@ class Variant:
     name: str
     description: str
     model: str  # UNFOLDED, FOLDED (by foldkit) or INT8
-    runtime: str = "ort"  # "ort" or "torch" (PyTorch eager)
-    level: str = ""  # ORT graph optimization level
+    runtime: str = "ort"  # "ort", "openvino" (its own runtime, CPU) or "torch" (PyTorch eager)
+    level: str = "all"  # ORT graph optimization level
     disabled: tuple[str, ...] = ()  # ORT rewrite rules switched off
+    precision: str = "fp32"  # OpenVINO's inference precision hint: "fp32" or "default" (OpenVINO's own choice)
+
+    @property
+    def source(self) -> str:
+        """Which kind of file the variant loads: "torch" (a saved module) or "ort" (the ONNX file, for OpenVINO too)."""
+        return "torch" if self.runtime == "torch" else "ort"
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
@@ -43,13 +49,21 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("torch-unfolded", "PyTorch eager, unfolded", UNFOLDED, runtime="torch"),
     Variant("torch-folded", "PyTorch eager, folded by foldkit", FOLDED, runtime="torch"),
     Variant("ort-int8-default", "int8 (QDQ), ORT defaults", INT8, level="all"),
+    Variant("openvino-folded-fp32", "folded by foldkit, OpenVINO CPU, precision hint f32", FOLDED,
+            runtime="openvino", precision="fp32"),
+    Variant("openvino-folded-default", "folded by foldkit, OpenVINO CPU, its default precision (bf16 on AMX)",
+            FOLDED, runtime="openvino", precision="default"),
+    Variant("openvino-int8-default", "int8 (QDQ), OpenVINO CPU, its default precision", INT8, runtime="openvino",
+            precision="default"),
 )}
 
 
-def parse_variants(text: str | None, *, int8: bool = False) -> list[str]:
-    """Variant names from ``a,b,c`` or ``all``; ``all`` has the int8 row only when ``int8`` (a model for it exists)."""
+def parse_variants(text: str | None, *, int8: bool = False, openvino: bool = False) -> list[str]:
+    """Variant names from ``a,b,c`` or ``all``; ``all`` has the int8 rows only when ``int8`` (a model for them
+    exists) and the OpenVINO rows only when ``openvino`` (asked for: ``--providers openvino``)."""
     if not text or text == "all":
-        return [name for name, v in VARIANTS.items() if int8 or v.model != INT8]
+        return [name for name, v in VARIANTS.items()
+                if (int8 or v.model != INT8) and (openvino or v.runtime != "openvino")]
     return require_known([v.strip() for v in text.split(",") if v.strip()])
 
 
@@ -135,4 +149,4 @@ def _int8_model(config: BenchConfig, folded: Path, folder: Path) -> Path:
         return Path(config.int8_model)
     if config.quantize:
         return Path(config.quantize(folded, folder / "int8.onnx"))
-    raise FoldkitError("variant ort-int8-default needs an int8 model file (--int8-model) or a quantizer")
+    raise FoldkitError("an int8 variant needs an int8 model file (--int8-model) or a quantizer")

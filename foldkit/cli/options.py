@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL, MIN_EXPORT_OPSET
+from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL, MIN_EXPORT_OPSET, OPENVINO_PRECISIONS
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit here
 
@@ -101,6 +101,12 @@ def add_tolerances(parser: argparse.ArgumentParser) -> None:
                         help="absolute tolerance: an output passes when max|a − b| ≤ atol + rtol · max|reference|")
     parser.add_argument("--rtol", type=tolerance, default=DEFAULT_RTOL,
                         help="tolerance relative to each reference output's max |value|")
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=OPENVINO_PRECISIONS, default="fp32",
+                        help="OpenVINO's inference precision hint (with --providers openvino); default: OpenVINO's "
+                             "own choice (bf16 on CPUs with AMX, f32 elsewhere)")
 
 
 def add_seed(parser: argparse.ArgumentParser, what: str) -> None:

@@ -145,6 +145,7 @@ def detect_images(
     resize: str = DEFAULT_RESIZE,
     progress: Callable[[int, int, str], None] | None = None,
     overwrite: bool = False,
+    precision: str = "fp32",
 ) -> list[ImageResult]:
     """Detect objects in every image; with ``out_dir``, write ``<stem>.json`` and ``<stem>.jpg`` per image.
 
@@ -152,7 +153,8 @@ def detect_images(
     cfg finds what ``darknet detect`` finds) or with PIL's filter (``resize="pil"``); the JSON says which.
     Where two images share a stem their file names are used instead (``a.png.json``). Nothing is
     written unless every image succeeds. An existing file of that name in ``out_dir`` is replaced
-    only with ``overwrite``: it may be the user's own.
+    only with ``overwrite``: it may be the user's own. ``precision`` is OpenVINO's inference precision
+    hint (``--providers openvino``); each JSON records what ran the model.
     """
     check_resize(resize)
     paths = collect_images(inputs)
@@ -162,7 +164,7 @@ def detect_images(
         _check_out_dir(out, inputs)
         targets = [out / f"{stem}{suffix}" for stem in stems for suffix in (".json", ".jpg")]
         check_outputs(targets if out.is_dir() else [], [model, names, *paths], replace=overwrite)
-    predictor = Predictor(model, providers=providers, strict=strict)
+    predictor = Predictor(model, providers=providers, strict=strict, precision=precision)
     heads: list[HeadSpec] | None
     if anchors is not None:
         if classes is None:
@@ -210,7 +212,8 @@ def _write_outputs(staged: OutputTransaction, base: Path, path: Path, image: np.
     json_path, drawn_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".jpg")
     record = {
         "image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
-        "model": str(predictor.path), "provider": predictor.provider, "resize": resize,
+        "model": str(predictor.path), "provider": predictor.provider, "runtime": predictor.record(),
+        "resize": resize,
         "detections": [d.to_dict() for d in found],
     }
     staged.write_text(json_path, strict_json.dumps(record, indent=2))

@@ -32,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated variant names, or 'all': {', '.join(VARIANTS)}")
     parser.add_argument("--batch", type=options.batch_list, default=[1], help="comma-separated batch sizes")
     parser.add_argument("--providers", default="available",
-                        help="comma-separated: cpu, cuda, tensorrt; 'available': CPU plus CUDA and TensorRT where "
-                             "this onnxruntime has them")
+                        help="comma-separated: cpu, cuda, tensorrt, openvino (CPU, plus the OpenVINO rows timed "
+                             "beside ORT's); 'available': CPU plus CUDA and TensorRT where this onnxruntime has them")
     parser.add_argument("--threads", type=options.positive,
-                        help="intra-op threads for ORT and torch (default: their own choice)")
+                        help="intra-op threads for ORT, OpenVINO and torch (default: their own choice)")
     parser.add_argument("--warmup", type=options.positive, default=3, help="untimed runs per variant first")
     parser.add_argument("--rounds", type=options.positive, default=20, help="timed interleaved rounds")
     parser.add_argument("--baseline", help="the variant the ratios are taken against (default: the first)")
@@ -59,12 +59,13 @@ def run(args: argparse.Namespace) -> int:
         from foldkit.quantize import quantized_model_path
 
         quantizer = quantized_model_path
+    providers = bench.available_providers() if args.providers == "available" else options.comma_list(args.providers)
     config = bench.BenchConfig(
         model=args.model, quantize=quantizer,
-        variants=bench.parse_variants(args.variants, int8=args.int8_model is not None or args.quantize),
+        variants=bench.parse_variants(args.variants, int8=args.int8_model is not None or args.quantize,
+                                      openvino="openvino" in (p.lower() for p in providers)),
         batches=args.batch, int8_model=None if args.int8_model is None else Path(args.int8_model),
-        providers=bench.available_providers() if args.providers == "available"
-        else options.comma_list(args.providers), img_size=args.img_size, weights=args.weights,
+        providers=providers, img_size=args.img_size, weights=args.weights,
         threads=args.threads, warmup=args.warmup, rounds=args.rounds, seed=args.seed, opset=args.opset,
         baseline=args.baseline, measure_memory=not args.no_memory, outputs=(args.json, args.csv, args.plot),
     )

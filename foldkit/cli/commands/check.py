@@ -30,7 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-range", type=float, nargs=2, metavar=("LO", "HI"),
                         help="the inputs' own value range, drawn first (default: the reference's metadata, else 0 1)")
     parser.add_argument("--providers", default="auto",
-                        help="auto (TensorRT > CUDA > CPU, as this onnxruntime has them), or cpu, cuda, …")
+                        help="auto (TensorRT > CUDA > CPU, as this onnxruntime has them), or cpu, cuda, …; "
+                             "openvino: OpenVINO's own runtime")
+    parser.add_argument("--reference-providers",
+                        help="run the reference elsewhere, e.g. --providers openvino --reference-providers cpu "
+                             "(default: as --providers)")
+    options.add_precision(parser)
     parser.add_argument("--min-snr", type=options.snr, metavar="DB",
                         help="pass each output on its signal-to-noise ratio instead of atol/rtol (int8 vs float)")
     parser.add_argument("--opt-level", choices=OPT_LEVEL_NAMES,
@@ -46,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         args.candidate, args.reference, atol=args.atol, rtol=args.rtol, seed=args.seed, batch=args.batch,
         providers=args.providers, opt_level=opt_level, min_snr=args.min_snr,
         value_range=tuple(args.input_range) if args.input_range else None,
+        reference_providers=args.reference_providers, precision=args.precision,
     )
     print(report.format())
     return EXIT_OK if report.passed else EXIT_PARITY_FAILED

@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", type=options.fraction, default=0.25, help="objectness × class score threshold")
     parser.add_argument("--iou", type=options.fraction, default=0.45, help="NMS IoU threshold (per class)")
     parser.add_argument("--providers", default="auto",
-                        help="auto (TensorRT > CUDA > CPU, as this onnxruntime has them), or a comma-separated list")
+                        help="auto (TensorRT > CUDA > CPU, as this onnxruntime has them), or a comma-separated "
+                             "list of cpu, cuda, tensorrt, openvino (OpenVINO's own runtime)")
+    options.add_precision(parser)
     parser.add_argument("--strict", action="store_true", help="fail instead of falling back to another provider")
     parser.add_argument("--batch", type=options.positive, default=1, help="images per run (dynamic-batch models)")
     parser.add_argument("--classes", type=options.positive, help="class count (models without foldkit metadata)")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.images, args.out_dir, names=args.names, conf=args.conf, iou=args.iou,
         providers=providers, strict=args.strict, batch=args.batch, classes=args.classes, anchors=args.anchors,
         scale_x_y=args.scale_x_y, head_kind=args.head, resize=args.resize, progress=progress_bar(),
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, precision=args.precision,
     )
     total = sum(len(r.detections) for r in results)
     print(f"{len(results)} image(s), {total} detection(s); wrote JSON and drawn images to {args.out_dir}")

@@ -1,0 +1,111 @@
+"""A model deployed on the first backend that loads it, saying which one that was."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foldkit.errors import FoldkitError
+from foldkit.runtime.choice import backend_preference, open_backend
+from foldkit.runtime.interface import Backend
+from foldkit.runtime.openvino import OPENVINO
+from foldkit.runtime.ort import ProviderWarning, create_session
+
+
+class Predictor:
+    """An inference backend that says what runs it, for deploying foldkit models.
+
+    Backends are tried in preference order (``openvino`` or ORT providers, see
+    :func:`foldkit.runtime.choice.backend_preference`); one that fails to initialize is skipped with
+    a warning (or refused with ``strict``). A model that ONNX Runtime optimized offline carries the
+    provider it was optimized for, and is refused on any other: fused nodes such as Conv+LeakyRelu
+    exist for one provider only and can crash another.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        providers: str | Sequence[str] | None = "auto",
+        strict: bool = False,
+        threads: int | None = None,
+        opt_level: str = "all",
+        warmup: int = 0,
+        precision: str = "fp32",
+    ) -> None:
+        self.path = Path(model)
+        from foldkit.onnxio.files import load_onnx
+        from foldkit.onnxio.metadata import OPTIMIZED_FOR_KEY, read_metadata
+
+        proto = load_onnx(self.path, load_external_data=False)
+        self.metadata = read_metadata(proto)
+        self.opt_level, self.threads, self.precision = opt_level, threads, precision
+        self.backend = self._open(backend_preference(providers, strict=strict), strict)
+        self.provider = self.backend.name
+        optimized_for = self.metadata.get(OPTIMIZED_FOR_KEY)
+        if optimized_for and optimized_for != self.provider:
+            raise FoldkitError(
+                f"{self.path}: this model was optimized offline by ONNX Runtime for {optimized_for} and must not run "
+                f"on {self.provider} (its fused nodes are provider-specific); use the un-optimized model here"
+            )
+        inputs = self.backend.get_inputs()
+        if len(inputs) != 1:
+            raise FoldkitError(f"{self.path}: a predictor needs a model with one input, found {len(inputs)}")
+        self.input_name, self.input_shape = inputs[0].name, inputs[0].shape
+        self.output_names = self.backend.output_names
+        for _ in range(warmup):
+            self(np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in self.input_shape], np.float32))
+
+    def _open(self, candidates: list[str], strict: bool) -> Backend:
+        for provider in candidates:
+            try:
+                backend = open_backend(self.path, [provider], opt_level=self.opt_level, threads=self.threads,
+                                       precision=self.precision)
+            except FoldkitError as exc:
+                if strict or provider == candidates[-1]:
+                    raise
+                warnings.warn(f"{provider} failed to initialize ({exc}); trying the next provider", ProviderWarning,
+                              stacklevel=3)
+                continue
+            if backend.name != provider:
+                message = f"asked for {provider}, but ONNX Runtime runs the model on {backend.name}"
+                if strict:
+                    raise FoldkitError(f"{self.path}: {message}")
+                warnings.warn(message, ProviderWarning, stacklevel=3)
+            return backend
+        raise FoldkitError(f"{self.path}: no execution provider could run the model")
+
+    @property
+    def fixed_batch(self) -> int | None:
+        first = self.input_shape[0] if self.input_shape else None
+        return first if isinstance(first, int) and first > 0 else None
+
+    def record(self) -> dict[str, Any]:
+        """What runs the model: runtime, version, device, precision, threads."""
+        return self.backend.record()
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Run on an NCHW float32 batch; returns outputs by name."""
+        return self.backend.run({self.input_name: np.ascontiguousarray(images, dtype=np.float32)})
+
+    def save_optimized(self, target: str | os.PathLike) -> None:
+        """Save the graph ONNX Runtime optimized for this provider, recording the provider in its metadata."""
+        from foldkit.onnxio.files import load_onnx, save_onnx
+        from foldkit.onnxio.metadata import OPTIMIZED_FOR_KEY, add_metadata
+
+        if self.provider == OPENVINO:
+            raise FoldkitError(f"{self.path}: saving an optimized graph is ONNX Runtime's; OpenVINO compiles its "
+                               "own at load time")
+        with tempfile.TemporaryDirectory() as folder:
+            raw = Path(folder) / "optimized.onnx"
+            create_session(self.path, providers=[self.provider], optimized_model_path=raw, opt_level=self.opt_level,
+                           threads=self.threads)
+            optimized = load_onnx(raw)
+        add_metadata(optimized, {OPTIMIZED_FOR_KEY: self.provider})
+        save_onnx(optimized, target)
