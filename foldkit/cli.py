@@ -385,16 +385,18 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _quantize(args: argparse.Namespace) -> int:
     from foldkit.onnxio.files import check_outputs, write_text_atomic
-    from foldkit.quantize import quantize_onnx
+    from foldkit.quantize import STEPS, QuantizeOptions, quantize_onnx
+    from foldkit.quantize.options import BIAS_CORRECTION, EQUALIZE
 
     check_outputs([args.output, args.report], [args.model, args.calib])
-    report = quantize_onnx(
-        args.model, args.output, calib=args.calib, calib_random=args.calib_random, held_out=args.held_out,
-        seed=args.seed, method=args.method, equalize=not args.no_equalize,
-        bias_correction=not args.no_bias_correction, target_snr=args.target_snr,
+    skipped = {step for step, off in ((EQUALIZE, args.no_equalize), (BIAS_CORRECTION, args.no_bias_correction))
+               if off}
+    report = quantize_onnx(args.model, args.output, QuantizeOptions(
+        calib=args.calib, calib_random=args.calib_random, held_out=args.held_out, seed=args.seed,
+        method=args.method, steps=tuple(s for s in STEPS if s not in skipped), target_snr=args.target_snr,
         exclude=[name.strip() for name in args.exclude.split(",") if name.strip()],
-        sensitivity=True if args.sensitivity else None, progress=_status(),
-    )
+        sensitivity="always" if args.sensitivity else "auto", progress=_status(),
+    ))
     print(report.format())
     if args.report:
         write_text_atomic(args.report, report.to_json())
