@@ -40,7 +40,7 @@ import torch
 
 from foldkit import build_model, condition_weights
 from foldkit.cpu import int8_capability
-from foldkit.darknet.to_onnx import darknet_to_onnx
+from foldkit.darknet.export import export_darknet
 from foldkit.darknet.weights import save_weights
 from foldkit.deploy.detect import collect_images, load_image
 from foldkit.deploy.yolo import heads_from_metadata
@@ -100,7 +100,7 @@ def bench_detector(name: str, source: Path, options: QuantizeOptions, folder: Pa
 
 def trained_tiny(real: Path, folder: Path) -> Path:
     path = folder / "yolov3-tiny.onnx"
-    darknet_to_onnx(real / "yolov3-tiny.cfg", real / "yolov3-tiny.weights", img_size=416, fold=False).save(path)
+    export_darknet(real / "yolov3-tiny.cfg", path, weights=real / "yolov3-tiny.weights", img_size=416, fold=False)
     return path
 
 
@@ -111,7 +111,7 @@ def seeded_tiny(folder: Path, size: int, seed: int) -> tuple[Path, Path]:
     weights = folder / "seeded.weights"
     save_weights(net, weights)
     path = folder / "seeded-yolov3-tiny.onnx"
-    darknet_to_onnx("yolov3-tiny", weights, img_size=size, fold=False).save(path)
+    export_darknet("yolov3-tiny", path, weights=weights, img_size=size, fold=False)
     calib = folder / "seeded.calib.npy"
     np.save(calib, np.random.default_rng(seed + 7).random((24, 3, size, size), dtype=np.float32))
     return path, calib
