@@ -6,7 +6,6 @@ tools/bench_quantize.py, with its numbers in docs/int8.md.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -18,29 +17,18 @@ from foldkit.onnxio.metadata import YOLO_HEADS_KEY, read_metadata
 from foldkit.quantize import QuantizeOptions, quantize_onnx
 from foldkit.quantize.options import BIAS_CORRECTION, MSE_CLIP, WEIGHTS_7BIT
 
-REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ("dog.jpg", "person.jpg")
 
 
-def shared_real_dir() -> Path | None:
-    """pjreddie's trained weights and the photos beside the checkout (FOLDKIT_SHARED overrides), if present."""
-    base = Path(os.environ["FOLDKIT_SHARED"]) if "FOLDKIT_SHARED" in os.environ else REPO.parent / "shared"
-    real = base / "real"
-    return real if (real / "yolov3-tiny.weights").is_file() and (real / "photos").is_dir() else None
-
-
-@pytest.fixture(scope="module")
-def trained_tiny(tmp_path_factory) -> tuple[Path, Path]:
-    real = shared_real_dir()
-    if real is None:
-        pytest.skip("../shared/real (trained yolov3-tiny and photos) is not present; set FOLDKIT_SHARED")
-    folder = tmp_path_factory.mktemp("real")
-    path = folder / "tiny.onnx"
-    export_darknet(real / "yolov3-tiny.cfg", path, weights=real / "yolov3-tiny.weights", img_size=160, fold=False)
-    photos = folder / "photos"
+@pytest.fixture
+def trained_tiny(shared_real: Path, tmp_path: Path) -> tuple[Path, Path]:
+    path = tmp_path / "tiny.onnx"
+    export_darknet(shared_real / "yolov3-tiny.cfg", path, weights=shared_real / "yolov3-tiny.weights", img_size=160,
+                   fold=False)
+    photos = tmp_path / "photos"
     photos.mkdir()
     for name in PHOTOS:
-        shutil.copyfile(real / "photos" / name, photos / name)
+        shutil.copyfile(shared_real / "photos" / name, photos / name)
     return path, photos
 
 
