@@ -93,22 +93,23 @@ def cached_ranges(cache: Path) -> dict[str, tuple[float, float]]:
 
 def activation_stats(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], inputs: np.ndarray,
                      input_name: str) -> list[ActivationStats]:
-    """Histograms of every tensor in ``ranges`` that the float model computes or takes, over ``inputs``.
+    """Histograms of every tensor in ``ranges`` that the float model computes, over ``inputs``.
 
-    Tensors with an empty or non-finite range (a −∞ pad's output, which stays float) are left out.
+    The graph input is left as calibrated: an image's u8 range maps one to one onto its 8-bit
+    pixels, and clipping it discards real information (measured: −1.4 dB on the trained
+    yolov3-tiny). Tensors with an empty or non-finite range (a −∞ pad's output, which stays float)
+    are left out too.
     """
     probe = copy.deepcopy(model)
     produced = {out for node in probe.graph.node for out in node.output}
     known = {o.name for o in probe.graph.output}
-    usable = {name for name, (low, high) in ranges.items() if np.isfinite(low) and np.isfinite(high) and high > low}
-    computed = [name for name in ranges if name in produced and name in usable]
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in computed if n not in known)
+    wanted = [name for name, (low, high) in ranges.items()
+              if name in produced and np.isfinite(low) and np.isfinite(high) and high > low]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in known)
     session = create_session(probe, providers="cpu", opt_level="disable")
-    wanted = computed + ([input_name] if input_name in usable else [])
     counts = {name: np.zeros(BINS, np.int64) for name in wanted}
     for sample in inputs:
-        values = session.run(computed, {input_name: sample[None]}) + [sample] * (len(wanted) - len(computed))
-        for name, value in zip(wanted, values, strict=True):
+        for name, value in zip(wanted, session.run(wanted, {input_name: sample[None]}), strict=True):
             low, high = ranges[name]
             counts[name] += np.histogram(value, bins=BINS, range=(low, high))[0]
     return [ActivationStats(name, *ranges[name], counts[name]) for name in wanted]
