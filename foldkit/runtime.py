@@ -213,12 +213,18 @@ class Predictor:
         first = self.input_shape[0] if self.input_shape else None
         return first if isinstance(first, int) and first > 0 else None
 
-    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Run on an NCHW float32 batch; returns outputs by name."""
+    def __call__(self, images: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Run on an NCHW float32 batch; returns outputs by name.
+
+        ``extra`` feeds inputs that have defaults in the graph (overridable initializers such as the
+        thresholds of :mod:`foldkit.deploy.nms_graph`).
+        """
         images = np.ascontiguousarray(images, dtype=np.float32)
+        feeds = {self.input_name: images, **(extra or {})}
         if self.provider == "CUDAExecutionProvider":
             binding = self.session.io_binding()
-            binding.bind_cpu_input(self.input_name, images)
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, value)
             for name in self.output_names:
                 binding.bind_output(name, "cuda")
             try:
@@ -227,7 +233,7 @@ class Predictor:
                 raise FoldkitError(f"{self.path}: onnxruntime failed running the model: "
                                    f"{str(exc).splitlines()[0]}") from None
             return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
-        return run(self.session, {self.input_name: images})
+        return run(self.session, feeds)
 
     def save_optimized(self, target: str | os.PathLike) -> None:
         """Save the graph ONNX Runtime optimized for this provider, recording the provider in its metadata."""

@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from foldkit import strict_json
+from foldkit.deploy.nms_graph import nms_settings
+from foldkit.deploy.nms_model import NmsRunner
 from foldkit.deploy.yolo import (
     Detection,
     HeadSpec,
+    Letterbox,
     decode_heads,
     heads_from_metadata,
     letterbox,
@@ -134,6 +137,11 @@ class YoloRunner:
             raise FoldkitError(f"{self.predictor.path}: no YOLO head description to decode the raw outputs with")
         return decode_heads(outputs, self.heads, self.input_size)
 
+    def detect(self, batch: np.ndarray, letterboxes: list[Letterbox], *, conf: float, iou: float,
+               names: list[str] | None) -> list[list[Detection]]:
+        """Detections of the first ``len(letterboxes)`` images of ``batch``, in each original image's pixels."""
+        return postprocess(self(batch)[:len(letterboxes)], letterboxes, conf=conf, iou=iou, names=names)
+
 
 def detect_images(
     model: str | os.PathLike,
@@ -172,7 +180,8 @@ def detect_images(
         heads = parse_anchors(anchors, classes, scale_x_y, kind=head_kind)  # kind "region": YOLOv2, anchors in cells
     else:
         heads = heads_from_metadata(predictor.metadata)
-    runner = YoloRunner(predictor, heads)
+    settings = nms_settings(predictor.metadata)  # a graph that ends with NMS: thresholds are its inputs
+    runner = YoloRunner(predictor, heads) if settings is None else NmsRunner(predictor, settings)
     class_names = load_names(names)
     batch = predictor.fixed_batch or batch
     with OutputTransaction() as staged:
@@ -182,7 +191,7 @@ def detect_images(
                            progress=progress)
 
 
-def _detect_all(runner: YoloRunner, paths: list[Path], stems: list[str], out: Path | None,
+def _detect_all(runner: YoloRunner | NmsRunner, paths: list[Path], stems: list[str], out: Path | None,
                 staged: OutputTransaction, *, batch: int, conf: float, iou: float, names: list[str] | None,
                 progress: Callable[[int, int, str], None] | None) -> list[ImageResult]:
     predictor = runner.predictor
@@ -194,8 +203,7 @@ def _detect_all(runner: YoloRunner, paths: list[Path], stems: list[str], out: Pa
         tensors = np.concatenate([t for t, _ in fitted])
         if len(chunk) < batch and predictor.fixed_batch:
             tensors = np.concatenate([tensors, np.zeros((batch - len(chunk), *tensors.shape[1:]), np.float32)])
-        detections = postprocess(runner(tensors)[:len(chunk)], [lb for _, lb in fitted], conf=conf, iou=iou,
-                                 names=names)
+        detections = runner.detect(tensors, [lb for _, lb in fitted], conf=conf, iou=iou, names=names)
         for path, stem, image, found in zip(chunk, stems[start:start + batch], images, detections, strict=True):
             result = ImageResult(path, found)
             if out is not None:

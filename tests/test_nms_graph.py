@@ -1,0 +1,141 @@
+"""NMS in the graph: its detections equal the numpy path's on the raw model, box for box, in order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from foldkit.darknet.export import export_darknet
+from foldkit.deploy.detect import detect_images
+from foldkit.deploy.nms_graph import CONF, COUNT, DETECTIONS, IOU, NmsSettings, append_nms, nms_settings
+from foldkit.errors import FoldkitError
+from foldkit.onnxio.metadata import read_metadata
+from foldkit.runtime import create_session
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 160  # the built-in yolov3-tiny at 160×160: seconds to export, thousands of candidate boxes
+
+
+def shared_real() -> Path | None:
+    """pjreddie's trained yolov3-tiny beside the checkout (FOLDKIT_SHARED overrides), if present."""
+    roots = [Path(os.environ["FOLDKIT_SHARED"])] if "FOLDKIT_SHARED" in os.environ else []
+    roots.append(REPO.parent / "shared")
+    return next((r / "real" for r in roots if (r / "real" / "yolov3-tiny.weights").is_file()), None)
+
+
+def assert_same_detections(got, want, size: int) -> None:
+    """Same classes in the same order; scores within 1e-5; boxes within 1e-5 of the image size.
+
+    Boxes are float32 pixel coordinates in the graph and float64 in the numpy path: at 400 px one
+    float32 step is 3e-5 px, so the box tolerance scales with the image.
+    """
+    assert [d.class_id for d in got] == [d.class_id for d in want]
+    for g, w in zip(got, want, strict=True):
+        assert abs(g.score - w.score) <= 1e-5
+        assert np.abs(np.subtract(g.box, w.box)).max() <= 1e-5 * size
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """The built-in yolov3-tiny (seeded random weights) raw, decoded, and decoded with NMS, dynamic batch."""
+    folder = tmp_path_factory.mktemp("nms")
+    paths = {kind: folder / f"{kind}.onnx" for kind in ("raw", "decoded", "nms")}
+    export_darknet("yolov3-tiny", paths["raw"], img_size=SIZE, batch=None)
+    export_darknet("yolov3-tiny", paths["decoded"], img_size=SIZE, batch=None, decode=True)
+    onnx.save(append_nms(onnx.load(paths["decoded"]), NmsSettings(max_det=50)), paths["nms"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    """Three seeded images of different shapes (letterboxed differently)."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (h, w) in enumerate([(120, 200), (200, 90), (160, 160)]):
+        smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h)))
+        Image.fromarray(smooth).save(folder / f"img{i}.png")
+        paths.append(folder / f"img{i}.png")
+    return paths
+
+
+@pytest.mark.parametrize(("conf", "iou"), [(0.4, 0.45), (0.6, 0.2)])
+def test_nms_graph_equals_numpy_path(models, images, conf, iou):
+    """One file, two thresholds fed as inputs; batch 3 in the graph vs the raw model image by image."""
+    got = detect_images(models["nms"], images, conf=conf, iou=iou, batch=3, providers="cpu")
+    want = detect_images(models["raw"], images, conf=conf, iou=iou, batch=1, providers="cpu")
+    assert sum(len(r.detections) for r in want) > 3  # the comparison is not vacuous
+    for g, w, path in zip(got, want, images, strict=True):
+        assert_same_detections(g.detections, w.detections[:50], max(Image.open(path).size))
+
+
+def test_nms_graph_outputs_and_defaults(models, images):
+    """Fixed-shape outputs, zero rows past the count, defaults from the initializers, max_det honoured."""
+    model = onnx.load(models["nms"])
+    assert nms_settings(read_metadata(model)) == NmsSettings(max_det=50)
+    session = create_session(models["nms"], providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    x = np.random.default_rng(1).random((2, 3, SIZE, SIZE), dtype=np.float32)
+    default = session.run(None, {"images": x})
+    explicit = session.run(None, {"images": x, CONF: np.array([0.25], np.float32), IOU: np.array([0.45], np.float32)})
+    for a, b in zip(default, explicit, strict=True):
+        np.testing.assert_array_equal(a, b)
+    rows, counts = dict(zip([o.name for o in session.get_outputs()], default, strict=True)).values()
+    assert rows.shape == (2, 50, 6) and counts.dtype == np.int64
+    for row, count in zip(rows, counts, strict=True):
+        assert 0 < count <= 50 and not row[count:].any()
+        assert np.all(np.diff(row[:count, 4]) <= 0)  # by descending score
+    none = session.run([DETECTIONS, COUNT], {"images": x, CONF: np.array([1.0], np.float32)})
+    assert not none[0].any() and not none[1].any()
+
+
+def test_max_det_keeps_the_best(models, images, tmp_path):
+    """max_det=2 keeps the numpy path's first two detections of each image."""
+    raw = detect_images(models["raw"], images, conf=0.5, providers="cpu")
+    rebuilt = tmp_path / "two.onnx"
+    onnx.save(append_nms(onnx.load(models["decoded"]), NmsSettings(max_det=2, conf=0.5)), rebuilt)
+    assert nms_settings(read_metadata(onnx.load(rebuilt))) == NmsSettings(2, 0.5, 0.45)
+    got = detect_images(rebuilt, images, conf=0.5, providers="cpu")
+    for g, w, path in zip(got, raw, images, strict=True):
+        assert len(g.detections) == min(2, len(w.detections))
+        assert_same_detections(g.detections, w.detections[:2], max(Image.open(path).size))
+    with pytest.raises(FoldkitError, match="already ends with NMS"):
+        append_nms(onnx.load(models["nms"]), NmsSettings())
+
+
+@pytest.mark.slow
+def test_real_yolov3_tiny_photos(tmp_path):
+    """pjreddie's trained yolov3-tiny on the real photos: the graph's detections are the numpy path's."""
+    real = shared_real()
+    if real is None:
+        pytest.skip("../shared/real/yolov3-tiny.weights (pjreddie's trained model) is not present")
+    cfg, weights = real / "yolov3-tiny.cfg", real / "yolov3-tiny.weights"
+    export_darknet(cfg, tmp_path / "raw.onnx", weights=weights)
+    export_darknet(cfg, tmp_path / "nms.onnx", weights=weights, nms=NmsSettings())
+    photos = sorted((real / "photos").glob("*.jpg"))
+    got = detect_images(tmp_path / "nms.onnx", photos, providers="cpu")
+    want = detect_images(tmp_path / "raw.onnx", photos, providers="cpu")
+    assert sum(len(r.detections) for r in want) >= len(photos)
+    for g, w, path in zip(got, want, photos, strict=True):
+        assert_same_detections(g.detections, w.detections, max(Image.open(path).size))
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"conf": 1.5}, "conf must be"), ({"iou": float("nan")}, "iou must be"), ({"conf": -0.1}, "conf must be"),
+    ({"max_det": 0}, "max_det must be"), ({"max_det": 2.5}, "max_det must be"),
+])
+def test_bad_settings_refused(settings, message):
+    with pytest.raises(FoldkitError, match=message):
+        NmsSettings(**settings)
+
+
+def test_nms_needs_a_decoded_graph(models):
+    with pytest.raises(FoldkitError, match="--decode"):
+        append_nms(onnx.load(models["raw"]), NmsSettings())
+    with pytest.raises(FoldkitError, match="malformed foldkit.nms"):
+        nms_settings({"foldkit.nms": '{"max_det": "many"}'})
