@@ -40,3 +40,9 @@ HEAD_KINDS = ("yolo", "region")  # the detection heads foldkit decodes
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # ORT's static calibration methods
 TRITON_KINDS = ("cpu", "gpu")  # a Triton instance group's kind
 MIN_EXPORT_OPSET = 11  # the oldest opset foldkit's torch export writes
+
+# YOLO post-processing: Darknet's detection threshold and NMS IoU, and the rows an in-graph NMS returns per image.
+DEFAULT_CONF = 0.25
+DEFAULT_IOU = 0.45
+DEFAULT_MAX_DET = 300
+MAX_MAX_DET = 100_000  # more rows per image than any detector yields; a larger value is a typo

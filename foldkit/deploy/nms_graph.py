@@ -29,14 +29,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from foldkit.defaults import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, MAX_MAX_DET
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.metadata import CLASSES_KEY, DECODED_KEY, NMS_KEY, add_metadata, read_metadata
 
 MIN_NMS_OPSET = 13  # Squeeze, Unsqueeze and ReduceSum take their axes as inputs from opset 13 on
-DEFAULT_MAX_DET = 300
-DEFAULT_CONF = 0.25
-DEFAULT_IOU = 0.45
-MAX_MAX_DET = 100_000
 DETECTIONS, COUNT, CONF, IOU = "detections", "count", "conf", "iou"  # names a runtime sees
 CANDIDATES = "candidates"  # the decoded tensor the tail reads, renamed from the decoder's output
 _PREFIX = "nms/"  # every value and node the tail adds
