@@ -39,6 +39,7 @@ OPT_LEVEL_NAMES = ("disable", "basic", "extended", "all")  # ONNX Runtime graph 
 HEAD_KINDS = ("yolo", "region")  # the detection heads foldkit decodes
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # ORT's static calibration methods
 TRITON_KINDS = ("cpu", "gpu")  # a Triton instance group's kind
+TRITON_BACKENDS = ("onnxruntime", "python")  # the backends foldkit triton writes entries for
 MIN_EXPORT_OPSET = 11  # the oldest opset foldkit's torch export writes
 
 # YOLO post-processing: Darknet's detection threshold and NMS IoU, and the rows an in-graph NMS returns per image.

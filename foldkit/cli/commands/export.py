@@ -14,7 +14,6 @@ from foldkit.defaults import (
     DEFAULT_MAX_DET,
     DEFAULT_OPSET,
     EXPORT_ROUTES,
-    MAX_MAX_DET,
 )
 
 NAME = "export"
@@ -47,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="end the graph with NonMaxSuppression (implies --decode): outputs detections "
                              "(N, max-det, 6) = x1 y1 x2 y2 score class in input pixels and count (N,); conf and iou "
                              "are graph inputs defaulting to --conf and --iou")
-    parser.add_argument("--max-det", type=lambda text: options.integer(text, 1, MAX_MAX_DET, "a count of detections"),
+    parser.add_argument("--max-det", type=options.max_det,
                         default=DEFAULT_MAX_DET, help="with --nms: detection rows per image")
     parser.add_argument("--conf", type=options.fraction, default=DEFAULT_CONF,
                         help="with --nms: the default objectness × class score threshold")
