@@ -10,6 +10,7 @@ import onnx
 import pytest
 from PIL import Image
 
+from foldkit.cli import main
 from foldkit.darknet.export import export_darknet
 from foldkit.deploy.detect import detect_images
 from foldkit.deploy.nms_graph import CONF, COUNT, DETECTIONS, IOU, NmsSettings, append_nms, nms_settings
@@ -18,7 +19,7 @@ from foldkit.onnxio.metadata import read_metadata
 from foldkit.runtime import create_session
 
 REPO = Path(__file__).resolve().parents[1]
-SIZE = 160  # the built-in yolov3-tiny at 160×160: seconds to export, thousands of candidate boxes
+SIZE = 128  # the built-in yolov3-tiny at 128×128: seconds to export, thousands of candidate boxes
 
 
 def shared_real() -> Path | None:
@@ -139,3 +140,22 @@ def test_nms_needs_a_decoded_graph(models):
         append_nms(onnx.load(models["raw"]), NmsSettings())
     with pytest.raises(FoldkitError, match="malformed foldkit.nms"):
         nms_settings({"foldkit.nms": '{"max_det": "many"}'})
+
+
+def test_cli_export_nms_check_and_refusals(models, tmp_path, capsys):
+    """export --nms through the CLI; check compares it with the raw model by detections; typos are exit 2."""
+    out = tmp_path / "cli.onnx"
+    assert main(["export", "yolov3-tiny", "-o", str(out), "--img-size", str(SIZE), "--nms", "--max-det", "40",
+                 "--conf", "0.5", "--iou", "0.4"]) == 0
+    assert nms_settings(read_metadata(onnx.load(out))) == NmsSettings(40, 0.5, 0.4)
+    capsys.readouterr()
+    assert main(["check", str(out), str(models["raw"]), "--batch", "2"]) == 0
+    report = capsys.readouterr().out
+    assert "PASSED: same detections, same order" in report and " 0 detection(s)" not in report
+    for bad in (["--conf", "1.5"], ["--iou", "nan"], ["--max-det", "0"]):
+        assert main(["export", "yolov3-tiny", "-o", str(tmp_path / "bad.onnx"), "--nms", *bad]) == 2
+    assert main(["export", "yolov3-tiny", "-o", str(tmp_path / "bad.onnx"), "--nms", "--exporter", "direct",
+                 "--weights", str(out)]) == 2
+    assert not (tmp_path / "bad.onnx").exists()
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 4 and "Traceback" not in "".join(errors) and "goes through PyTorch" in errors[-1]
