@@ -8,13 +8,8 @@ HTTP through tritonclient, what ``foldkit detect`` answers.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +22,8 @@ from foldkit.darknet.export import export_darknet
 from foldkit.deploy.detect import detect_images
 from foldkit.deploy.nms_graph import NmsSettings, append_nms
 from foldkit.deploy.triton.local_server import (
+    LocalServer,
     pytriton_server_dir,
-    server_command,
     server_environment,
     write_backend_directory,
 )
@@ -42,12 +37,6 @@ http = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is no
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _missing_libraries(program: Path, env: dict[str, str]) -> list[str]:
     """Shared libraries ``program`` needs that the loader cannot find (libpython3.X for the stub, say)."""
     if shutil.which("ldd") is None:
@@ -58,13 +47,16 @@ def _missing_libraries(program: Path, env: dict[str, str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    """The built-in yolov3-tiny (seeded random weights, 128×128): raw heads, and decoded with NMS."""
+    """The built-in yolov3-tiny (seeded random weights, 128×128) decoded in the graph, and that graph with NMS.
+
+    ``foldkit detect`` on the decoded model is the numpy path (decoding in the graph equals the numpy
+    decoding of the raw heads: tests/test_nms_graph.py), so one export serves every entry.
+    """
     folder = tmp_path_factory.mktemp("models")
-    export_darknet("yolov3-tiny", folder / "raw.onnx", img_size=SIZE)
-    decoded = export_darknet("yolov3-tiny", None, img_size=SIZE, decode=True).model
+    decoded = export_darknet("yolov3-tiny", folder / "decoded.onnx", img_size=SIZE, decode=True).model
     assert decoded is not None
     onnx.save(append_nms(decoded, NmsSettings(max_det=20, conf=0.3)), folder / "nms.onnx")
-    return {"raw": folder / "raw.onnx", "nms": folder / "nms.onnx"}
+    return {"decoded": folder / "decoded.onnx", "nms": folder / "nms.onnx"}
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +77,8 @@ def repo(tmp_path_factory, models) -> Path:
     repo = tmp_path_factory.mktemp("repo")
     for args in (["triton", str(models["nms"]), "--name", "nms_ort"],
                  ["triton", str(models["nms"]), "--name", "nms_py", "--backend", "python"],
-                 ["triton", str(models["raw"]), "--name", "raw_py", "--backend", "python"],
-                 ["triton", str(models["raw"]), "--name", "raw_tensors", "--backend", "python", "--tensors"]):
+                 ["triton", str(models["decoded"]), "--name", "numpy_py", "--backend", "python"],
+                 ["triton", str(models["decoded"]), "--name", "tensors_py", "--backend", "python", "--tensors"]):
         assert main([*args, "--repo", str(repo)]) == 0
     return repo
 
@@ -98,44 +90,16 @@ def server(tmp_path_factory, repo):
     if server_dir is None:
         pytest.skip("nvidia-pytriton is not installed (pip install --no-deps nvidia-pytriton==0.7.0)")
     backends = write_backend_directory(tmp_path_factory.mktemp("backends"))
-    env = server_environment(server_dir)
-    missing = _missing_libraries(backends / "python" / "triton_python_backend_stub", env)
+    missing = _missing_libraries(backends / "python" / "triton_python_backend_stub", server_environment(server_dir))
     if missing:
         pytest.skip(f"the Python backend stub cannot start here: {', '.join(missing)} not found")
-    http_port, grpc_port = _free_port(), _free_port()
     log = tmp_path_factory.mktemp("log") / "tritonserver.log"
-    command = server_command(server_dir, repo, backends, http_port=http_port, grpc_port=grpc_port, explicit=True)
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    client = http.InferenceServerClient(f"127.0.0.1:{http_port}", network_timeout=LOAD_TIMEOUT_S)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _live(client):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"tritonserver did not start: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.2)
-        yield client
-    finally:
-        client.close()
-        _stop(process)
-
-
-def _live(client) -> bool:
-    with contextlib.suppress(Exception):
-        return client.is_server_live()
-    return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (the server and its stubs), SIGKILL if it lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+    with LocalServer(repo, backends, log=log, start_timeout=START_TIMEOUT_S) as running:
+        client = http.InferenceServerClient(running.url, network_timeout=LOAD_TIMEOUT_S)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 def _detect(client, name: str, image: Path, thresholds: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
@@ -173,27 +137,27 @@ def test_onnxruntime_entry_fails_only_for_the_missing_backend(server):
 def test_python_entry_with_nms_graph_equals_foldkit_detect(server, models, images):
     """Encoded JPEG bytes in, foldkit detect's detections (on the raw model, numpy NMS) out; thresholds as inputs."""
     server.load_model("nms_py")
-    _assert_served_equals_detect(server, "nms_py", models["raw"], images, 0.3, 0.45, send=False)  # graph defaults
-    _assert_served_equals_detect(server, "nms_py", models["raw"], images, 0.5, 0.3, send=True)
+    _assert_served_equals_detect(server, "nms_py", models["decoded"], images, 0.3, 0.45, send=False)  # graph defaults
+    _assert_served_equals_detect(server, "nms_py", models["decoded"], images, 0.5, 0.3, send=True)
     with pytest.raises(InferenceServerException, match="no format Pillow reads"):
-        _detect(server, "nms_py", models["raw"])  # an ONNX file is not an image
+        _detect(server, "nms_py", models["decoded"])  # an ONNX file is not an image
     with pytest.raises(InferenceServerException, match="conf must be"):
         _detect(server, "nms_py", images[0], (1.5, 0.45))
 
 
 @pytest.mark.slow
 def test_python_entry_with_numpy_nms_equals_foldkit_detect(server, models, images):
-    server.load_model("raw_py")
-    _assert_served_equals_detect(server, "raw_py", models["raw"], images, 0.25, 0.45, send=False)
+    server.load_model("numpy_py")
+    _assert_served_equals_detect(server, "numpy_py", models["decoded"], images, 0.25, 0.45, send=False)
 
 
 @pytest.mark.slow
 def test_python_entry_serves_tensors_exactly(server, models):
-    server.load_model("raw_tensors")
+    server.load_model("tensors_py")
     x = np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32)
     feed = http.InferInput("images", list(x.shape), "FP32")
     feed.set_data_from_numpy(x)
-    result = server.infer("raw_tensors", [feed])
-    session = create_session(models["raw"], providers=["CPUExecutionProvider"])
+    result = server.infer("tensors_py", [feed])
+    session = create_session(models["decoded"], providers=["CPUExecutionProvider"])
     for output, expected in zip(session.get_outputs(), session.run(None, {"images": x}), strict=True):
         np.testing.assert_array_equal(result.as_numpy(output.name), expected)

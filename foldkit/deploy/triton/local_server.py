@@ -16,10 +16,16 @@ started with it: :func:`server_environment`. :func:`server_command` listens on 1
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from foldkit.errors import FoldkitError
@@ -93,3 +99,67 @@ def server_command(server_dir: Path, repo: Path, backends: Path, *, http_port: i
                "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}", "--allow-metrics=false",
                "--exit-on-error=false", "--strict-readiness=false", "--exit-timeout-secs=5"]
     return command + (["--model-control-mode=explicit"] if explicit else [])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LocalServer:
+    """pytriton's tritonserver on free 127.0.0.1 ports, for tests and trials: started, waited for, stopped.
+
+    ``with LocalServer(repo, backends, log=path) as server:`` gives ``server.url`` (HTTP,
+    ``host:port``) once the server answers ``/v2/health/live``, or raises FoldkitError with the end
+    of its log after ``start_timeout`` seconds. Leaving stops the server and its stubs (its process
+    group): SIGTERM, then SIGKILL if it lingers.
+    """
+
+    def __init__(self, repo: Path, backends: Path, *, log: Path, explicit: bool = True,
+                 start_timeout: float = 90.0) -> None:
+        server_dir = pytriton_server_dir()
+        if server_dir is None:
+            raise FoldkitError("nvidia-pytriton is not installed (pip install --no-deps nvidia-pytriton)")
+        self.http_port, grpc_port = free_port(), free_port()
+        self.url = f"127.0.0.1:{self.http_port}"
+        self.log, self.start_timeout = log, start_timeout
+        self.command = server_command(server_dir, repo, backends, http_port=self.http_port, grpc_port=grpc_port,
+                                      explicit=explicit)
+        self.env = server_environment(server_dir)
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> LocalServer:
+        with self.log.open("wb") as sink:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=sink, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout
+        while not self._live():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log.read_text(errors="replace")[-1500:].replace("\n", " | ")
+                raise FoldkitError(f"tritonserver did not start within {self.start_timeout:g} s: {tail}")
+            time.sleep(0.2)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _live(self) -> bool:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://{self.url}/v2/health/live", timeout=2) as answer:
+                return bool(answer.status == 200)
+        return False
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
