@@ -19,7 +19,7 @@ from foldkit.onnxio.metadata import read_metadata
 from foldkit.runtime import create_session
 
 REPO = Path(__file__).resolve().parents[1]
-SIZE = 128  # the built-in yolov3-tiny at 128×128: seconds to export, thousands of candidate boxes
+SIZE = 128  # conftest.tiny_yolo's input size
 
 
 def shared_real() -> Path | None:
@@ -42,14 +42,11 @@ def assert_same_detections(got, want, size: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    """The built-in yolov3-tiny (seeded random weights) raw, decoded, and decoded with NMS, dynamic batch."""
-    folder = tmp_path_factory.mktemp("nms")
-    paths = {kind: folder / f"{kind}.onnx" for kind in ("raw", "decoded", "nms")}
-    export_darknet("yolov3-tiny", paths["raw"], img_size=SIZE, batch=None)
-    export_darknet("yolov3-tiny", paths["decoded"], img_size=SIZE, batch=None, decode=True)
-    onnx.save(append_nms(onnx.load(paths["decoded"]), NmsSettings(max_det=50)), paths["nms"])
-    return paths
+def models(tiny_yolo, tmp_path_factory) -> dict[str, Path]:
+    """The built-in yolov3-tiny raw, decoded, and decoded with NMS (max_det 50), dynamic batch."""
+    path = tmp_path_factory.mktemp("nms") / "nms.onnx"
+    onnx.save(append_nms(onnx.load(tiny_yolo["decoded"]), NmsSettings(max_det=50)), path)
+    return {**tiny_yolo, "nms": path}
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import onnx
@@ -11,7 +12,6 @@ from google.protobuf import text_format
 from PIL import Image
 
 from foldkit.cli import main
-from foldkit.darknet.export import export_darknet
 from foldkit.deploy.detect import detect_images
 from foldkit.deploy.nms_graph import NmsSettings, append_nms
 from foldkit.deploy.triton.handlers import DetectionHandler
@@ -22,11 +22,10 @@ model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", rea
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tiny_yolo, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
-    decoded = export_darknet("yolov3-tiny", folder / "decoded.onnx", img_size=96, decode=True).model
-    assert decoded is not None
-    onnx.save(append_nms(decoded, NmsSettings(max_det=7, conf=0.3)), folder / "nms.onnx")
+    onnx.save(append_nms(onnx.load(tiny_yolo["decoded"]), NmsSettings(max_det=7, conf=0.3)), folder / "nms.onnx")
+    shutil.copyfile(tiny_yolo["decoded"], folder / "decoded.onnx")
     return folder
 
 
@@ -54,7 +53,7 @@ def test_python_entry_config_and_model_py(models, tmp_path, capsys):
                  "--tensors", "--name", "t"]) == 0
     tensors = _config(tmp_path / "t" / "config.pbtxt")
     assert tensors.parameters["foldkit_handler"].string_value == "tensors"
-    assert [(i.name, list(i.dims)) for i in tensors.input] == [("images", [1, 3, 96, 96])]
+    assert [(i.name, list(i.dims)) for i in tensors.input] == [("images", [-1, 3, 128, 128])]
     capsys.readouterr()
     assert main(["triton", str(models / "nms.onnx"), "--repo", str(tmp_path), "--tensors"]) == 2
     assert main(["triton", str(models / "nms.onnx"), "--repo", str(tmp_path), "--backend", "python",

@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 
 from foldkit.cli import main
-from foldkit.darknet.export import export_darknet
 from foldkit.deploy.detect import detect_images
 from foldkit.deploy.nms_graph import NmsSettings, append_nms
 from foldkit.deploy.triton.local_server import (
@@ -29,7 +28,7 @@ from foldkit.deploy.triton.local_server import (
 )
 from foldkit.runtime import create_session
 
-SIZE = 128
+SIZE = 128  # conftest.tiny_yolo's input size
 START_TIMEOUT_S = 90  # the server itself starts in about a second; this bounds a broken install
 LOAD_TIMEOUT_S = 120  # one Python-backend model: the stub starts Python and imports onnxruntime and foldkit
 
@@ -46,17 +45,15 @@ def _missing_libraries(program: Path, env: dict[str, str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    """The built-in yolov3-tiny (seeded random weights, 128×128) decoded in the graph, and that graph with NMS.
+def models(tiny_yolo, tmp_path_factory) -> dict[str, Path]:
+    """conftest's yolov3-tiny decoded in the graph, and that graph with NMS.
 
     ``foldkit detect`` on the decoded model is the numpy path (decoding in the graph equals the numpy
-    decoding of the raw heads: tests/test_nms_graph.py), so one export serves every entry.
+    decoding of the raw heads: tests/test_nms_graph.py).
     """
-    folder = tmp_path_factory.mktemp("models")
-    decoded = export_darknet("yolov3-tiny", folder / "decoded.onnx", img_size=SIZE, decode=True).model
-    assert decoded is not None
-    onnx.save(append_nms(decoded, NmsSettings(max_det=20, conf=0.3)), folder / "nms.onnx")
-    return {"decoded": folder / "decoded.onnx", "nms": folder / "nms.onnx"}
+    path = tmp_path_factory.mktemp("models") / "nms.onnx"
+    onnx.save(append_nms(onnx.load(tiny_yolo["decoded"]), NmsSettings(max_det=20, conf=0.3)), path)
+    return {"decoded": tiny_yolo["decoded"], "nms": path}
 
 
 @pytest.fixture(scope="module")
