@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,7 @@ from foldkit.errors import FoldkitError
 from foldkit.onnxio.metadata import read_metadata
 from foldkit.runtime import create_session
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = 128  # conftest.tiny_yolo's input size
-
-
-def shared_real() -> Path | None:
-    """pjreddie's trained yolov3-tiny beside the checkout (FOLDKIT_SHARED overrides), if present."""
-    roots = [Path(os.environ["FOLDKIT_SHARED"])] if "FOLDKIT_SHARED" in os.environ else []
-    roots.append(REPO.parent / "shared")
-    return next((r / "real" for r in roots if (r / "real" / "yolov3-tiny.weights").is_file()), None)
 
 
 def assert_same_detections(got, want, size: int) -> None:
@@ -107,11 +98,9 @@ def test_max_det_keeps_the_best(models, images, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_yolov3_tiny_photos(tmp_path):
+def test_real_yolov3_tiny_photos(shared_real, tmp_path):
     """pjreddie's trained yolov3-tiny on the real photos: the graph's detections are the numpy path's."""
-    real = shared_real()
-    if real is None:
-        pytest.skip("../shared/real/yolov3-tiny.weights (pjreddie's trained model) is not present")
+    real = shared_real
     cfg, weights = real / "yolov3-tiny.cfg", real / "yolov3-tiny.weights"
     export_darknet(cfg, tmp_path / "raw.onnx", weights=weights)
     export_darknet(cfg, tmp_path / "nms.onnx", weights=weights, nms=NmsSettings())
