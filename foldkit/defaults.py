@@ -34,5 +34,12 @@ RESIZE_METHODS = ("darknet", "pil")  # how an image is resized into the letterbo
 DEFAULT_RESIZE = "darknet"  # a network exported from a Darknet cfg sees what Darknet feeds it
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # ORT's static calibration methods
 TRITON_KINDS = ("cpu", "gpu")  # a Triton instance group's kind
+TRITON_BACKENDS = ("onnxruntime", "python")  # the backends foldkit triton writes entries for
 MIN_EXPORT_OPSET = 11  # the oldest opset foldkit's torch export writes
 OPENVINO_PRECISIONS = ("fp32", "default", "bf16", "fp16")  # OpenVINO's precision hints; default: its own choice
+
+# YOLO post-processing: Darknet's detection threshold and NMS IoU, and the rows an in-graph NMS returns per image.
+DEFAULT_CONF = 0.25
+DEFAULT_IOU = 0.45
+DEFAULT_MAX_DET = 300
+MAX_MAX_DET = 100_000  # more rows per image than any detector yields; a larger value is a typo

@@ -48,3 +48,18 @@ def shared_real() -> Path:
         pytest.skip("../shared/real (pjreddie's trained yolov3-tiny and Darknet's photos; set FOLDKIT_SHARED) "
                     "is not present")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo(tmp_path_factory) -> dict[str, Path]:
+    """The built-in yolov3-tiny, seeded random weights, 128×128, dynamic batch: raw heads, and decoded in the graph.
+
+    One export of each for every test that needs a small detector with thousands of candidate boxes
+    (the NMS graph and Triton tests append their own NMS tails to the decoded one).
+    """
+    from foldkit.darknet.export import export_darknet
+
+    folder = tmp_path_factory.mktemp("tiny_yolo")
+    export_darknet("yolov3-tiny", folder / "raw.onnx", img_size=128, batch=None)
+    export_darknet("yolov3-tiny", folder / "decoded.onnx", img_size=128, batch=None, decode=True)
+    return {"raw": folder / "raw.onnx", "decoded": folder / "decoded.onnx"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL, MIN_EXPORT_OPSET, OPENVINO_PRECISIONS
+from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL, MAX_MAX_DET, MIN_EXPORT_OPSET, OPENVINO_PRECISIONS
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit here
 
@@ -38,6 +38,10 @@ def integer(text: str, low: int, high: int | None, what: str) -> int:
 
 def positive(text: str) -> int:
     return integer(text, 1, None, "a positive integer")
+
+
+def max_det(text: str) -> int:
+    return integer(text, 1, MAX_MAX_DET, f"a detection count from 1 to {MAX_MAX_DET}")
 
 
 def seed(text: str) -> int:

@@ -22,10 +22,11 @@ from foldkit.darknet.builtin import BUILTIN_MODELS
 from foldkit.darknet.specs import NetInfo, NetworkPlan
 from foldkit.darknet.to_onnx import MIN_OPSET, darknet_to_onnx
 from foldkit.defaults import DEFAULT_OPSET
+from foldkit.deploy.nms_graph import NmsSettings, append_nms
 from foldkit.errors import FoldkitError
 from foldkit.export import ExportResult, export_onnx
 from foldkit.limits import ensure_fits
-from foldkit.onnxio.files import check_outputs, require_input_file
+from foldkit.onnxio.files import check_outputs, require_input_file, save_onnx
 from foldkit.onnxio.metadata import add_metadata, network_metadata
 
 if TYPE_CHECKING:
@@ -78,14 +79,17 @@ def export_darknet(
     exporter: Route = "auto",
     bn_variant: str = "alexeyab",
     progress: Callable[[int, int, str], None] | None = None,
+    nms: NmsSettings | None = None,
 ) -> ExportResult:
     """Export a Darknet network to ONNX at ``output`` (``None``: build and validate only).
 
     ``weights`` is a Darknet ``.weights`` file; without it the weights are seeded random ones with
     realistic BatchNorm statistics (``seed``, default :data:`DEFAULT_SEED`), and the result says so.
     ``batch=None`` makes the batch dimension dynamic. ``decode`` puts YOLO decoding in the graph
-    (PyTorch routes only). ``progress(done, total, label)`` follows the direct route layer by layer.
+    (PyTorch routes only); ``nms`` implies it and ends the graph with NonMaxSuppression
+    (:mod:`foldkit.deploy.nms_graph`). ``progress(done, total, label)`` follows the direct route.
     """
+    decode = decode or nms is not None
     require_regular_inputs(model, weights)
     check_outputs([output], [model, weights])
     if weights is not None and seed is not None:
@@ -100,7 +104,7 @@ def export_darknet(
                               bn_variant=bn_variant, progress=progress)
     return _export_torch(model, output, weights=weights, seed=seed, img_size=img_size, batch=batch, opset=opset,
                          fold=fold, decode=decode, exporter=route,
-                         bn_variant=bn_variant)
+                         bn_variant=bn_variant, nms=nms)
 
 
 def _export_direct(model, output, *, weights, img_size, batch, opset, fold, bn_variant, progress) -> ExportResult:
@@ -141,7 +145,7 @@ def load_network(
 
 
 def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold, decode, exporter,
-                  bn_variant) -> ExportResult:
+                  bn_variant, nms) -> ExportResult:
     from foldkit.darknet.decode import YoloDecoder
 
     network, source = load_network(model, weights=weights, seed=seed, img_size=img_size, bn_variant=bn_variant)
@@ -150,7 +154,12 @@ def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold,
     if decode and not network.is_detector:
         raise FoldkitError(f"{model}: in-graph decoding needs a detector with [yolo] or [region] sections")
     exported = YoloDecoder(network) if decode else network
-    result = export_onnx(exported, output, input_shape=shape, fold=fold, opset=opset,
+    result = export_onnx(exported, None if nms is not None else output, input_shape=shape, fold=fold, opset=opset,
                          dynamic_batch=batch is None, exporter=exporter)
     result.weights_source = source
+    if nms is not None and result.model is not None:
+        result.model = append_nms(result.model, nms, where=str(model))
+        if output is not None:
+            save_onnx(result.model, output)
+            result.path = Path(output)
     return result

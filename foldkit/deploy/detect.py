@@ -17,7 +17,9 @@ import numpy as np
 from foldkit import strict_json
 from foldkit.darknet.head_decode import HeadSpec
 from foldkit.defaults import DEFAULT_RESIZE
-from foldkit.deploy.letterbox import check_resize, letterbox
+from foldkit.deploy.letterbox import Letterbox, check_resize, letterbox
+from foldkit.deploy.nms_graph import nms_settings
+from foldkit.deploy.nms_model import NmsRunner
 from foldkit.deploy.yolo import Detection, decode_heads, heads_from_metadata, parse_anchors, postprocess
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import OutputTransaction, check_outputs, read_text_input, require_input_file
@@ -126,6 +128,11 @@ class YoloRunner:
             raise FoldkitError(f"{self.predictor.path}: no YOLO head description to decode the raw outputs with")
         return decode_heads(outputs, self.heads, self.input_size)
 
+    def detect(self, batch: np.ndarray, letterboxes: list[Letterbox], *, conf: float, iou: float,
+               names: list[str] | None) -> list[list[Detection]]:
+        """Detections of the first ``len(letterboxes)`` images of ``batch``, in each original image's pixels."""
+        return postprocess(self(batch)[:len(letterboxes)], letterboxes, conf=conf, iou=iou, names=names)
+
 
 def detect_images(
     model: str | os.PathLike,
@@ -172,7 +179,8 @@ def detect_images(
         heads = parse_anchors(anchors, classes, scale_x_y, kind=head_kind)  # kind "region": YOLOv2, anchors in cells
     else:
         heads = heads_from_metadata(predictor.metadata)
-    runner = YoloRunner(predictor, heads)
+    settings = nms_settings(predictor.metadata)  # a graph that ends with NMS: thresholds are its inputs
+    runner = YoloRunner(predictor, heads) if settings is None else NmsRunner(predictor, settings)
     class_names = load_names(names)
     batch = predictor.fixed_batch or batch
     with OutputTransaction([model, names, *paths], replace=overwrite) as staged:
@@ -182,7 +190,7 @@ def detect_images(
                            resize=resize, progress=progress)
 
 
-def _detect_all(runner: YoloRunner, paths: list[Path], stems: list[str], out: Path | None,
+def _detect_all(runner: YoloRunner | NmsRunner, paths: list[Path], stems: list[str], out: Path | None,
                 staged: OutputTransaction, *, batch: int, conf: float, iou: float, names: list[str] | None,
                 resize: str, progress: Callable[[int, int, str], None] | None) -> list[ImageResult]:
     predictor = runner.predictor
@@ -194,8 +202,7 @@ def _detect_all(runner: YoloRunner, paths: list[Path], stems: list[str], out: Pa
         tensors = np.concatenate([t for t, _ in fitted])
         if len(chunk) < batch and predictor.fixed_batch:
             tensors = np.concatenate([tensors, np.zeros((batch - len(chunk), *tensors.shape[1:]), np.float32)])
-        detections = postprocess(runner(tensors)[:len(chunk)], [lb for _, lb in fitted], conf=conf, iou=iou,
-                                 names=names)
+        detections = runner.detect(tensors, [lb for _, lb in fitted], conf=conf, iou=iou, names=names)
         for path, stem, image, found in zip(chunk, stems[start:start + batch], images, detections, strict=True):
             result = ImageResult(path, found)
             if out is not None:

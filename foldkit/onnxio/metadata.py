@@ -23,6 +23,7 @@ INPUT_LAYOUT_KEY = PREFIX + "input_layout"
 CLASSES_KEY = PREFIX + "classes"
 YOLO_HEADS_KEY = PREFIX + "yolo_heads"
 DECODED_KEY = PREFIX + "decoded"
+NMS_KEY = PREFIX + "nms"  # JSON {max_det, conf, iou}: the graph ends with NMS (foldkit.deploy.nms_graph)
 OPTIMIZED_FOR_KEY = PREFIX + "optimized_for"  # the provider an offline-optimized model was saved for
 
 INPUT_LAYOUT = "NCHW RGB [0,1]"

@@ -90,9 +90,13 @@ class Predictor:
         """What runs the model: runtime, version, device, precision, threads."""
         return self.backend.record()
 
-    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Run on an NCHW float32 batch; returns outputs by name."""
-        return self.backend.run({self.input_name: np.ascontiguousarray(images, dtype=np.float32)})
+    def __call__(self, images: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Run on an NCHW float32 batch; returns outputs by name.
+
+        ``extra`` feeds inputs that have defaults in the graph (overridable initializers such as the
+        thresholds of :mod:`foldkit.deploy.nms_graph`).
+        """
+        return self.backend.run({self.input_name: np.ascontiguousarray(images, dtype=np.float32), **(extra or {})})
 
     def save_optimized(self, target: str | os.PathLike) -> None:
         """Save the graph ONNX Runtime optimized for this provider, recording the provider in its metadata."""

@@ -16,7 +16,9 @@ DESCRIPTION = (
     "output. A float output passes when max|candidate − reference| ≤ atol + rtol · max|reference| on every input, "
     "or, with --min-snr, when its signal-to-noise ratio against the reference reaches DB (in-range inputs only); "
     "integer, boolean and string outputs must be equal. Exit 1 when any output fails or the outputs differ in "
-    "names, shapes or types."
+    "names, shapes or types. A CANDIDATE that ends with foldkit's NMS (export --nms) against a REFERENCE without it "
+    "is compared by detections: the graph's against foldkit's numpy decoding and NMS on the reference's outputs, "
+    "same order, scores within 1e-5."
 )
 
 
@@ -46,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from foldkit.parity import compare_onnx_models
 
+    if _ends_with_nms(args.candidate) and not _ends_with_nms(args.reference):  # detections vs the numpy path
+        from foldkit.deploy.nms_parity import compare_nms_to_numpy
+
+        nms_report = compare_nms_to_numpy(args.candidate, args.reference, seed=args.seed, batch=args.batch,
+                                          providers=args.providers)
+        print(nms_report.format())
+        return EXIT_OK if nms_report.passed else EXIT_PARITY_FAILED
     opt_level = args.opt_level or ("all" if args.min_snr is not None else "disable")
     report = compare_onnx_models(
         args.candidate, args.reference, atol=args.atol, rtol=args.rtol, seed=args.seed, batch=args.batch,
@@ -55,3 +64,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.format())
     return EXIT_OK if report.passed else EXIT_PARITY_FAILED
+
+
+def _ends_with_nms(model: str) -> bool:
+    from foldkit.onnxio.files import load_onnx
+    from foldkit.onnxio.metadata import NMS_KEY, read_metadata
+
+    return NMS_KEY in read_metadata(load_onnx(model, load_external_data=False))

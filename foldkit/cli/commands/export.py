@@ -7,7 +7,14 @@ import argparse
 from foldkit.cli import options
 from foldkit.cli.codes import EXIT_OK
 from foldkit.cli.feedback import progress_bar
-from foldkit.defaults import BN_VARIANTS, DEFAULT_OPSET, EXPORT_ROUTES
+from foldkit.defaults import (
+    BN_VARIANTS,
+    DEFAULT_CONF,
+    DEFAULT_IOU,
+    DEFAULT_MAX_DET,
+    DEFAULT_OPSET,
+    EXPORT_ROUTES,
+)
 
 NAME = "export"
 HELP = "export a Darknet network to ONNX, BatchNorm folded by foldkit"
@@ -35,17 +42,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", action="store_true",
                         help="decode YOLO heads in the graph: one (N, boxes, 4+1+classes) output, boxes in input "
                              "pixels")
+    parser.add_argument("--nms", action="store_true",
+                        help="end the graph with NonMaxSuppression (implies --decode): outputs detections "
+                             "(N, max-det, 6) = x1 y1 x2 y2 score class in input pixels and count (N,); conf and iou "
+                             "are graph inputs defaulting to --conf and --iou")
+    parser.add_argument("--max-det", type=options.max_det,
+                        default=DEFAULT_MAX_DET, help="with --nms: detection rows per image")
+    parser.add_argument("--conf", type=options.fraction, default=DEFAULT_CONF,
+                        help="with --nms: the default objectness × class score threshold")
+    parser.add_argument("--iou", type=options.fraction, default=DEFAULT_IOU,
+                        help="with --nms: the default per-class IoU threshold")
     parser.add_argument("--random-weights", type=options.seed, metavar="SEED",
                         help="seed of the random weights used without --weights (default: 0)")
 
 
 def run(args: argparse.Namespace) -> int:
     from foldkit.darknet.export import export_darknet
+    from foldkit.deploy.nms_graph import NmsSettings
 
+    nms = NmsSettings(args.max_det, args.conf, args.iou) if args.nms else None
     result = export_darknet(
         args.model, args.output, weights=args.weights, seed=args.random_weights, img_size=args.img_size,
         batch=args.batch, opset=args.opset, fold=not args.no_fold, decode=args.decode, exporter=args.exporter,
-        bn_variant=args.bn_variant, progress=progress_bar(),
+        bn_variant=args.bn_variant, progress=progress_bar(), nms=nms,
     )
     print(result.format())
     return EXIT_OK
