@@ -15,11 +15,12 @@ from onnx import helper
 from foldkit import build_model, condition_weights, export_onnx, randomize_batchnorm
 from foldkit.errors import FoldkitError
 from foldkit.parity import compare_outputs, output_snr_db
-from foldkit.quantize import quantize_onnx
+from foldkit.quantize import QuantizeOptions, quantize_onnx
 from foldkit.quantize.bias_correction import correct_biases
 from foldkit.quantize.calibration import SyntheticCalibrationWarning, load_calibration
 from foldkit.quantize.equalize import equalize_onnx
 from foldkit.quantize.judge import HeldOutJudge, min_snr
+from foldkit.quantize.options import BIAS_CORRECTION
 from foldkit.quantize.report import QuantizeReport
 from foldkit.quantize.static import StaticQuantizer
 from tests.onnx_graphs import make_model, run
@@ -194,8 +195,8 @@ def test_bias_correction_removes_the_mean_shift(tmp_path: Path) -> None:
 def test_quantize_pass_keeps_bias_correction_when_it_helps(tmp_path: Path) -> None:
     model, _ = _outlier_conv(tmp_path)
     onnx.save(model, tmp_path / "conv.onnx")
-    report = quantize_onnx(tmp_path / "conv.onnx", tmp_path / "conv.int8.onnx", calib=tmp_path / "calib.npy",
-                           held_out=4, latency_rounds=2)
+    report = quantize_onnx(tmp_path / "conv.onnx", tmp_path / "conv.int8.onnx", QuantizeOptions(
+        calib=tmp_path / "calib.npy", held_out=4, latency_rounds=2, steps=(BIAS_CORRECTION,)))
     steps = {step.name: step for step in report.steps}
     assert steps["+ bias correction"].kept
     assert steps["+ bias correction"].min_snr_db > steps["ORT quantize_static"].min_snr_db + 6
@@ -224,8 +225,8 @@ def _exported(tmp_path: Path, conditioned: bool) -> Path:
 def test_near_dead_channels_are_flagged_and_target_30_is_reached_or_refused(tmp_path: Path) -> None:
     path = _exported(tmp_path, conditioned=False)
     with pytest.warns(SyntheticCalibrationWarning):
-        report = quantize_onnx(path, tmp_path / "out.onnx", calib_random=6, held_out=2, target_snr=30.0,
-                               latency_rounds=1)
+        report = quantize_onnx(path, tmp_path / "out.onnx", QuantizeOptions(
+            calib_random=6, held_out=2, target_snr=30.0, latency_rounds=1))
     plain = report.steps[0]
     assert plain.name == "ORT quantize_static" and plain.min_snr_db < 20  # int8 garbles it ...
     assert report.sensitivity and report.sensitivity[0].gain_db > 0  # ... and the analysis names who
@@ -244,8 +245,8 @@ def test_near_dead_channels_are_flagged_and_target_30_is_reached_or_refused(tmp_
 def test_target_snr_the_model_already_meets_keeps_everything_int8(tmp_path: Path) -> None:
     path = _exported(tmp_path, conditioned=True)
     with pytest.warns(SyntheticCalibrationWarning):
-        report = quantize_onnx(path, tmp_path / "out.onnx", calib_random=4, held_out=1, target_snr=-100.0,
-                               equalize=False, bias_correction=False, sensitivity=False, latency_rounds=0)
+        report = quantize_onnx(path, tmp_path / "out.onnx", QuantizeOptions(
+            calib_random=4, held_out=1, target_snr=-100.0, steps=(), sensitivity="never", latency_rounds=0))
     assert report.passed and report.target_reached and not report.sensitivity and report.latency is None
     assert [layer.node for layer in report.float_layers] == [report.float_layers[0].node]  # the Pad only
     assert report.batchnorm_left == [] and report.fold_summary.startswith("11 folded")
@@ -267,9 +268,11 @@ def test_unknown_exclude_and_method_are_clear_errors(tmp_path: Path) -> None:
     model, _ = _outlier_conv(tmp_path)
     onnx.save(model, tmp_path / "conv.onnx")
     with pytest.raises(FoldkitError, match="not in the folded model: nope"):
-        quantize_onnx(tmp_path / "conv.onnx", tmp_path / "o.onnx", calib=tmp_path / "calib.npy", exclude=["nope"])
+        quantize_onnx(tmp_path / "conv.onnx", tmp_path / "o.onnx", QuantizeOptions(
+            calib=tmp_path / "calib.npy", exclude=["nope"]))
     with pytest.raises(FoldkitError, match="unknown calibration method 'best'"):
-        quantize_onnx(tmp_path / "conv.onnx", tmp_path / "o.onnx", calib=tmp_path / "calib.npy", method="best")
+        quantize_onnx(tmp_path / "conv.onnx", tmp_path / "o.onnx", QuantizeOptions(
+            calib=tmp_path / "calib.npy", method="best"))
 
 
 def test_quantized_model_path_gives_bench_an_int8_file(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@
 model for a float one. The SNR gate itself (``foldkit check --min-snr``) is in :mod:`foldkit.parity`.
 """
 
+from foldkit.quantize.options import STEPS, QuantizeOptions
 from foldkit.quantize.quantize import quantize_onnx, quantized_model_path
 from foldkit.quantize.report import QuantizeReport
 
-__all__ = ["QuantizeReport", "quantize_onnx", "quantized_model_path"]
+__all__ = ["STEPS", "QuantizeOptions", "QuantizeReport", "quantize_onnx", "quantized_model_path"]

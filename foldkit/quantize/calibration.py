@@ -3,13 +3,17 @@
 Whatever the source, the result is one float32 NCHW array that matches the model's input, split
 into the part ONNX Runtime calibrates on and a held-out part that the quantized model is judged
 on (never the same inputs: ranges fitted to an input flatter the error measured on it). Images
-go through the same letterbox as ``foldkit detect``, so calibration sees what deployment sees.
+go through one preprocessing hook (:func:`default_preprocess`, the letterbox of ``foldkit
+detect``), so calibration sees what deployment sees; a folder is judged on seeded variants of its
+images (:mod:`foldkit.quantize.augment`) that go through the same hook.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +23,17 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from foldkit.errors import FoldkitError
 
-HELD_OUT_FRACTION = 0.25  # of a folder or .npy batch; at least one input
+HELD_OUT_FRACTION = 0.25  # of an .npy batch (or a folder given a held-out count); at least one input
+
+Preprocess = Callable[[Path], np.ndarray]  # an image file → the network's 1×C×H×W float32 input
+
+
+def default_preprocess(size: tuple[int, int]) -> Preprocess:
+    """How ``foldkit detect`` feeds an image of a file to a network of input H×W: the one place to change."""
+    from foldkit.deploy.detect import load_image
+    from foldkit.deploy.yolo import letterbox
+
+    return lambda path: letterbox(load_image(path), size)[0]
 
 
 class SyntheticCalibrationWarning(UserWarning):
@@ -80,13 +94,17 @@ def load_calibration(
     random_count: int | None = None,
     held_out: int | None = None,
     seed: int = 0,
+    preprocess: Preprocess | None = None,
+    variants: int = 0,
 ) -> CalibrationData:
     """Calibration and held-out inputs for a model whose input is ``shape`` (NCHW, None = symbolic).
 
-    ``calib`` is a folder of images (letterboxed to H×W like ``foldkit detect``) or an ``.npy``
-    array N×C×H×W; otherwise ``random_count`` seeded uniform [0, 1) inputs (a warning says they
-    are for smoke tests only). ``held_out`` inputs are kept apart for judging (default: a quarter
-    of a folder or array, at least one; for random inputs, as many more seeded ones).
+    ``calib`` is a folder of images (each through ``preprocess``, default :func:`default_preprocess`)
+    or an ``.npy`` array N×C×H×W; otherwise ``random_count`` seeded uniform [0, 1) inputs (a
+    warning says they are for smoke tests only). A folder with ``variants`` > 0 and no ``held_out``
+    count calibrates on every image and is judged on ``variants`` seeded variants of each;
+    otherwise ``held_out`` inputs are kept apart (default: a quarter, at least one; for random
+    inputs, as many more seeded ones).
     """
     if (calib is None) == (random_count is None):
         raise FoldkitError("give calibration data: a folder of images or an .npy file, or a count of random inputs")
@@ -94,7 +112,9 @@ def load_calibration(
         return _random(shape, random_count or 0, held_out, seed)
     path = Path(calib)
     if path.is_dir():
-        batch = _images(path, shape)
+        if held_out is None and variants > 0:
+            return _folder_with_variants(path, shape, preprocess, variants, seed)
+        batch = _images(_collect(path), shape, preprocess)
         source = f"{len(batch)} images in {path}"
     elif path.suffix.lower() == ".npy" and path.is_file():
         batch, source = _npy(path, shape), str(path)
@@ -108,6 +128,25 @@ def load_calibration(
                            f"(calibration plus {count} held out)")
     return CalibrationData(batch[:-count], batch[-count:], source=f"{source}: {len(batch) - count} calibration, "
                            f"{count} held out", synthetic=False)
+
+
+def _folder_with_variants(folder: Path, shape: tuple[int | None, ...], preprocess: Preprocess | None,
+                          variants: int, seed: int) -> CalibrationData:
+    from foldkit.quantize.augment import write_variants
+
+    images = _collect(folder)
+    calibration = _images(images, shape, preprocess)
+    with tempfile.TemporaryDirectory(prefix="foldkit-held-out-") as tmp:
+        held_out = _images(write_variants(images, variants, seed, Path(tmp)), shape, preprocess)
+    return CalibrationData(calibration, held_out, synthetic=False, source=(
+        f"{len(images)} images in {folder}, all calibration; held out: {len(held_out)} seeded variants of them "
+        f"(crop, mirror, stretch; seed {seed}), the same scenes, which flatters the result somewhat"))
+
+
+def _collect(folder: Path) -> list[Path]:
+    from foldkit.deploy.detect import collect_images
+
+    return collect_images([folder])
 
 
 def _spatial(shape: tuple[int | None, ...], what: str) -> tuple[int, int]:
@@ -129,15 +168,18 @@ def _random(shape: tuple[int | None, ...], count: int, held_out: int | None, see
                            f"{extra} held out", synthetic=True)
 
 
-def _images(folder: Path, shape: tuple[int | None, ...]) -> np.ndarray:
-    from foldkit.deploy.detect import collect_images, load_image
-    from foldkit.deploy.yolo import letterbox
-
-    size = _spatial(shape, str(folder))
-    if shape[1] not in (None, 3):
-        raise FoldkitError(f"{folder}: images are RGB, but the model's input has {shape[1]} channels")
-    images = collect_images([folder])
-    return np.concatenate([letterbox(load_image(path), size)[0] for path in images]).astype(np.float32)
+def _images(images: list[Path], shape: tuple[int | None, ...], preprocess: Preprocess | None) -> np.ndarray:
+    folder = images[0].parent
+    if preprocess is None:
+        if shape[1] not in (None, 3):
+            raise FoldkitError(f"{folder}: images are RGB, but the model's input has {shape[1]} channels")
+        preprocess = default_preprocess(_spatial(shape, str(folder)))
+    batch = np.concatenate([preprocess(path) for path in images]).astype(np.float32)
+    if batch.ndim != 4 or any(want is not None and got != want
+                              for got, want in zip(batch.shape[1:], shape[1:], strict=True)):
+        raise FoldkitError(f"{folder}: preprocessing gives inputs of shape {list(batch.shape[1:])}, "
+                           f"the model takes {list(shape[1:])}")
+    return batch
 
 
 def _npy(path: Path, shape: tuple[int | None, ...]) -> np.ndarray:

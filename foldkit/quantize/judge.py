@@ -2,7 +2,10 @@
 
 Both run at ORT's default graph optimization level, so the int8 model is measured as it will run
 (ORT fuses QDQ pairs into int8 kernels, whose rounding differs slightly from the QDQ graph's).
-The float outputs are computed once; every candidate is compared output by output.
+The float outputs are computed once; every candidate is compared output by output, with signal
+and noise accumulated over every held-out input (an output's SNR is Σ signal² / Σ noise² over all
+of them, not the worst single input), and kept per input so that the noise of the judgement
+itself can be measured (:mod:`foldkit.quantize.significance`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,20 @@ class OutputError:
     snr_db: float
     max_abs: float
     max_rel: float  # max|a − b| / max|b|: relative to the output's range, as parity's min_rtol
+
+
+@dataclass
+class Judgement:
+    """A candidate's error per output, its raw outputs, and per input and output Σref² and Σ(ref − cand)²."""
+
+    errors: list[OutputError]
+    outputs: dict[str, np.ndarray]
+    signal: np.ndarray  # inputs × outputs, float64
+    noise: np.ndarray
+
+    @property
+    def min_snr_db(self) -> float:
+        return min_snr(self.errors)
 
 
 class HeldOutJudge:
@@ -53,10 +70,24 @@ class HeldOutJudge:
         noisy = {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(names)}
         return min(o.snr_db for o in compare_outputs(noisy, self.reference).outputs)
 
+    def judge(self, candidate: str | os.PathLike) -> Judgement:
+        outputs = self._outputs(candidate)
+        report = compare_outputs(outputs, self.reference, candidate_name=str(candidate), reference_name="float")
+        errors = [OutputError(o.name, o.snr_db, o.max_abs, o.min_rtol) for o in report.outputs]
+        signal, noise = (np.stack([_per_input(values) for values in columns], axis=1) for columns in (
+            [self.reference[name] for name in outputs],
+            [outputs[name].astype(np.float64) - self.reference[name] for name in outputs]))
+        return Judgement(errors, outputs, signal, noise)
+
     def errors(self, candidate: str | os.PathLike) -> list[OutputError]:
-        report = compare_outputs(self._outputs(candidate), self.reference, candidate_name=str(candidate),
-                                 reference_name="float")
-        return [OutputError(o.name, o.snr_db, o.max_abs, o.min_rtol) for o in report.outputs]
+        return self.judge(candidate).errors
+
+
+def _per_input(values: np.ndarray) -> np.ndarray:
+    """Σ value² per input (the first axis), in float64; non-finite stays non-finite."""
+    flat = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.square(flat).sum(axis=1)
 
 
 def min_snr(errors: list[OutputError]) -> float:

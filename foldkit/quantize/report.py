@@ -1,7 +1,7 @@
 """What ``foldkit quantize`` did and what it cost, as data: strict JSON, printed separately.
 
 Per output: SNR (dB) and max abs/rel error against the float model on held-out inputs; what
-each step (ORT's quantizer, equalization, bias correction, target SNR) bought; the sensitivity
+each step (ORT's quantizer, the optional steps, target SNR) bought and its bootstrap noise; the sensitivity
 table; which layers stayed float and why; int8 vs float latency from one interleaved run.
 An output below :data:`LOW_SNR_DB` is flagged with the layers most responsible.
 """
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from foldkit import strict_json
 from foldkit.quantize.bias_correction import BiasCorrectionReport
+from foldkit.quantize.detections import DetectionAgreement
 from foldkit.quantize.equalize import EqualizationReport
 from foldkit.quantize.judge import OutputError, mean_snr, min_snr
 from foldkit.quantize.latency import Latency
@@ -31,6 +32,7 @@ class Step:
     kept: bool  # whether the pass kept this step (a step that lowers the SNR is dropped)
     note: str = ""
     model_file: str = ""  # where its int8 model was kept (quantize_onnx's step_models), if anywhere
+    noise_db: float | None = None  # bootstrap σ of its gain over the step before (significance)
 
     @property
     def min_snr_db(self) -> float:
@@ -69,6 +71,8 @@ class QuantizeReport:
     latency: Latency | None = None
     latency_all_int8: Latency | None = None  # when layers stayed float: what the all-int8 model ran at
     notes: list[str] = field(default_factory=list)
+    cpu: str = ""  # the CPU and its int8 path (foldkit.cpu)
+    detections: DetectionAgreement | None = None  # the written model's, for YOLO models judged on images
 
     @property
     def min_snr_db(self) -> float:
@@ -99,6 +103,8 @@ class QuantizeReport:
             value = getattr(self, key)
             if value is not None:
                 data[key]["ratio"] = value.ratio
+        if self.detections is not None:
+            data["detections"]["f1"] = self.detections.f1
         return finite_or_none(data)
 
     def to_json(self) -> str:
@@ -110,6 +116,8 @@ class QuantizeReport:
         if self.synthetic_calibration:
             lines.append("  WARNING: synthetic calibration inputs: for smoke tests only, not deployment accuracy")
         lines.append(f"  fold: {self.fold_summary}")
+        if self.cpu:
+            lines.append(f"  CPU: {self.cpu}")
         if self.batchnorm_left:
             lines.append(f"  BatchNormalization left unfolded: {', '.join(self.batchnorm_left)}")
         if self.equalization:
@@ -120,10 +128,12 @@ class QuantizeReport:
             lines.append(f"  float model with u8 rounding noise on its input: {self.input_noise_snr_db:.1f} dB min SNR "
                          "(the network's own noise amplification; int8 can hardly beat it)")
         lines.append("  steps (held-out SNR vs float, min / mean over outputs):")
-        lines += [f"    {s.name:<28} {s.min_snr_db:7.1f} dB {s.mean_snr_db:7.1f} dB  "
+        lines += [f"    {s.name:<34} {s.min_snr_db:7.1f} dB {s.mean_snr_db:7.1f} dB  "
                   f"{'kept' if s.kept else 'dropped'}{'  ' + s.note if s.note else ''}" for s in self.steps]
         lines.append(f"  {'output':<14} {'SNR dB':>8} {'max abs':>10} {'max rel':>10}")
         lines += [f"  {o.name:<14} {o.snr_db:>8.1f} {o.max_abs:>10.3e} {o.max_rel:>10.3e}" for o in self.outputs]
+        if self.detections is not None:
+            lines.append(f"  {self.detections.summary()}")
         if self.sensitivity:
             lines.append("  sensitivity (layer kept float, all else int8 → min output SNR):")
             lines += [f"    {s.node:<32} {s.op:<6} {s.snr_db:7.1f} dB  {s.gain_db:+6.1f} dB" for s in self.sensitivity]

@@ -10,14 +10,13 @@ it does, then a bisection finds the smallest; each try is a real quantization an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foldkit.quantize.judge import HeldOutJudge, OutputError, min_snr
+from foldkit.quantize.judge import HeldOutJudge, Judgement, min_snr
+from foldkit.quantize.options import Progress
 from foldkit.quantize.static import StaticQuantizer
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -35,7 +34,7 @@ class TargetSearch:
     target_db: float
     reached: bool
     float_layers: list[str]  # each with the ops that carry its output (StaticQuantizer.layer_nodes)
-    errors: list[OutputError]
+    judgement: Judgement
     path: Path  # the chosen (or, when not reached, the most-float) model
     tries: list[tuple[int, float]] = field(default_factory=list)  # (layers kept float, min SNR)
 
@@ -64,13 +63,13 @@ def fewest_float_layers(quantizer: StaticQuantizer, judge: HeldOutJudge, ranking
     int8 model at all, so needing that means the target cannot be reached.
     """
     order = [layer.node for layer in ranking][:max(len(ranking) - 1, 0)]
-    results: dict[int, tuple[float, list[OutputError], Path]] = {}
+    results: dict[int, tuple[float, Judgement, Path]] = {}
 
     def attempt(k: int) -> bool:
         if k not in results:
             path = quantizer.quantize([*exclude, *(n for layer in order[:k] for n in quantizer.layer_nodes(layer))])
-            errors = judge.errors(path)
-            results[k] = (min_snr(errors), errors, path)
+            judgement = judge.judge(path)
+            results[k] = (judgement.min_snr_db, judgement, path)
             if progress:
                 progress(f"target {target_db:g} dB: {k} layer(s) float → {results[k][0]:.1f} dB")
         return results[k][0] >= target_db
@@ -86,9 +85,9 @@ def fewest_float_layers(quantizer: StaticQuantizer, judge: HeldOutJudge, ranking
                 high = middle
             else:
                 low = middle
-    _, errors, path = results[high]
+    _, judgement, path = results[high]
     for k, (_, _, other) in results.items():
         if k != high:
             other.unlink(missing_ok=True)
-    return TargetSearch(target_db, reached, order[:high], errors, path,
+    return TargetSearch(target_db, reached, order[:high], judgement, path,
                         sorted((k, value[0]) for k, value in results.items()))

@@ -9,8 +9,9 @@ the target-SNR search quantize the same model dozens of times).
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,11 +41,13 @@ class StaticQuantizer:
 
     ``reduce_range``: 7-bit weights. x86 CPUs without VNNI multiply u8 × s8 pairs into saturating
     16-bit sums (``vpmaddubsw``), so full-range weights on full-range inputs overflow at ORT's
-    default level; 7-bit weights cannot (ORT's own advice for such CPUs).
+    default level; 7-bit weights cannot (ORT's own advice for such CPUs; see :mod:`foldkit.cpu`).
+    ``overrides``: ORT's ``TensorQuantOverrides`` per activation (a range, or u16 instead of u8).
     """
 
     def __init__(self, model: onnx.ModelProto, folder: Path, name: str, calibration: CalibrationData,
-                 input_name: str, method: str = "minmax", *, reduce_range: bool = False) -> None:
+                 input_name: str, method: str = "minmax", *, reduce_range: bool = False,
+                 overrides: Mapping[str, dict] | None = None) -> None:
         if method not in METHODS:
             raise FoldkitError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
         self.model = model
@@ -52,12 +55,28 @@ class StaticQuantizer:
         self.name = name
         self.float_path = folder / f"{name}.float.onnx"
         save_onnx(model, self.float_path)
-        self._cache = folder / f"{name}.ranges.json"
+        self.cache_path = folder / f"{name}.ranges.json"
         self._calibration = calibration
         self._input_name = input_name
         self._method = method
         self.reduce_range = reduce_range
+        self.overrides = dict(overrides or {})
         self._count = 0
+
+    def calibrate(self) -> dict[str, tuple[float, float]]:
+        """Every calibrated tensor's (lowest, highest), calibrating first if no quantization has yet."""
+        from foldkit.quantize.activations import cached_ranges
+
+        if not self.cache_path.exists():
+            self.quantize().unlink()
+        return cached_ranges(self.cache_path)
+
+    def with_overrides(self, overrides: Mapping[str, dict], name: str) -> StaticQuantizer:
+        """The same float model and calibration, with ``overrides`` added to this one's (no recalibration)."""
+        other = copy.copy(self)
+        other.overrides = {**self.overrides, **overrides}
+        other.name = f"{self.name}-{name}"
+        return other
 
     def quantizable_nodes(self) -> list[onnx.NodeProto]:
         return [node for node in self.model.graph.node if node.op_type in QUANTIZED_OPS]
@@ -88,7 +107,8 @@ class StaticQuantizer:
                 quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=self.reduce_range,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=METHODS[self._method],
-                nodes_to_exclude=list(exclude), calibration_cache_path=str(self._cache),
+                nodes_to_exclude=list(exclude), calibration_cache_path=str(self.cache_path),
+                extra_options={"TensorQuantOverrides": {name: [dict(o)] for name, o in self.overrides.items()}},
             )
         return output
 

@@ -41,15 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from foldkit.onnxio.files import check_outputs, write_text_atomic
-    from foldkit.quantize import quantize_onnx
+    from foldkit.quantize import STEPS, QuantizeOptions, quantize_onnx
+    from foldkit.quantize.options import BIAS_CORRECTION, EQUALIZE
 
     check_outputs([args.output, args.report], [args.model, args.calib])
-    report = quantize_onnx(
-        args.model, args.output, calib=args.calib, calib_random=args.calib_random, held_out=args.held_out,
-        seed=args.seed, method=args.method, equalize=not args.no_equalize,
-        bias_correction=not args.no_bias_correction, target_snr=args.target_snr, exclude=args.exclude,
-        sensitivity=True if args.sensitivity else None, progress=status_lines(),
-    )
+    skipped = {step for step, off in ((EQUALIZE, args.no_equalize), (BIAS_CORRECTION, args.no_bias_correction))
+               if off}
+    report = quantize_onnx(args.model, args.output, QuantizeOptions(
+        calib=args.calib, calib_random=args.calib_random, held_out=args.held_out, seed=args.seed,
+        method=args.method, steps=tuple(s for s in STEPS if s not in skipped), target_snr=args.target_snr,
+        exclude=args.exclude, sensitivity="always" if args.sensitivity else "auto", progress=status_lines(),
+    ))
     print(report.format())
     if args.report:
         write_text_atomic(args.report, report.to_json())

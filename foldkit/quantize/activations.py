@@ -1,0 +1,114 @@
+"""Each quantized activation's histogram on the calibration inputs, and what u8 rounding does to it.
+
+ORT's MinMax calibration sets a tensor's u8 range to the extremes it saw; one rare large value
+then coarsens the step for every ordinary one. Here each activation ORT quantizes (the tensors
+in its calibration cache) gets a histogram over its calibrated range, accumulated over every
+calibration input, and from it:
+
+* the MSE-optimal range: the [lo, hi] inside the calibrated one that minimises the expected
+  squared error of u8 quantization (rounding inside, clipping outside), searched on a grid of
+  shrink factors for each end (ORT's asymmetric u8 grid, zero exactly representable);
+* the noise-to-signal power ratio u8 leaves on it: E[(x − q(x))²] / E[x²], which ranks the
+  activations that int8 rounds worst (the candidates for 16-bit).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from foldkit.runtime import create_session
+
+BINS = 4096  # per tensor, over its calibrated range
+# Candidate fractions of each end of the calibrated range: every 1 % down to half, then geometric to 1/64.
+SHRINK = np.concatenate([np.linspace(1.0, 0.5, 51), np.geomspace(0.5, 1 / 64, 26)[1:]])
+SWEEPS = 2
+U8_LEVELS = 255
+
+
+@dataclass
+class ActivationStats:
+    """One activation's calibrated range, histogram, and what u8 does to it."""
+
+    name: str
+    lowest: float
+    highest: float
+    counts: np.ndarray  # BINS counts over [lowest, highest]
+
+    @property
+    def centres(self) -> np.ndarray:
+        edges = np.linspace(self.lowest, self.highest, BINS + 1)
+        return (edges[:-1] + edges[1:]) / 2
+
+    def u8_mse(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Expected squared u8 error per candidate range (arrays of equal shape; 0 is kept inside).
+
+        Values inside the grid's span round with error Δ²/12 (uniform within a step: true where the
+        density is smooth on the scale of a step, whatever the bin width); values outside are
+        clipped to the span's end.
+        """
+        lo, hi = np.minimum(np.asarray(lo, np.float64), 0.0), np.maximum(np.asarray(hi, np.float64), 0.0)
+        scale = np.maximum((hi - lo) / U8_LEVELS, np.finfo(np.float64).tiny)
+        zero = np.round(-lo / scale)
+        bottom, top = (-zero * scale)[..., None], ((U8_LEVELS - zero) * scale)[..., None]
+        x = self.centres
+        error = np.where(x < bottom, np.square(x - bottom),
+                         np.where(x > top, np.square(x - top), (np.square(scale) / 12)[..., None]))
+        return (error * self.counts).sum(axis=-1) / max(self.counts.sum(), 1)
+
+    def power(self) -> float:
+        return float((np.square(self.centres) * self.counts).sum() / max(self.counts.sum(), 1))
+
+    def mse_range(self) -> tuple[float, float]:
+        """The [lo, hi] that minimises the expected u8 error (the calibrated range when nothing beats it).
+
+        Coordinate descent over the two ends, each a 1-D search over :data:`SHRINK` fractions of the
+        calibrated end (fine near 1, where 8-bit optima of light tails lie); two sweeps settle it.
+        """
+        lo, hi = min(self.lowest, 0.0), max(self.highest, 0.0)
+        for _ in range(SWEEPS):
+            lo = float(min(self.lowest, 0.0) * SHRINK[int(np.argmin(self.u8_mse(min(self.lowest, 0.0) * SHRINK,
+                                                                               np.full(len(SHRINK), hi))))])
+            hi = float(max(self.highest, 0.0) * SHRINK[int(np.argmin(self.u8_mse(np.full(len(SHRINK), lo),
+                                                                                max(self.highest, 0.0) * SHRINK)))])
+        return lo, hi
+
+    def noise_to_signal(self, lo: float, hi: float) -> float:
+        """E[(x − q(x))²] / E[x²] for u8 over [lo, hi]."""
+        power = self.power()
+        return float(self.u8_mse(np.array(lo), np.array(hi))) / power if power > 0 else 0.0
+
+
+def cached_ranges(cache: Path) -> dict[str, tuple[float, float]]:
+    """The (lowest, highest) of every tensor in ORT's JSON calibration cache."""
+    data = json.loads(cache.read_text())["data"]
+    return {name: (float(entry["lowest"]["data"][0]), float(entry["highest"]["data"][0]))
+            for name, entry in data.items()}
+
+
+def activation_stats(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], inputs: np.ndarray,
+                     input_name: str) -> list[ActivationStats]:
+    """Histograms of every tensor in ``ranges`` that the float model computes or takes, over ``inputs``.
+
+    Tensors with an empty or non-finite range (a −∞ pad's output, which stays float) are left out.
+    """
+    probe = copy.deepcopy(model)
+    produced = {out for node in probe.graph.node for out in node.output}
+    known = {o.name for o in probe.graph.output}
+    usable = {name for name, (low, high) in ranges.items() if np.isfinite(low) and np.isfinite(high) and high > low}
+    computed = [name for name in ranges if name in produced and name in usable]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in computed if n not in known)
+    session = create_session(probe, providers="cpu", opt_level="disable")
+    wanted = computed + ([input_name] if input_name in usable else [])
+    counts = {name: np.zeros(BINS, np.int64) for name in wanted}
+    for sample in inputs:
+        values = session.run(computed, {input_name: sample[None]}) + [sample] * (len(wanted) - len(computed))
+        for name, value in zip(wanted, values, strict=True):
+            low, high = ranges[name]
+            counts[name] += np.histogram(value, bins=BINS, range=(low, high))[0]
+    return [ActivationStats(name, *ranges[name], counts[name]) for name in wanted]

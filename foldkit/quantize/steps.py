@@ -1,0 +1,187 @@
+"""The optional steps of the quantize pass, each tried on top of the best model so far.
+
+Every step makes one or more candidate int8 models, judges each on the held-out inputs and keeps
+one only when its worst-output SNR gain exceeds the bootstrap noise of that judgement
+(:mod:`foldkit.quantize.significance`); what was tried and what it measured goes in the report
+whether kept or not. The steps, in the order tried (:data:`foldkit.quantize.options.STEPS`):
+
+* 7-bit weights, only where this CPU's u8×s8 kernels saturate (:mod:`foldkit.cpu`);
+* cross-layer equalization; bias correction (their own modules);
+* MSE-optimal activation ranges (:mod:`foldkit.quantize.activations`);
+* u16 for the graph outputs and the k activations u8 rounds worst (highest noise-to-signal), for
+  k = 0 and 2, the better that also stays within the latency budget (p50 against float, measured).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import QuantType
+
+from foldkit.cpu import Int8Capability
+from foldkit.quantize.activations import activation_stats
+from foldkit.quantize.bias_correction import correct_biases
+from foldkit.quantize.calibration import CalibrationData
+from foldkit.quantize.equalize import equalize_onnx
+from foldkit.quantize.judge import HeldOutJudge, Judgement
+from foldkit.quantize.latency import measure_latency
+from foldkit.quantize.options import (
+    BIAS_CORRECTION,
+    EQUALIZE,
+    MIXED_U16,
+    MSE_CLIP,
+    WEIGHTS_7BIT,
+    QuantizeOptions,
+)
+from foldkit.quantize.report import QuantizeReport, Step
+from foldkit.quantize.significance import significant_gain
+from foldkit.quantize.static import StaticQuantizer
+
+U16_EXTRA = (0, 2)  # how many of the worst activations a u16 try adds to the graph outputs
+U16_LATENCY_ROUNDS = 5
+
+
+@dataclass
+class Candidate:
+    """A float model's quantizer, the QDQ model it made with ``exclude`` float, and its judgement."""
+
+    quantizer: StaticQuantizer
+    exclude: list[str]
+    path: Path
+    judgement: Judgement
+
+
+@dataclass
+class Context:
+    """What every step needs: the data, the judge, the options, the CPU, and the report to add to."""
+
+    data: CalibrationData
+    input_name: str
+    judge: HeldOutJudge
+    options: QuantizeOptions
+    cpu: Int8Capability
+    report: QuantizeReport
+
+    def candidate(self, quantizer: StaticQuantizer, exclude: list[str]) -> Candidate:
+        path = quantizer.quantize(exclude)
+        return Candidate(quantizer, list(exclude), path, self.judge.judge(path))
+
+    def derived(self, model: onnx.ModelProto, best: Candidate, name: str, *, reduce_range: bool | None = None
+                ) -> StaticQuantizer:
+        """A quantizer for another float model, with the best one's weight bits and activation overrides."""
+        return StaticQuantizer(model, best.quantizer.folder, name, self.data, self.input_name, self.options.method,
+                               reduce_range=best.quantizer.reduce_range if reduce_range is None else reduce_range,
+                               overrides=best.quantizer.overrides)
+
+    def weigh(self, name: str, best: Candidate, candidate: Candidate, note: str = "") -> Candidate:
+        """Record the step; return the candidate when it wins by more than the judgement's noise."""
+        gain, sigma, kept = significant_gain(best.judgement, candidate.judgement, self.options.seed)
+        text = f"{gain:+.2f} dB ± {sigma:.2f} (bootstrap σ)" + (f"; {note}" if note else "")
+        self.report.steps.append(Step(name, candidate.judgement.errors, kept, note=text,
+                                      model_file=str(candidate.path), noise_db=sigma))
+        return candidate if kept else best
+
+
+def seven_bit_weights(context: Context, best: Candidate) -> Candidate:
+    if not context.cpu.saturates_u8s8:
+        context.report.notes.append(f"7-bit weights not tried: this CPU ({context.cpu.kind}) accumulates u8×s8 "
+                                    "in 32 bits, so full 8-bit weights do not saturate")
+        return best
+    quantizer = context.derived(best.quantizer.model, best, "reduced-range", reduce_range=True)
+    return context.weigh("+ 7-bit weights", best, context.candidate(quantizer, best.exclude),
+                         note="this CPU has no VNNI: u8×s8 pairs sum in saturating 16 bits")
+
+
+def equalization(context: Context, best: Candidate) -> Candidate:
+    equalized, context.report.equalization = equalize_onnx(best.quantizer.model)
+    if not context.report.equalization.pairs:
+        context.report.notes.append("equalization: no conv pair qualified")
+        return best
+    quantizer = context.derived(equalized, best, "equalized")
+    return context.weigh("+ cross-layer equalization", best, context.candidate(quantizer, best.exclude))
+
+
+def mse_clipping(context: Context, best: Candidate) -> Candidate:
+    stats = activation_stats(best.quantizer.model, best.quantizer.calibrate(), context.data.calibration,
+                             context.input_name)
+    ranges = {s.name: s.mse_range() for s in stats}
+    overrides = {name: {"rmin": np.float32(lo), "rmax": np.float32(hi)} for name, (lo, hi) in ranges.items()}
+    narrowed = sum(1 for s in stats if ranges[s.name] != (min(s.lowest, 0.0), max(s.highest, 0.0)))
+    quantizer = best.quantizer.with_overrides(overrides, "clipped")
+    return context.weigh("+ MSE-optimal activation ranges", best, context.candidate(quantizer, best.exclude),
+                         note=f"{narrowed} of {len(stats)} ranges narrowed")
+
+
+def bias_correction(context: Context, best: Candidate) -> Candidate:
+    corrected, context.report.bias_correction = correct_biases(
+        best.quantizer.model, onnx.load(str(best.path)), context.data.calibration, context.input_name)
+    return context.weigh("+ bias correction", best, context.candidate(
+        context.derived(corrected, best, "bias-corrected"), best.exclude))
+
+
+def mixed_u16(context: Context, best: Candidate) -> Candidate:
+    """u16 for the graph outputs and the k activations u8 rounds worst; the best within the latency budget.
+
+    A graph output's u8 rounding lands on the output unattenuated (a detector's raw head logits in
+    256 steps), so the outputs come first; then the activations by their u8 noise-to-signal ratio.
+    """
+    stats = activation_stats(best.quantizer.model, best.quantizer.calibrate(), context.data.calibration,
+                             context.input_name)
+    ranges = {name: (float(o["rmin"]), float(o["rmax"])) for name, o in best.quantizer.overrides.items()
+              if "rmin" in o}
+    outputs = {o.name for o in best.quantizer.model.graph.output}
+    order = sorted(stats, key=lambda s: (s.name not in outputs,
+                                         -s.noise_to_signal(*ranges.get(s.name, (s.lowest, s.highest)))))
+    first = sum(1 for s in stats if s.name in outputs)
+    chosen = best
+    for extra in U16_EXTRA:
+        count = first + extra
+        if count == 0 or count > len(order) or (extra and count == first):
+            continue
+        names = [s.name for s in order[:count]]
+        quantizer = best.quantizer.with_overrides({n: {"quant_type": QuantType.QUInt16} for n in names},
+                                                  f"u16-{count}")
+        chosen = _weigh_u16(context, best, chosen, context.candidate(quantizer, best.exclude), names,
+                            f"+ u16 ({first} outputs + {extra} worst)")
+    return chosen
+
+
+def _weigh_u16(context: Context, best: Candidate, chosen: Candidate, candidate: Candidate, names: list[str],
+               step: str) -> Candidate:
+    """Keep ``candidate`` over ``chosen`` when it wins significantly and its p50 is within the budget
+    (timed only when it wins: timing is the slow part)."""
+    if not significant_gain(chosen.judgement, candidate.judgement, context.options.seed)[2]:
+        return context.weigh(step, chosen, candidate, note=", ".join(names))
+    ratio = measure_latency(best.quantizer.float_path, candidate.path, context.data.held_out[:1],
+                            context.input_name, rounds=U16_LATENCY_ROUNDS).ratio
+    budget = context.options.latency_budget
+    within = ratio <= budget
+    note = f"{', '.join(names)}; p50 {ratio:.2f}× float (budget {budget:g}×){'' if within else ': over budget'}"
+    context.weigh(step, chosen, candidate, note=note)
+    if not within:
+        context.report.steps[-1].kept = False
+        return chosen
+    if chosen is not best:
+        _drop(context.report, chosen)
+    return candidate
+
+
+def _drop(report: QuantizeReport, superseded: Candidate) -> None:
+    """A u16 try that a later, larger one beat is no longer the kept step."""
+    for step in report.steps:
+        if step.model_file == str(superseded.path):
+            step.kept = False
+            step.note += "; superseded by a later try"
+
+
+STEP_FUNCTIONS: dict[str, Callable[[Context, Candidate], Candidate]] = {
+    WEIGHTS_7BIT: seven_bit_weights,
+    EQUALIZE: equalization,
+    MSE_CLIP: mse_clipping,
+    BIAS_CORRECTION: bias_correction,
+    MIXED_U16: mixed_u16,
+}

@@ -1,0 +1,199 @@
+"""The int8 methods on their own: CPU detection, histogram ranges, the judgement's noise, held-out
+variants, detection agreement, and the u16/clip overrides as ORT writes them."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+from PIL import Image
+
+from foldkit.cpu import int8_capability
+from foldkit.deploy.yolo import HeadSpec
+from foldkit.errors import FoldkitError
+from foldkit.quantize import QuantizeOptions, quantize_onnx
+from foldkit.quantize.activations import BINS, ActivationStats, activation_stats
+from foldkit.quantize.calibration import load_calibration
+from foldkit.quantize.detections import compare_detections
+from foldkit.quantize.judge import Judgement, OutputError
+from foldkit.quantize.options import MIXED_U16, MSE_CLIP
+from foldkit.quantize.significance import significant_gain
+from tests.onnx_graphs import make_model
+
+CPUINFO = "processor\t: 0\nmodel name\t: {name}\nflags\t\t: fpu sse2 {flags}\n\nprocessor\t: 1\n"
+
+
+@pytest.mark.parametrize("flags, kind, saturates", [
+    ("avx avx2 fma", "avx2", True),
+    ("avx2 avx512f avx512_vnni", "vnni", False),
+    ("avx2 avx_vnni", "vnni", False),
+    ("avx2 avx512_vnni amx_bf16 amx_tile amx_int8", "amx", False),
+    ("neon asimd", "unknown", False),
+])
+def test_int8_capability_from_cpuinfo_flags(flags: str, kind: str, saturates: bool) -> None:
+    cpu = int8_capability(CPUINFO.format(name="Some CPU", flags=flags))
+    assert (cpu.model, cpu.kind, cpu.saturates_u8s8) == ("Some CPU", kind, saturates)
+    assert cpu.describe().startswith("Some CPU: ")
+    assert int8_capability().kind in ("amx", "vnni", "avx2", "unknown")  # this machine, whatever it is
+
+
+def test_options_refuse_unknown_steps_and_modes() -> None:
+    with pytest.raises(FoldkitError, match="unknown quantize step.*'adaround'"):
+        QuantizeOptions(steps=("adaround",))
+    with pytest.raises(FoldkitError, match="sensitivity must be one of"):
+        QuantizeOptions(sensitivity="sometimes")
+
+
+def _stats(values: np.ndarray) -> ActivationStats:
+    low, high = float(values.min()), float(values.max())
+    return ActivationStats("t", low, high, np.histogram(values, bins=BINS, range=(low, high))[0])
+
+
+def _u8_error(values: np.ndarray, low: float, high: float) -> float:
+    """The mean squared error of ORT's asymmetric u8 quantization over [low, high], on the values themselves."""
+    scale = (high - low) / 255
+    zero = np.round(-low / scale)
+    return float(np.mean(np.square(values - (np.clip(np.round(values / scale) + zero, 0, 255) - zero) * scale)))
+
+
+@pytest.mark.parametrize("tail", ["exponential", "student-t3"])
+def test_mse_range_is_as_good_as_a_search_on_the_values_themselves(tail: str) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.exponential(1.0, 100_000) if tail == "exponential" else np.abs(rng.standard_t(3, 100_000))
+    low, high = _stats(values).mse_range()
+    assert low == 0.0 and high < values.max()
+    chosen = _u8_error(values, low, high)
+    grid = [_u8_error(values, 0.0, h) for h in np.geomspace(values.max() / 64, values.max(), 300)]
+    assert chosen <= min(grid) * 1.05 and chosen < _u8_error(values, 0.0, float(values.max()))
+
+
+def test_mse_range_keeps_a_rare_far_outlier_that_would_cost_more_clipped() -> None:
+    values = np.concatenate([np.random.default_rng(1).uniform(0, 1, 100_000), [100.0]])
+    assert _stats(values).mse_range()[1] > 80  # clipping it to 1 would cost 99² / 100001 ≈ 0.1 > (100/255)² / 12
+
+
+def test_noise_to_signal_is_the_uniform_rounding_noise() -> None:
+    values = np.random.default_rng(1).uniform(0, 1, 200_000)
+    stats = _stats(values)
+    step = (values.max() - 0.0) / 255
+    expected = step**2 / 12 / np.mean(values**2)  # uniform rounding error over a step: Δ²/12
+    assert stats.noise_to_signal(0.0, float(values.max())) == pytest.approx(expected, rel=0.1)
+
+
+def _judgement(noise_scale: np.ndarray) -> Judgement:
+    signal = np.ones((len(noise_scale), 2))
+    noise = np.stack([noise_scale, noise_scale], axis=1)
+    snr = float(10 * np.log10(signal.sum() / noise.sum()))
+    return Judgement([OutputError("a", snr, 0, 0), OutputError("b", snr, 0, 0)], {}, signal, noise)
+
+
+def test_a_gain_counts_only_beyond_the_bootstrap_noise() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.5, 2.0, 20) * 1e-3
+    assert significant_gain(_judgement(base), _judgement(base / 4))[2]  # 6 dB on every input: kept
+    gain, sigma, kept = significant_gain(_judgement(base), _judgement(base * rng.uniform(0.6, 1.5, 20)))
+    assert sigma > 0 and kept == (gain > 2 * sigma)
+    assert not significant_gain(_judgement(base), _judgement(base))[2]  # no change: never kept
+
+
+def _photos(folder, count: int = 2) -> None:
+    rng = np.random.default_rng(3)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 255, (30 + 10 * index, 40, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+
+
+def test_folder_calibrates_on_all_images_and_judges_on_seeded_variants(tmp_path) -> None:
+    _photos(tmp_path)
+    data = load_calibration((1, 3, 32, 32), calib=tmp_path, variants=3, seed=5)
+    again = load_calibration((1, 3, 32, 32), calib=tmp_path, variants=3, seed=5)
+    other = load_calibration((1, 3, 32, 32), calib=tmp_path, variants=3, seed=6)
+    assert data.calibration.shape == (2, 3, 32, 32) and data.held_out.shape == (6, 3, 32, 32)
+    np.testing.assert_array_equal(data.held_out, again.held_out)  # seeded
+    assert not np.array_equal(data.held_out, other.held_out)
+    assert not any(np.array_equal(h, c) for h in data.held_out for c in data.calibration)
+    assert "seeded variants" in data.source and "flatters" in data.source
+
+
+def test_preprocessing_hook_feeds_calibration_and_is_checked(tmp_path) -> None:
+    _photos(tmp_path)
+    seen = []
+
+    def hook(path):
+        seen.append(path.name)
+        return np.full((1, 1, 4, 4), len(seen), np.float32)
+
+    data = load_calibration((1, 1, 4, 4), calib=tmp_path, variants=1, preprocess=hook)
+    assert seen[:2] == ["0.png", "1.png"] and len(seen) == 4
+    np.testing.assert_array_equal(data.calibration[:, 0, 0, 0], [1, 2])
+    with pytest.raises(FoldkitError, match="preprocessing gives inputs of shape \\[1, 4, 4\\], the model takes"):
+        load_calibration((1, 1, 8, 8), calib=tmp_path, variants=1, preprocess=hook)
+
+
+def _head_map(cells: list[tuple[int, int, int, float]]) -> np.ndarray:
+    """One 4×4 YOLO head, one anchor, 3 classes: (row, col, class, objectness logit) per object."""
+    raw = np.full((1, 8, 4, 4), -8.0, np.float32)
+    raw[:, 0:4] = 0.0  # centred boxes, anchor-sized
+    for row, col, cls, logit in cells:
+        raw[0, 4, row, col] = logit
+        raw[0, 5 + cls, row, col] = 8.0
+    return raw
+
+
+def test_detection_agreement_counts_matches_misses_and_extras() -> None:
+    heads = [HeadSpec(((20.0, 20.0),), 3)]
+    reference = {"head0": _head_map([(0, 0, 1, 4.0), (2, 2, 0, 4.0), (3, 0, 2, 4.0)])}
+    same = compare_detections(reference, reference, heads, (64, 64))
+    assert (same.f1, same.matched, same.misses, same.extras, same.mean_abs_score_diff) == (1.0, 3, 0, 0, 0.0)
+    # one box changes class (a miss and an extra), one loses confidence, one is unchanged
+    candidate = {"head0": _head_map([(0, 0, 1, 2.0), (2, 2, 2, 4.0), (3, 0, 2, 4.0)])}
+    changed = compare_detections(reference, candidate, heads, (64, 64))
+    assert (changed.matched, changed.misses, changed.extras) == (2, 1, 1)
+    assert changed.f1 == pytest.approx(2 * 2 / 6)
+    sigmoid = 1 / (1 + np.exp(-np.array([4.0, 2.0, 8.0])))
+    assert changed.mean_abs_score_diff == pytest.approx((sigmoid[0] - sigmoid[1]) * sigmoid[2] / 2, rel=1e-4)
+
+
+def _outlier_relu_model() -> tuple[onnx.ModelProto, np.ndarray]:
+    """conv → relu → conv fed Student-t₄ inputs: MinMax spends u8 steps on the rare extremes, MSE clips them."""
+    rng = np.random.default_rng(4)
+    w1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3
+    w2 = rng.standard_normal((4, 8, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["h"], name="relu"),
+             helper.make_node("Conv", ["h", "w2", "b2"], ["y"], name="conv_b")]
+    model = make_model(nodes, [("x", np.float32, [1, 3, 16, 16])], [("y", np.float32, None)],
+                       {"w1": w1, "b1": np.zeros(8, np.float32), "w2": w2, "b2": np.zeros(4, np.float32)})
+    inputs = rng.standard_t(4, (28, 3, 16, 16)).astype(np.float32)
+    return model, inputs
+
+
+def _scales(path) -> dict[str, tuple[float, int]]:
+    """Each quantized activation's (scale, element type), from the QuantizeLinear nodes of a QDQ model."""
+    model = onnx.load(str(path))
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {node.input[0]: (float(values[node.input[1]]), values[node.input[2]].dtype.itemsize)
+            for node in model.graph.node if node.op_type == "QuantizeLinear" and node.input[1] in values}
+
+
+def test_clip_and_u16_steps_write_what_they_measured(tmp_path) -> None:
+    model, inputs = _outlier_relu_model()
+    onnx.save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "calib.npy", inputs)
+    report = quantize_onnx(tmp_path / "m.onnx", tmp_path / "m.int8.onnx", QuantizeOptions(
+        calib=tmp_path / "calib.npy", held_out=4, steps=(MSE_CLIP, MIXED_U16), latency_rounds=0,
+        latency_budget=100.0, step_models=tmp_path))
+    names = [s.name for s in report.steps]
+    assert names[:2] == ["ORT quantize_static", "+ MSE-optimal activation ranges"]
+    assert any(name.startswith("+ u16 (1 outputs + 0 worst)") for name in names)
+    plain, clipped = _scales(tmp_path / "step0.int8.onnx"), _scales(tmp_path / "step1.int8.onnx")
+    low, high = _stats(inputs[:24].astype(np.float64)).mse_range()  # the 24 calibration inputs' own optimum
+    assert high - low < inputs[:24].max() - inputs[:24].min()  # the rare extremes no longer set the step
+    assert clipped["x"][0] == pytest.approx((high - low) / 255, rel=1e-3) and clipped["x"][0] < plain["x"][0]
+    u16 = _scales(tmp_path / f"step{names.index('+ u16 (1 outputs + 0 worst)')}.int8.onnx")
+    output = "y_QuantizeLinear_Input"  # ORT's name for the conv's result that feeds the graph output's Q
+    assert u16[output][1] == 2 and plain[output][1] == 1  # the graph output in 16 bits
+    assert all(s.noise_db is not None for s in report.steps[1:])
+    # activation statistics cover the tensors ORT calibrated, and their histograms hold every value
+    stats = activation_stats(model, {"h": (0.0, 50.0)}, inputs[:2], "x")
+    assert [s.name for s in stats] == ["h"] and stats[0].counts.sum() == 2 * 8 * 16 * 16
