@@ -41,3 +41,5 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # ORT's static calibr
 TRITON_KINDS = ("cpu", "gpu")  # a Triton instance group's kind
 MIN_EXPORT_OPSET = 11  # the oldest opset foldkit's torch export writes
 OPENVINO_PRECISIONS = ("fp32", "default", "bf16", "fp16")  # OpenVINO's precision hints; default: its own choice
+OPTIMIZE_MIN_SNR_DB = 30.0  # `foldkit optimize`'s default accuracy gate: every output's held-out SNR
+OPTIMIZE_BUDGET_S = 20.0  # `foldkit optimize`'s default time for the interleaved latency rounds

@@ -24,6 +24,7 @@ CLASSES_KEY = PREFIX + "classes"
 YOLO_HEADS_KEY = PREFIX + "yolo_heads"
 DECODED_KEY = PREFIX + "decoded"
 OPTIMIZED_FOR_KEY = PREFIX + "optimized_for"  # the provider an offline-optimized model was saved for
+DEPLOYMENT_KEY = PREFIX + "deployment"  # how `foldkit optimize` measured the model to run (runtime/deployment.py)
 
 INPUT_LAYOUT = "NCHW RGB [0,1]"
 
