@@ -43,3 +43,5 @@ DEFAULT_CONF = 0.25
 DEFAULT_IOU = 0.45
 DEFAULT_MAX_DET = 300
 MAX_MAX_DET = 100_000  # more rows per image than any detector yields; a larger value is a typo
+OPTIMIZE_MIN_SNR_DB = 30.0  # `foldkit optimize`'s default accuracy gate: every output's held-out SNR
+OPTIMIZE_BUDGET_S = 20.0  # `foldkit optimize`'s default time for the interleaved latency rounds

@@ -25,6 +25,7 @@ YOLO_HEADS_KEY = PREFIX + "yolo_heads"
 DECODED_KEY = PREFIX + "decoded"
 NMS_KEY = PREFIX + "nms"  # JSON {max_det, conf, iou}: the graph ends with NMS (foldkit.deploy.nms_graph)
 OPTIMIZED_FOR_KEY = PREFIX + "optimized_for"  # the provider an offline-optimized model was saved for
+DEPLOYMENT_KEY = PREFIX + "deployment"  # how `foldkit optimize` measured the model to run (runtime/deployment.py)
 
 INPUT_LAYOUT = "NCHW RGB [0,1]"
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from foldkit.errors import FoldkitError
 from foldkit.runtime.choice import backend_preference, open_backend
+from foldkit.runtime.deployment import DeploymentRecord
 from foldkit.runtime.interface import Backend
 from foldkit.runtime.openvino import OPENVINO
 from foldkit.runtime.ort import ProviderWarning, create_session
@@ -21,11 +22,12 @@ from foldkit.runtime.ort import ProviderWarning, create_session
 class Predictor:
     """An inference backend that says what runs it, for deploying foldkit models.
 
-    Backends are tried in preference order (``openvino`` or ORT providers, see
-    :func:`foldkit.runtime.choice.backend_preference`); one that fails to initialize is skipped with
-    a warning (or refused with ``strict``). A model that ONNX Runtime optimized offline carries the
-    provider it was optimized for, and is refused on any other: fused nodes such as Conv+LeakyRelu
-    exist for one provider only and can crash another.
+    A model that carries a deployment record (``foldkit optimize``) runs, under ``providers="auto"``,
+    on the backend and with the settings the record names. Backends are tried in preference order
+    (``openvino`` or ORT providers, see :func:`foldkit.runtime.choice.backend_preference`); one that
+    fails to initialize is skipped with a warning (or refused with ``strict``). A model that ONNX
+    Runtime optimized offline carries the provider it was optimized for, and is refused on any other:
+    fused nodes such as Conv+LeakyRelu exist for one provider only and can crash another.
     """
 
     def __init__(
@@ -45,6 +47,13 @@ class Predictor:
 
         proto = load_onnx(self.path, load_external_data=False)
         self.metadata = read_metadata(proto)
+        self.deployment = deployment_record(self.metadata, str(self.path))
+        if self.deployment is not None and providers in (None, "auto"):  # run it as it was measured
+            providers, precision, opt_level = [self.deployment.backend], self.deployment.precision, \
+                self.deployment.opt_level
+            threads = threads if threads is not None else self.deployment.threads
+            if (warning := self.deployment.cpu_warning()) is not None:
+                warnings.warn(warning, ProviderWarning, stacklevel=2)
         self.opt_level, self.threads, self.precision = opt_level, threads, precision
         self.backend = self._open(backend_preference(providers, strict=strict), strict)
         self.provider = self.backend.name
@@ -113,3 +122,11 @@ class Predictor:
             optimized = load_onnx(raw)
         add_metadata(optimized, {OPTIMIZED_FOR_KEY: self.provider})
         save_onnx(optimized, target)
+
+
+def deployment_record(metadata: dict[str, str], where: str) -> DeploymentRecord | None:
+    """The deployment record in a model's foldkit metadata, if it has one."""
+    from foldkit.onnxio.metadata import DEPLOYMENT_KEY
+
+    text = metadata.get(DEPLOYMENT_KEY)
+    return None if text is None else DeploymentRecord.from_json(text, where)

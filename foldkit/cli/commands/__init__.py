@@ -9,7 +9,7 @@ import argparse
 from types import ModuleType
 from typing import Protocol, cast
 
-from foldkit.cli.commands import bench, check, demo, detect, export, fold, inspect, quantize, triton
+from foldkit.cli.commands import bench, check, demo, detect, export, fold, inspect, optimize, quantize, triton
 
 
 class Command(Protocol):
@@ -26,4 +26,4 @@ def _commands(*modules: ModuleType) -> tuple[Command, ...]:
     return tuple(cast(Command, module) for module in modules)
 
 
-COMMANDS = _commands(demo, export, check, fold, inspect, quantize, bench, detect, triton)
+COMMANDS = _commands(demo, export, check, fold, inspect, quantize, optimize, bench, detect, triton)
