@@ -692,11 +692,12 @@ def test_export_darknet_api_refuses_to_replace_its_cfg(tmp_path, darknet):
 
 
 @pytest.mark.parametrize("option", ["-o", "--report"])
-def test_fold_outputs_may_not_replace_the_inputs_external_data(tmp_path, capsys, option):
+@pytest.mark.parametrize("command", ["fold", "quantize"])
+def test_outputs_may_not_replace_the_inputs_external_data(tmp_path, capsys, command, option):
     model = external_data_model(tmp_path, "w.bin")
     before = snapshot(tmp_path)
     args = ["-o", tmp_path / "w.bin"] if option == "-o" else ["-o", tmp_path / "o.onnx", "--report", tmp_path / "w.bin"]
-    code, _, err = cli(capsys, "fold", model, *args)
+    code, _, err = cli(capsys, command, model, *args, *(["--calib-random", "4"] if command == "quantize" else []))
     assert_refused(code, err, "w.bin", "is the input")
     assert snapshot(tmp_path) == before and not leftovers(tmp_path)
 
