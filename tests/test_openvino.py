@@ -111,6 +111,22 @@ def test_backend_names():
     assert OPENVINO not in backend_preference("auto")  # asked for by name only
 
 
+def test_output_names_are_the_onnx_outputs_through_identity_chains(tmp_path):
+    """Compiling merges x → Relu → Identity → Identity into one tensor; the outputs keep their ONNX names."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Relu", ["x"], ["mid"]), helper.make_node("Identity", ["mid"], ["zout"]),
+             helper.make_node("Identity", ["zout"], ["aout"])]
+    io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("x", "zout", "aout")]
+    graph = helper.make_graph(nodes, "chain", io_[:1], io_[1:])
+    path = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    got = open_backend(path, "openvino").run({"x": x})
+    assert list(got) == ["zout", "aout"]
+    assert all(np.array_equal(v, np.maximum(x, 0)) for v in got.values())
+
+
 def test_bad_inputs_are_one_line_errors(tiny, tmp_path):
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
