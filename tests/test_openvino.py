@@ -76,11 +76,12 @@ def test_openvino_fuses_batchnorm_itself(tiny):
 
 def test_default_precision_is_read_back_from_openvino(tiny):
     """Without a hint OpenVINO picks (bf16 on AMX CPUs, f32 on this AVX2 EPYC): the record says what its convolutions
-    really ran in, and the hint it reports agrees with them."""
+    really ran in, and the precision it reports is among them."""
     record = open_backend(tiny["folded"], "openvino", precision="default").record()
     assert record["precision_hint"].startswith("none")
-    assert record["convolution_precisions"] == [record["inference_precision"]]
-    assert record["inference_precision"] in ("f32", "bf16", "f16")
+    # on an AMX Xeon a few convolutions (e.g. the 3-channel first one) may stay f32 beside the bf16 ones
+    assert record["inference_precision"] in record["convolution_precisions"]
+    assert set(record["convolution_precisions"]) <= {"f32", "bf16", "f16"}
 
 
 def test_check_candidate_on_openvino_against_ort(tiny):
