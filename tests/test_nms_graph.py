@@ -145,3 +145,43 @@ def test_cli_export_nms_check_and_refusals(models, tmp_path, capsys):
     assert not (tmp_path / "bad.onnx").exists()
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 4 and "Traceback" not in "".join(errors) and "goes through PyTorch" in errors[-1]
+
+
+def _identity_decoded_model(classes: int) -> onnx.ModelProto:
+    """A 'decoded' model whose output is its input: the tail then sees exactly the candidates a test writes."""
+    from onnx import TensorProto, helper
+
+    from foldkit.onnxio.metadata import CLASSES_KEY, DECODED_KEY, add_metadata
+
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["detections"])], "decoded",
+                              [value("images", TensorProto.FLOAT, ["batch", None, 5 + classes])],
+                              [value("detections", TensorProto.FLOAT, ["batch", None, 5 + classes])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    add_metadata(model, {DECODED_KEY: "true", CLASSES_KEY: str(classes)})
+    return model
+
+
+def test_tail_order_ties_and_empty_images():
+    """Hand-made candidates: an image with none, ties ordered by box then class, one box with two classes."""
+    from foldkit.deploy.yolo import Letterbox, postprocess
+
+    rows = np.zeros((3, 5, 7), np.float32)  # cx cy w h objectness p(class0) p(class1)
+    rows[1] = [[50, 50, 20, 20, 0.9, 0.5, 0.5],   # two classes at one score (class 0 is suppressed by box 2)
+               [200, 50, 20, 20, 0.9, 0.5, 0.1],  # same score as box 0 class 0: after box 0
+               [52, 50, 20, 20, 0.9, 0.6, 0.0],   # overlaps box 0 (IoU 0.82): suppresses its class 0
+               [400, 400, 10, 10, 0.2, 1.0, 1.0],  # objectness ≤ conf: never a candidate
+               [300, 300, 30, 30, 0.95, 0.0, 0.9]]
+    rows[2, 0] = [10, 10, 4, 4, 0.99, 0.99, 0.0]
+    session = create_session(append_nms(_identity_decoded_model(2), NmsSettings(max_det=4)),
+                             providers=["CPUExecutionProvider"])
+    detections, counts = session.run(None, {"images": rows})
+    want = postprocess(rows.astype(np.float64), [Letterbox(1.0, 0, 0, 1000, 1000)] * 3, conf=0.25, iou=0.45)
+    assert counts.tolist() == [0, 4, 1] and [len(w) for w in want] == [0, 4, 1]
+    assert [(int(c), round(float(s), 4)) for c, s in detections[1, :, 5:3:-1]] == [
+        (1, 0.855), (0, 0.54), (1, 0.45), (0, 0.45)]  # 0.45 tie: box 0 class 1 before box 1 class 0
+    for image in (1, 2):
+        got = detections[image, :counts[image]]
+        expected = np.array([[*d.box, d.score, d.class_id] for d in want[image]])
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert not detections[0].any()
