@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +129,8 @@ def test_nms_needs_a_decoded_graph(models):
         nms_settings({"foldkit.nms": '{"max_det": "many"}'})
 
 
-def test_cli_export_nms_check_and_refusals(models, tmp_path, capsys):
-    """export --nms through the CLI; check compares it with the raw model by detections; typos are exit 2."""
+def test_cli_export_nms_check_and_refusals(models, images, tmp_path, capsys):
+    """export --nms, check (by detections) and detect through the CLI; typos are exit 2, one line."""
     out = tmp_path / "cli.onnx"
     assert main(["export", "yolov3-tiny", "-o", str(out), "--img-size", str(SIZE), "--nms", "--max-det", "40",
                  "--conf", "0.5", "--iou", "0.4"]) == 0
@@ -138,6 +139,12 @@ def test_cli_export_nms_check_and_refusals(models, tmp_path, capsys):
     assert main(["check", str(out), str(models["raw"]), "--batch", "2"]) == 0
     report = capsys.readouterr().out
     assert "PASSED: same detections, same order" in report and " 0 detection(s)" not in report
+    image = str(images[0])
+    for model, folder in ((out, "with_nms"), (models["raw"], "numpy")):
+        assert main(["detect", str(model), image, "-o", str(tmp_path / folder), "--conf", "0.5", "--iou", "0.4"]) == 0
+    found = [json.loads((tmp_path / folder / f"{images[0].stem}.json").read_text())["detections"]
+             for folder in ("with_nms", "numpy")]
+    assert found[0] and [d["class_id"] for d in found[0]] == [d["class_id"] for d in found[1][:40]]  # max-det 40
     for bad in (["--conf", "1.5"], ["--iou", "nan"], ["--max-det", "0"]):
         assert main(["export", "yolov3-tiny", "-o", str(tmp_path / "bad.onnx"), "--nms", *bad]) == 2
     assert main(["export", "yolov3-tiny", "-o", str(tmp_path / "bad.onnx"), "--nms", "--exporter", "direct",
