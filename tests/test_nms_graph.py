@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +129,8 @@ def test_nms_needs_a_decoded_graph(models):
         nms_settings({"foldkit.nms": '{"max_det": "many"}'})
 
 
-def test_cli_export_nms_check_and_refusals(models, tmp_path, capsys):
-    """export --nms through the CLI; check compares it with the raw model by detections; typos are exit 2."""
+def test_cli_export_nms_check_and_refusals(models, images, tmp_path, capsys):
+    """export --nms, check (by detections) and detect through the CLI; typos are exit 2, one line."""
     out = tmp_path / "cli.onnx"
     assert main(["export", "yolov3-tiny", "-o", str(out), "--img-size", str(SIZE), "--nms", "--max-det", "40",
                  "--conf", "0.5", "--iou", "0.4"]) == 0
@@ -138,6 +139,12 @@ def test_cli_export_nms_check_and_refusals(models, tmp_path, capsys):
     assert main(["check", str(out), str(models["raw"]), "--batch", "2"]) == 0
     report = capsys.readouterr().out
     assert "PASSED: same detections, same order" in report and " 0 detection(s)" not in report
+    image = str(images[0])
+    for model, folder in ((out, "with_nms"), (models["raw"], "numpy")):
+        assert main(["detect", str(model), image, "-o", str(tmp_path / folder), "--conf", "0.5", "--iou", "0.4"]) == 0
+    found = [json.loads((tmp_path / folder / f"{images[0].stem}.json").read_text())["detections"]
+             for folder in ("with_nms", "numpy")]
+    assert found[0] and [d["class_id"] for d in found[0]] == [d["class_id"] for d in found[1][:40]]  # max-det 40
     for bad in (["--conf", "1.5"], ["--iou", "nan"], ["--max-det", "0"]):
         assert main(["export", "yolov3-tiny", "-o", str(tmp_path / "bad.onnx"), "--nms", *bad]) == 2
     assert main(["export", "yolov3-tiny", "-o", str(tmp_path / "bad.onnx"), "--nms", "--exporter", "direct",
@@ -145,3 +152,43 @@ def test_cli_export_nms_check_and_refusals(models, tmp_path, capsys):
     assert not (tmp_path / "bad.onnx").exists()
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 4 and "Traceback" not in "".join(errors) and "goes through PyTorch" in errors[-1]
+
+
+def _identity_decoded_model(classes: int) -> onnx.ModelProto:
+    """A 'decoded' model whose output is its input: the tail then sees exactly the candidates a test writes."""
+    from onnx import TensorProto, helper
+
+    from foldkit.onnxio.metadata import CLASSES_KEY, DECODED_KEY, add_metadata
+
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["detections"])], "decoded",
+                              [value("images", TensorProto.FLOAT, ["batch", None, 5 + classes])],
+                              [value("detections", TensorProto.FLOAT, ["batch", None, 5 + classes])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    add_metadata(model, {DECODED_KEY: "true", CLASSES_KEY: str(classes)})
+    return model
+
+
+def test_tail_order_ties_and_empty_images():
+    """Hand-made candidates: an image with none, ties ordered by box then class, one box with two classes."""
+    from foldkit.deploy.yolo import Letterbox, postprocess
+
+    rows = np.zeros((3, 5, 7), np.float32)  # cx cy w h objectness p(class0) p(class1)
+    rows[1] = [[50, 50, 20, 20, 0.9, 0.5, 0.5],   # two classes at one score (class 0 is suppressed by box 2)
+               [200, 50, 20, 20, 0.9, 0.5, 0.1],  # same score as box 0 class 0: after box 0
+               [52, 50, 20, 20, 0.9, 0.6, 0.0],   # overlaps box 0 (IoU 0.82): suppresses its class 0
+               [400, 400, 10, 10, 0.2, 1.0, 1.0],  # objectness ≤ conf: never a candidate
+               [300, 300, 30, 30, 0.95, 0.0, 0.9]]
+    rows[2, 0] = [10, 10, 4, 4, 0.99, 0.99, 0.0]
+    session = create_session(append_nms(_identity_decoded_model(2), NmsSettings(max_det=4)),
+                             providers=["CPUExecutionProvider"])
+    detections, counts = session.run(None, {"images": rows})
+    want = postprocess(rows.astype(np.float64), [Letterbox(1.0, 0, 0, 1000, 1000)] * 3, conf=0.25, iou=0.45)
+    assert counts.tolist() == [0, 4, 1] and [len(w) for w in want] == [0, 4, 1]
+    assert [(int(c), round(float(s), 4)) for c, s in detections[1, :, 5:3:-1]] == [
+        (1, 0.855), (0, 0.54), (1, 0.45), (0, 0.45)]  # 0.45 tie: box 0 class 1 before box 1 class 0
+    for image in (1, 2):
+        got = detections[image, :counts[image]]
+        expected = np.array([[*d.box, d.score, d.class_id] for d in want[image]])
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert not detections[0].any()

@@ -76,11 +76,12 @@ def test_openvino_fuses_batchnorm_itself(tiny):
 
 def test_default_precision_is_read_back_from_openvino(tiny):
     """Without a hint OpenVINO picks (bf16 on AMX CPUs, f32 on this AVX2 EPYC): the record says what its convolutions
-    really ran in, and the hint it reports agrees with them."""
+    really ran in, and the precision it reports is among them."""
     record = open_backend(tiny["folded"], "openvino", precision="default").record()
     assert record["precision_hint"].startswith("none")
-    assert record["convolution_precisions"] == [record["inference_precision"]]
-    assert record["inference_precision"] in ("f32", "bf16", "f16")
+    # on an AMX Xeon a few convolutions (e.g. the 3-channel first one) may stay f32 beside the bf16 ones
+    assert record["inference_precision"] in record["convolution_precisions"]
+    assert set(record["convolution_precisions"]) <= {"f32", "bf16", "f16"}
 
 
 def test_check_candidate_on_openvino_against_ort(tiny):
@@ -109,6 +110,22 @@ def test_backend_names():
     assert backend_preference("openvino") == [OPENVINO, CPU_PROVIDER]
     assert backend_preference(["OpenVINO", "cpu"]) == [OPENVINO, CPU_PROVIDER]
     assert OPENVINO not in backend_preference("auto")  # asked for by name only
+
+
+def test_output_names_are_the_onnx_outputs_through_identity_chains(tmp_path):
+    """Compiling merges x → Relu → Identity → Identity into one tensor; the outputs keep their ONNX names."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Relu", ["x"], ["mid"]), helper.make_node("Identity", ["mid"], ["zout"]),
+             helper.make_node("Identity", ["zout"], ["aout"])]
+    io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("x", "zout", "aout")]
+    graph = helper.make_graph(nodes, "chain", io_[:1], io_[1:])
+    path = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    got = open_backend(path, "openvino").run({"x": x})
+    assert list(got) == ["zout", "aout"]
+    assert all(np.array_equal(v, np.maximum(x, 0)) for v in got.values())
 
 
 def test_bad_inputs_are_one_line_errors(tiny, tmp_path):

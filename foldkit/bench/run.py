@@ -109,7 +109,7 @@ def _row(config: BenchConfig, variant: Variant, files: ModelFiles, runner: Runne
     row = Row(variant.name, variant.description, provider, runner.provider_used, batch, [], [],
               onnx_file.stat().st_size, node_counts(onnx.load(str(onnx_file), load_external_data=False)),
               ran_ops(variant, files[variant.source, variant.model], provider=provider, threads=config.threads,
-                      folder=folder), runtime=runner.record)
+                      folder=folder), runtime=runner.record())
     if variant.runtime == "ort" and runner.provider_used != provider:
         row.warnings.append(f"asked for {provider}, ONNX Runtime ran on {runner.provider_used}")
     return row

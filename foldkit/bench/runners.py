@@ -1,8 +1,8 @@
 """Make one variant runnable (a runtime backend or a loaded torch module), and say what it really runs.
 
 Opening a runner is what "session creation" times: ORT loads and optimizes the file, OpenVINO
-reads and compiles it, torch unpickles the saved module. The same function opens runners for timing and for the memory
-probe's fresh process, so both measure the same thing.
+reads and compiles it, torch unpickles the saved module. The same function opens runners for
+timing and for the memory probe's fresh process, so both measure the same thing.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ TORCH_CPU = "torch-cpu"
 
 @dataclass
 class Runner:
-    """One inference call with everything prepared, the provider that really runs it, and what ran (a record)."""
+    """One inference call with everything prepared, the provider that really runs it, and a way to ask what ran
+    (called outside the timed creation: OpenVINO's record reads its compiled graph)."""
 
     run: Callable[[], Any]
     provider_used: str
-    record: dict[str, Any]
+    record: Callable[[], dict[str, Any]]
 
 
 def available_providers() -> list[str]:
@@ -64,7 +65,7 @@ def open_runner(variant: Variant, path: Path, *, provider: str, feeds: dict[str,
                            disabled_optimizers=variant.disabled, threads=threads, precision=variant.precision,
                            spinning=False)
     _check_batch(path, backend.get_inputs()[0].shape, next(iter(feeds.values())).shape[0])
-    return Runner(lambda: backend.run(feeds), backend.name, backend.record())
+    return Runner(lambda: backend.run(feeds), backend.name, backend.record)
 
 
 def _torch_runner(path: Path, feeds: dict[str, np.ndarray], threads: int | None) -> Runner:
@@ -79,7 +80,9 @@ def _torch_runner(path: Path, feeds: dict[str, np.ndarray], threads: int | None)
         with torch.no_grad():
             return module(x)
 
-    record = {"runtime": "torch", "version": torch.__version__, "device": "CPU", "threads": torch.get_num_threads()}
+    def record() -> dict[str, Any]:
+        return {"runtime": "torch", "version": torch.__version__, "device": "CPU", "threads": torch.get_num_threads()}
+
     return Runner(run, TORCH_CPU, record)
 
 

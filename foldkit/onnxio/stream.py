@@ -198,7 +198,7 @@ def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _copy_field(message, field, value) -> None:
-    if field.label == field.LABEL_REPEATED:
+    if field.is_repeated:
         getattr(message, field.name).extend(value)
     elif field.type == field.TYPE_MESSAGE:
         getattr(message, field.name).CopyFrom(value)

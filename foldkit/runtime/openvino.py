@@ -70,12 +70,15 @@ class OpenVINOBackend:
         source = io.BytesIO(model.SerializeToString()) if isinstance(model, onnx.ModelProto) else str(model)
         self.core = ov.Core()
         try:  # OpenVINO's errors (GeneralFailure, OpConversionFailure, RuntimeError…) share no base but Exception
-            self.compiled = self.core.compile_model(frontend.convert(frontend.load(source)), DEVICE, config)
+            converted = frontend.convert(frontend.load(source))
+            self.compiled = self.core.compile_model(converted, DEVICE, config)
         except Exception as exc:
             raise FoldkitError(f"{self.label}: OpenVINO cannot load the model: {_last_line(exc)}") from None
         self.request = self.compiled.create_infer_request()
-        self.output_names = [port.get_any_name() for port in self.compiled.outputs]
-        self._inputs = [_describe(port) for port in self.compiled.inputs]
+        # Names from the converted graph: compiling merges tensors through Identity nodes, and a compiled
+        # output can then answer to an inner tensor's name instead of the ONNX output's.
+        self.output_names = [port.get_any_name() for port in converted.outputs]
+        self._inputs = [_describe(port) for port in converted.inputs]
 
     def get_inputs(self) -> list[TensorInfo]:
         return list(self._inputs)

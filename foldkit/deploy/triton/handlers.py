@@ -86,4 +86,6 @@ class DetectionHandler:
     def detect(self, image: np.ndarray, conf: float, iou: float) -> list[Detection]:
         """One image's detections, exactly as ``foldkit detect`` finds them (batch 1)."""
         tensor, info = letterbox(image, self.runner.input_size)
+        fixed = self.runner.predictor.fixed_batch or 1  # a fixed-batch model gets zero images after this one
+        tensor = np.concatenate([tensor, np.zeros((fixed - 1, *tensor.shape[1:]), np.float32)])
         return self.runner.detect(tensor, [info], conf=conf, iou=iou, names=None)[0]
