@@ -118,3 +118,15 @@ def test_check_takes_the_input_range_and_refuses_a_bad_one(tmp_path, capsys):
     assert "uniform [2,3) (the input's range)" in capsys.readouterr().out
     assert main(["check", str(relu), str(identity), "--input-range", "3", "2"]) == 2
     assert "LO < HI" in capsys.readouterr().err
+
+
+def test_fold_check_runs_the_same_probes(tmp_path):
+    from onnx_graphs import conv_bn_model
+
+    from foldkit.pipeline import fold_file
+
+    result = fold_file(conv_bn_model(tmp_path / "m.onnx"), tmp_path / "folded.onnx", check=True)
+    assert result.written and result.parity is not None and result.parity.passed
+    labels = [p.label for p in result.parity.probes]
+    assert len(labels) >= 3 and any(label.startswith("normal(0,1)") for label in labels)
+    assert "inputs tried" in result.format()

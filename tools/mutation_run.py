@@ -102,7 +102,8 @@ def run_tests(copy: Path, tests: tuple[str, ...]) -> tuple[bool, str, float]:
                           env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     seconds = time.perf_counter() - start
     failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
-    return done.returncode == 0, (failed[0] if failed else done.stdout.strip().splitlines()[-1:] or [""])[0], seconds
+    last = done.stdout.strip().splitlines()[-1:] or [""]
+    return done.returncode == 0, failed[0] if failed else last[0], seconds
 
 
 def main(argv: list[str] | None = None) -> int:
