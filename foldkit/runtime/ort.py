@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from foldkit.errors import FoldkitError
 from foldkit.limits import ensure_fits
+from foldkit.probe import ORT_TYPES
 from foldkit.runtime.interface import Backend, TensorInfo
 
 OPT_LEVELS = {
@@ -87,18 +88,12 @@ def create_session(
         raise FoldkitError(f"{where}: onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
-_ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
-}
-
-
 def random_inputs(session: ort.InferenceSession | Backend, *, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
     """Seeded inputs for every input of a session or backend: floats uniform in [0, 1), symbolic dims = ``batch``."""
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for arg in session.get_inputs():
-        dtype = _ORT_TYPES.get(arg.type)
+        dtype = ORT_TYPES.get(arg.type)
         if dtype is None:
             raise FoldkitError(f"input '{arg.name}' has type {arg.type}, which foldkit cannot generate")
         shape = [d if isinstance(d, int) and d > 0 else batch for d in arg.shape]
