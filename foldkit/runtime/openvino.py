@@ -23,6 +23,7 @@ import onnx
 
 from foldkit.defaults import OPENVINO_PRECISIONS
 from foldkit.errors import FoldkitError
+from foldkit.probe import ORT_TYPES
 from foldkit.runtime.interface import TensorInfo
 
 OPENVINO = "OpenVINO"  # the backend's name where an ORT provider's name would stand
@@ -31,8 +32,6 @@ DEVICE = "CPU"
 PRECISIONS = dict(zip(OPENVINO_PRECISIONS, ("f32", None, "bf16", "f16"), strict=True))
 _TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "f64": "tensor(double)", "i64": "tensor(int64)",
           "i32": "tensor(int32)", "u8": "tensor(uint8)", "boolean": "tensor(bool)"}
-_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-          "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 _NOT_LAYERS = ("Const", "Input", "Output")  # runtime-model entries that are not computation
 INSTALL_HINT = "OpenVINO is not installed: pip install 'foldkit[openvino]'"
 
@@ -124,7 +123,7 @@ class OpenVINOBackend:
             value = feeds[spec.name]
             fits = len(value.shape) == len(spec.shape) and all(
                 d is None or d == v for d, v in zip(spec.shape, value.shape, strict=True))
-            if value.dtype != _NUMPY.get(spec.type) or not fits:
+            if value.dtype != ORT_TYPES.get(spec.type) or not fits:
                 raise FoldkitError(f"{self.label}: input '{spec.name}' is {value.dtype} {list(value.shape)}, but "
                                    f"the model takes {spec.type} {spec.shape}")
 
