@@ -31,3 +31,12 @@ INPUT_NAME = "images"  # the image input of every model foldkit writes
 # anything is allocated (a typo such as filters=1000000000). The largest zoo cfg, yolov4-p6 at
 # 1280×1280, needs 3.7 GiB.
 MAX_NETWORK_BYTES = 16 * 2**30
+
+# The choices several layers name (the CLI lists them; each owning module checks them).
+BN_VARIANTS = ("alexeyab", "pjreddie")  # Darknet's two BatchNorm ε placements (darknet/weights.py)
+EXPORT_ROUTES = ("auto", "direct", "torchscript", "dynamo")  # how a Darknet network reaches ONNX
+OPT_LEVEL_NAMES = ("disable", "basic", "extended", "all")  # ONNX Runtime graph optimization levels
+HEAD_KINDS = ("yolo", "region")  # the detection heads foldkit decodes
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # ORT's static calibration methods
+TRITON_KINDS = ("cpu", "gpu")  # a Triton instance group's kind
+MIN_EXPORT_OPSET = 11  # the oldest opset foldkit's torch export writes

@@ -83,6 +83,9 @@ def _convs_before_batchnorms(model: nn.Module) -> dict[nn.Module, nn.modules.con
 def condition_weights(model: nn.Module, sample: torch.Tensor, *, seed: int = 0) -> nn.Module:
     """Scale ``model`` in place so activations stay O(1) on ``sample``; return it in eval mode.
 
+    The pass runs in float64 and the model is cast back to its dtype once at the end, so the
+    statistics are those of the network's exact arithmetic, not of one CPU's float32 kernels.
+
     One forward pass in eval mode, layer by layer in execution order: each conv or linear layer's
     weight and bias are divided by the root mean square of its output (so later layers see the
     rescaled activations), and each BatchNorm gets γ ~ U(0.5, 1.5), β ~ N(0, 0.2²) and the
@@ -126,10 +129,12 @@ def condition_weights(model: nn.Module, sample: torch.Tensor, *, seed: int = 0) 
             handles.append(module.register_forward_hook(scale_output))
         elif isinstance(module, _BATCHNORMS) and module.track_running_stats:
             handles.append(module.register_forward_pre_hook(measure_statistics))
-    model.eval()
+    dtype = next(model.parameters()).dtype
+    model.eval().double()  # measured in float64, cast once: the statistics do not depend on the CPU's kernels
     try:
-        model(sample)
+        model(sample.double())
     finally:
         for handle in handles:
             handle.remove()
+        model.to(dtype)
     return model
