@@ -37,6 +37,7 @@ BN_VARIANTS = ("alexeyab", "pjreddie")  # Darknet's two BatchNorm ε placements 
 EXPORT_ROUTES = ("auto", "direct", "torchscript", "dynamo")  # how a Darknet network reaches ONNX
 OPT_LEVEL_NAMES = ("disable", "basic", "extended", "all")  # ONNX Runtime graph optimization levels
 HEAD_KINDS = ("yolo", "region")  # the detection heads foldkit decodes
+DETECT_ENGINES = ("local", "ray")  # where detect runs its batches (deploy/engines/)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # ORT's static calibration methods
 TRITON_KINDS = ("cpu", "gpu")  # a Triton instance group's kind
 MIN_EXPORT_OPSET = 11  # the oldest opset foldkit's torch export writes

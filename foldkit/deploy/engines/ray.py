@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,9 +95,11 @@ def detect_with_ray(
     try:
         workers, threads = _placement(ray, workers)
         spec = replace(job.spec, threads=threads)
-        dataset = _pipeline(ray, job, spec, workers, threads, conf=conf, iou=iou)
         began = time.perf_counter()
-        with OutputTransaction() as staged:
+        with OutputTransaction() as staged, warnings.catch_warnings():
+            # Ray Data reads its own deprecated settings while it plans; nothing the user can act on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = _pipeline(ray, job, spec, workers, threads, conf=conf, iou=iou)
             sink = open_sink(staged, out=job.out, table=job.table, stems=job.stems)
             assert sink is not None
             try:
