@@ -12,16 +12,14 @@ import os
 import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from foldkit import build_model, randomize_batchnorm
-from foldkit.cli import main
-from foldkit.darknet.weights import save_weights
 from foldkit.deploy.detect import detect_images
 from foldkit.errors import FoldkitError
+from tests.ray_workload import export_model, write_images
 
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a single-node Ray on 127.0.0.1 only (see ray.py)
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'foldkit[ray]')")
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'foldkit[ray]')")
 from foldkit.deploy.engines.ray import detect_with_ray  # noqa: E402  (needs ray)
@@ -32,33 +30,10 @@ ACTOR_TITLE = b"MapWorker(MapBatches(DetectActor))"
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray for the session: 2 CPUs, no dashboard, no usage reports, 127.0.0.1 only."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.ERROR)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
     yield ray
     ray.shutdown()
-
-
-def export_model(folder: Path, size: int) -> Path:
-    """yolov3-tiny with seeded weights and BatchNorm statistics, exported by foldkit (dynamic batch)."""
-    model = build_model("yolov3-tiny", size, seed=4)
-    randomize_batchnorm(model, (2, 3, size, size), seed=4)
-    save_weights(model, folder / "w.weights")
-    onnx_path = folder / f"tiny{size}.onnx"
-    assert main(["export", "yolov3-tiny", "--weights", str(folder / "w.weights"), "--img-size", str(size),
-                 "-o", str(onnx_path), "--batch", "dynamic"]) == 0
-    return onnx_path
-
-
-def write_images(folder: Path, count: int, seed: int = 1) -> list[Path]:
-    """Random RGB images of varied sizes (letterboxing differs per image)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        shape = (int(rng.integers(24, 100)), int(rng.integers(24, 100)), 3)
-        paths.append(folder / f"img{i:03d}.png")
-        Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(paths[-1])
-    return paths
 
 
 @pytest.fixture(scope="module")

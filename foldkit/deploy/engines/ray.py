@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -90,7 +91,7 @@ def detect_with_ray(
     job = prepare_job(model, inputs, out_dir, **settings)
     if job.out is None and job.table is None:
         raise FoldkitError("the Ray engine writes its results: give an output folder or a table")
-    ray = _import_ray()
+    ray = _import_ray(local=address is None)
     started = _connect(ray, address)
     try:
         workers, threads = _placement(ray, workers)
@@ -112,7 +113,15 @@ def detect_with_ray(
             ray.shutdown()
 
 
-def _import_ray() -> Any:
+def _import_ray(*, local: bool) -> Any:
+    """Ray and Ray Data; for a private local Ray, first set the switch that keeps its addresses on loopback.
+
+    Ray advertises a node by its network address even when told 127.0.0.1; with
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (read once, when Ray is imported) a single-node Ray
+    uses 127.0.0.1 throughout, as it does on macOS. Joining a cluster (``address``) leaves it alone.
+    """
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
         import ray.data  # the pipeline
@@ -129,7 +138,7 @@ def _connect(ray: Any, address: str | None) -> bool:
     quiet: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
     try:
         if address is None:  # workers start in this folder with this environment: they import this foldkit
-            ray.init(_node_ip_address="127.0.0.1", **quiet)
+            ray.init(**quiet)
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
