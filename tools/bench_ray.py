@@ -2,7 +2,9 @@
 """images/s of ``foldkit detect``: the local engine, and the Ray engine with 1 and 2 workers, in one run.
 
 yolov3-tiny at 416 (pjreddie's trained weights when ../shared/real has them, else seeded ones) on
-``--images`` JPEGs: the photos in ../shared/real/photos repeated, else random 640×480 ones. Each
+``--images`` JPEGs: the photos in ../shared/real/photos repeated, else random 640×480 ones
+(``FOLDKIT_SHARED`` names another shared folder). Seeded weights on noise find thousands of boxes per
+image, so there suppression, not the network, dominates: measure with the real ones. Each
 configuration runs ``--rounds`` times, interleaved, into a fresh JSONL table; one local Ray
 (this machine's cores, 127.0.0.1) serves every Ray run, so its start-up is not counted. Per run:
 the end-to-end seconds (actor start-up included) and the steady rate (first result to last).
@@ -105,6 +107,7 @@ def main() -> None:
             for name, run in configs.items():
                 table = folder / f"{round_}-{name.replace(' ', '_').replace(',', '')}.jsonl"
                 results[name].append(timed(lambda p, run=run, table=table: run(table, p), len(paths)))
+                print(f"round {round_ + 1}, {name}: {results[name][-1][0]:.1f} s end-to-end", flush=True)
     ray.shutdown()
     print(f"{cpu_name()}, {os.cpu_count()} CPUs; {args.images} images, "
           f"batch {args.batch}, {args.rounds} rounds interleaved")

@@ -88,10 +88,10 @@ def detect_with_ray(
     ``workers``: actors in the pool (default: one per CPU of the cluster). ``settings`` are
     :func:`~foldkit.deploy.detect.prepare_job`'s.
     """
+    ray = _import_ray(local=address is None)
     job = prepare_job(model, inputs, out_dir, **settings)
     if job.out is None and job.table is None:
         raise FoldkitError("the Ray engine writes its results: give an output folder or a table")
-    ray = _import_ray(local=address is None)
     started = _connect(ray, address)
     try:
         workers, threads = _placement(ray, workers)
