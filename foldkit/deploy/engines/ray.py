@@ -1,6 +1,6 @@
 """The Ray engine: ``foldkit detect --engine ray``, the same per-batch work on a Ray Data pipeline.
 
-The driver lists the images (paths only, never pixels) as Arrow blocks; ``map_batches`` hands
+The driver lists the images (paths only, never pixels) in blocks; ``map_batches`` hands
 batches to a fixed pool of actors, each holding one ONNX Runtime session whose intra-op thread count
 is the CPUs the actor reserves, so actors never oversubscribe a node. Each actor reads, letterboxes,
 runs and decodes its batch with :func:`~foldkit.deploy.engines.batch.detect_batch` — the local
@@ -161,19 +161,19 @@ def _placement(ray: Any, workers: int | None) -> tuple[int, int]:
 
 def _pipeline(ray: Any, job: DetectJob, spec: RunnerSpec, workers: int, threads: int, *, conf: float,
               iou: float) -> Any:
-    """The dataset of results: path blocks → the actor pool (``workers`` actors of ``threads`` CPUs)."""
-    import pyarrow as pa
+    """The dataset of results: path blocks → the actor pool (``workers`` actors of ``threads`` CPUs).
 
+    The blocks are built here, in the driver (``from_items``): no Ray task runs before the actors.
+    """
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its progress lines would interleave with the CLI's
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI shows its own images/s and ETA
     context.print_on_execution_start = False
     count = len(job.paths)
     rows = min(MAX_BLOCK_IMAGES, math.ceil(count / (workers * BLOCKS_PER_WORKER)))
-    rows = max(1, math.ceil(rows / job.batch)) * job.batch  # whole batches per block
-    blocks = [pa.table({"index": np.arange(start, min(start + rows, count)),
-                        "path": [str(p) for p in job.paths[start:start + rows]]}) for start in range(0, count, rows)]
-    return ray.data.from_arrow(blocks).map_batches(
+    rows = max(1, math.ceil(rows / job.batch)) * job.batch  # about whole batches per block
+    items = [{"index": index, "path": str(path)} for index, path in enumerate(job.paths)]
+    return ray.data.from_items(items, override_num_blocks=math.ceil(count / rows)).map_batches(
         DetectActor, fn_constructor_kwargs={"spec": spec, "conf": conf, "iou": iou, "names": job.names,
                                             "drawings": job.drawings},
         batch_size=job.batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
