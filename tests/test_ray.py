@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from foldkit.cli import main
 from foldkit.deploy.detect import detect_images
 from foldkit.errors import FoldkitError
 from tests.ray_workload import export_model, write_images
@@ -133,3 +134,14 @@ def test_parquet_table_holds_the_same_records(ray_cluster, small, tmp_path):
     assert len(rows) == 12 and rows[str(images / "broken.png")]["detections"] is None
     for record in local:
         assert rows[record["image"]] == {**record, "error": None}
+
+
+def test_a_model_failure_in_an_actor_is_one_line_exit_2(ray_cluster, small, tmp_path, capsys):
+    """Anchors for one head on a two-head model: the actors fail, the CLI says why in one line, writes nothing."""
+    model, images = small
+    out = tmp_path / "out"
+    assert main(["detect", str(model), str(images), "--engine", "ray", "--workers", "1", "--classes", "80",
+                 "--anchors", "10,14,23,27,37,58", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["foldkit detect: error: the model has 2 outputs but 1 YOLO heads are described"]
+    assert not out.exists()

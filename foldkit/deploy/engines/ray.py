@@ -60,13 +60,19 @@ class DetectActor:
         self.conf, self.iou, self.names, self.drawings = conf, iou, names, drawings
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outcomes = detect_batch(self.runner, [Path(p) for p in batch["path"]], conf=self.conf, iou=self.iou,
-                                names=self.names, drawings=self.drawings)
+        """Rows ``index, record`` (the image's JSON), ``drawn`` (JPEG or b""), ``fatal`` (why the job must stop)."""
+        count = len(batch["index"])
+        try:
+            outcomes = detect_batch(self.runner, [Path(p) for p in batch["path"]], conf=self.conf, iou=self.iou,
+                                    names=self.names, drawings=self.drawings)
+        except FoldkitError as exc:  # the model, not an image: sent as data, so the driver can say it in one line
+            return {"index": batch["index"], "record": np.full(count, "", dtype=object),
+                    "drawn": np.full(count, b"", dtype=object), "fatal": np.full(count, str(exc), dtype=object)}
         predictor = self.runner.predictor
         records = [strict_json.dumps(image_record(o, predictor.path, predictor.provider)) for o in outcomes]
         drawn = [o.drawn or b"" for o in outcomes]  # b"": no drawing (a JPEG is never empty)
         return {"index": batch["index"], "record": np.array(records, dtype=object),
-                "drawn": np.array(drawn, dtype=object)}
+                "drawn": np.array(drawn, dtype=object), "fatal": np.full(count, "", dtype=object)}
 
 
 def detect_with_ray(
@@ -191,7 +197,10 @@ def _drain(ray: Any, results: Iterable[dict[str, np.ndarray]], job: DetectJob, s
     done = detections = errors = 0
     try:
         for rows in results:
-            for index, text, drawn in zip(rows["index"].tolist(), rows["record"], rows["drawn"], strict=True):
+            for index, text, drawn, fatal in zip(rows["index"].tolist(), rows["record"], rows["drawn"], rows["fatal"],
+                                                 strict=True):
+                if fatal:
+                    raise FoldkitError(fatal)
                 if seen[index]:
                     raise FoldkitError(f"{job.paths[index]}: came back twice from the Ray cluster")
                 seen[index] = True
@@ -212,8 +221,8 @@ def _drain(ray: Any, results: Iterable[dict[str, np.ndarray]], job: DetectJob, s
 
 
 def _root_cause(exc: BaseException) -> str:
-    """The innermost error's first line (Ray wraps an actor's exception in its own, with a traceback)."""
-    while getattr(exc, "cause", None) is not None or exc.__cause__ is not None:
-        exc = getattr(exc, "cause", None) or exc.__cause__  # type: ignore[assignment]
+    """The first line of the innermost error Ray wraps (Ray has already logged the actor's stack)."""
+    while getattr(exc, "cause", None) is not None:
+        exc = exc.cause  # type: ignore[attr-defined]
     lines = str(exc).strip().splitlines()
-    return lines[-1] if lines else type(exc).__name__
+    return lines[0] if lines else type(exc).__name__
