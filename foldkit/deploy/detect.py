@@ -2,7 +2,8 @@
 
 Outputs never touch inputs: the output folder may not be (or lie inside) an input folder, every
 output path is checked before the model runs, and the whole set is staged beside its targets and
-renamed into place only when every image is done.
+renamed into place only when every image is done. This module checks a run (:func:`prepare_job`) and
+runs it locally; the per-batch work and the engines that run it live in :mod:`foldkit.deploy.engines`.
 """
 
 from __future__ import annotations
@@ -72,8 +73,6 @@ def _check_out_dir(out: Path, inputs: Sequence[str | os.PathLike]) -> None:
                                "would mix with the inputs — choose another folder")
     if out.exists() and not out.is_dir():
         raise FoldkitError(f"{out}: exists and is not a folder")
-
-
 
 
 @dataclass
