@@ -75,6 +75,13 @@ def test_more_workers_than_cpus_is_refused_before_any_work(ray_cluster, small, t
     assert not (tmp_path / "out").exists()
 
 
+def test_an_address_while_connected_elsewhere_is_refused(ray_cluster, small, tmp_path):
+    model, images = small
+    with pytest.raises(FoldkitError, match="127.0.0.1:1: this process is already connected to a Ray cluster"):
+        detect_with_ray(model, [images], tmp_path / "out", address="127.0.0.1:1")
+    assert not (tmp_path / "out").exists()
+
+
 def _actor_pids() -> set[int]:
     """This test process's Ray Data actors (descendants of this process whose title names the actor)."""
     found = set()

@@ -139,6 +139,9 @@ def _import_ray(*, local: bool) -> Any:
 def _connect(ray: Any, address: str | None) -> bool:
     """Join ``address``, or start a local Ray bound to 127.0.0.1; True when this call started it."""
     if ray.is_initialized():
+        if address is not None:
+            raise FoldkitError(f"{address}: this process is already connected to a Ray cluster; "
+                               "call without an address to use it")
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports leave this machine
     quiet: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
