@@ -115,6 +115,7 @@ def test_a_killed_actor_is_restarted_and_every_image_comes_back_once(ray_cluster
     def kill_one(done: int, total: int, label: str) -> None:
         if not killed:
             before.update(_actor_pids())
+            assert before, f"no process titled {ACTOR_TITLE.decode()} under this test"
             killed.append(min(before))
             os.kill(killed[0], signal.SIGKILL)
 
