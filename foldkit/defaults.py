@@ -32,6 +32,7 @@ OPT_LEVEL_NAMES = ("disable", "basic", "extended", "all")  # ONNX Runtime graph 
 HEAD_KINDS = ("yolo", "region")  # the detection heads foldkit decodes
 RESIZE_METHODS = ("darknet", "pil")  # how an image is resized into the letterbox (deploy/letterbox.py)
 DEFAULT_RESIZE = "darknet"  # a network exported from a Darknet cfg sees what Darknet feeds it
+DETECT_ENGINES = ("local", "ray")  # where detect runs its batches (deploy/engines/)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # ORT's static calibration methods
 TRITON_KINDS = ("cpu", "gpu")  # a Triton instance group's kind
 TRITON_BACKENDS = ("onnxruntime", "python")  # the backends foldkit triton writes entries for

@@ -89,8 +89,8 @@ def quiet_on_closed_pipe() -> Iterator[None]:
         sys.stdout = original
 
 
-def progress_bar() -> Callable[[int, int, str], None] | None:
-    """A tqdm progress callback ``(done, total, label)`` on a terminal; None (quiet) otherwise."""
+def progress_bar(unit: str = "it") -> Callable[[int, int, str], None] | None:
+    """A tqdm progress callback ``(done, total, label)`` on a terminal (rate in ``unit``/s, ETA); None otherwise."""
     if not sys.stderr.isatty():
         return None
     from tqdm import tqdm
@@ -100,7 +100,7 @@ def progress_bar() -> Callable[[int, int, str], None] | None:
     def update(done: int, total: int, label: str) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, file=sys.stderr, leave=False, dynamic_ncols=True)
+            bar = tqdm(total=total, file=sys.stderr, leave=False, dynamic_ncols=True, unit=unit)
         bar.set_description_str(label[:40])
         bar.update(done - bar.n)
         if done >= total:

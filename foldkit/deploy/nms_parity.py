@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from foldkit.deploy.detect import YoloRunner
+from foldkit.deploy.engines.batch import YoloRunner
 from foldkit.deploy.nms_graph import nms_settings
 from foldkit.deploy.nms_model import NmsRunner
 from foldkit.deploy.yolo import Detection, Letterbox, heads_from_metadata

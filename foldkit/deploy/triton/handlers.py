@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foldkit.deploy.detect import YoloRunner
+from foldkit.deploy.engines.batch import YoloRunner
 from foldkit.deploy.letterbox import letterbox
 from foldkit.deploy.nms_graph import NmsSettings, check_thresholds, nms_settings
 from foldkit.deploy.nms_model import NmsRunner
