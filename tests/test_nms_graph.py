@@ -183,7 +183,7 @@ def test_tail_order_ties_and_empty_images():
     session = create_session(append_nms(_identity_decoded_model(2), NmsSettings(max_det=4)),
                              providers=["CPUExecutionProvider"])
     detections, counts = session.run(None, {"images": rows})
-    want = postprocess(rows.astype(np.float64), [Letterbox(1.0, 0, 0, 1000, 1000)] * 3, conf=0.25, iou=0.45)
+    want = postprocess(rows.astype(np.float64), [Letterbox.identity(1000, 1000)] * 3, conf=0.25, iou=0.45)
     assert counts.tolist() == [0, 4, 1] and [len(w) for w in want] == [0, 4, 1]
     assert [(int(c), round(float(s), 4)) for c, s in detections[1, :, 5:3:-1]] == [
         (1, 0.855), (0, 0.54), (1, 0.45), (0, 0.45)]  # 0.45 tie: box 0 class 1 before box 1 class 0
