@@ -197,3 +197,18 @@ def test_clip_and_u16_steps_write_what_they_measured(tmp_path) -> None:
     # activation statistics cover the tensors ORT calibrated, and their histograms hold every value
     stats = activation_stats(model, {"h": (0.0, 50.0)}, inputs[:2], "x")
     assert [s.name for s in stats] == ["h"] and stats[0].counts.sum() == 2 * 8 * 16 * 16
+
+
+def test_an_opset_11_model_is_converted_so_per_channel_int8_loads(tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    model = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+                       [("x", np.float32, [1, 3, 8, 8])], [("y", np.float32, None)],
+                       {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "b": np.zeros(4, np.float32)},
+                       opset=11)
+    onnx.save(model, tmp_path / "old.onnx")
+    np.save(tmp_path / "calib.npy", rng.random((6, 3, 8, 8)).astype(np.float32))
+    report = quantize_onnx(tmp_path / "old.onnx", tmp_path / "old.int8.onnx", QuantizeOptions(
+        calib=tmp_path / "calib.npy", held_out=2, steps=(), latency_rounds=0, sensitivity="never"))
+    assert "opset 11 converted to 13" in " ".join(report.notes) and report.min_snr_db > 20
+    written = onnx.load(str(tmp_path / "old.int8.onnx"))
+    assert written.opset_import[0].version >= 13 and any(n.op_type == "DequantizeLinear" for n in written.graph.node)

@@ -169,7 +169,7 @@ def bench_classifier(file: str, real: Path, folder: Path, variants: int, log) ->
     steps_dir.mkdir()
     report = quantize_onnx(real / file, folder / f"{file}.int8.onnx", QuantizeOptions(
         calib=real / "photos", preprocess=preprocess, held_out_variants=variants, step_models=steps_dir,
-        latency_rounds=0, progress=log))
+        sensitivity="never", latency_rounds=0, progress=log))
     log(report.format())
     folded, _ = fold_onnx(load_onnx(real / file))
     float_path = folder / f"{file}.folded.onnx"

@@ -25,6 +25,7 @@ import onnx
 from foldkit.runtime import create_session
 
 BINS = 4096  # per tensor, over its calibrated range
+BINS_PER_STEP = 4  # a u8 step this many bins wide or more: the bins' own rounding error is used
 # Candidate fractions of each end of the calibrated range: every 1 % down to half, then geometric to 1/64.
 SHRINK = np.concatenate([np.linspace(1.0, 0.5, 51), np.geomspace(0.5, 1 / 64, 26)[1:]])
 SWEEPS = 2
@@ -48,17 +49,20 @@ class ActivationStats:
     def u8_mse(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Expected squared u8 error per candidate range (arrays of equal shape; 0 is kept inside).
 
-        Values inside the grid's span round with error Δ²/12 (uniform within a step: true where the
-        density is smooth on the scale of a step, whatever the bin width); values outside are
-        clipped to the span's end.
+        Values outside the grid's span are clipped to its end. Inside, where a u8 step spans at
+        least :data:`BINS_PER_STEP` bins, each bin's centre is rounded as ORT would (exact for the
+        distribution the histogram sees, spikes included); where a step is narrower than that, the
+        bins cannot say where in a step their values lie, and the error is Δ²/12 (uniform).
         """
         lo, hi = np.minimum(np.asarray(lo, np.float64), 0.0), np.maximum(np.asarray(hi, np.float64), 0.0)
-        scale = np.maximum((hi - lo) / U8_LEVELS, np.finfo(np.float64).tiny)
-        zero = np.round(-lo / scale)
-        bottom, top = (-zero * scale)[..., None], ((U8_LEVELS - zero) * scale)[..., None]
+        scale = np.maximum((hi - lo) / U8_LEVELS, np.finfo(np.float64).tiny)[..., None]
+        zero = np.round(-lo / scale[..., 0])[..., None]
+        bottom, top = -zero * scale, (U8_LEVELS - zero) * scale
         x = self.centres
-        error = np.where(x < bottom, np.square(x - bottom),
-                         np.where(x > top, np.square(x - top), (np.square(scale) / 12)[..., None]))
+        rounded = np.square(x - (np.clip(np.round(x / scale) + zero, 0, U8_LEVELS) - zero) * scale)
+        fine = scale >= BINS_PER_STEP * (self.highest - self.lowest) / BINS
+        inside = np.where(fine, rounded, np.square(scale) / 12)
+        error = np.where(x < bottom, np.square(x - bottom), np.where(x > top, np.square(x - top), inside))
         return (error * self.counts).sum(axis=-1) / max(self.counts.sum(), 1)
 
     def power(self) -> float:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from foldkit.deploy.yolo import HeadSpec, Letterbox, _iou_matrix, decode_heads, postprocess
+from foldkit.deploy.yolo import Detection, HeadSpec, Letterbox, _iou_matrix, decode_heads, postprocess
 
 MATCH_IOU = 0.5
 
@@ -48,24 +48,31 @@ def detections_of(outputs: dict[str, np.ndarray], heads: list[HeadSpec] | None, 
     return postprocess(decoded, [frame] * len(decoded))
 
 
+def _match(want: list[Detection], got: list[Detection]) -> list[tuple[Detection, Detection]]:
+    """Greedy matching of one class's detections: each float one, by descending score, takes the
+    unmatched int8 one it overlaps most, if that IoU ≥ ``MATCH_IOU``."""
+    overlap = _iou_matrix(np.array([d.box for d in want] + [d.box for d in got]))[:len(want), len(want):]
+    taken = np.zeros(len(got), dtype=bool)
+    pairs = []
+    for i in np.argsort([-d.score for d in want], kind="stable"):
+        candidates = np.where(~taken & (overlap[i] >= MATCH_IOU), overlap[i], -1.0)
+        j = int(np.argmax(candidates))
+        if candidates[j] >= 0:
+            taken[j] = True
+            pairs.append((want[i], got[j]))
+    return pairs
+
+
 def compare_detections(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
                        heads: list[HeadSpec] | None, input_size: tuple[int, int]) -> DetectionAgreement:
     """Agreement of ``candidate``'s detections with ``reference``'s, over every input."""
     floats, int8s = detections_of(reference, heads, input_size), detections_of(candidate, heads, input_size)
     matched, differences = 0, []
     for want, got in zip(floats, int8s, strict=True):
-        if not want or not got:
-            continue
-        boxes = np.array([d.box for d in want] + [d.box for d in got])
-        overlap = _iou_matrix(boxes)[:len(want), len(want):]
-        taken = np.zeros(len(got), dtype=bool)
-        for i in np.argsort([-d.score for d in want], kind="stable"):
-            same = np.array([g.class_id == want[i].class_id for g in got]) & ~taken & (overlap[i] >= MATCH_IOU)
-            if same.any():
-                j = int(np.argmax(np.where(same, overlap[i], -1.0)))
-                taken[j] = True
-                matched += 1
-                differences.append(abs(got[j].score - want[i].score))
+        for cls in {d.class_id for d in want} & {d.class_id for d in got}:  # IoU matrices per class stay small
+            pairs = _match([d for d in want if d.class_id == cls], [d for d in got if d.class_id == cls])
+            matched += len(pairs)
+            differences += [abs(g.score - w.score) for w, g in pairs]
     found, kept = sum(map(len, floats)), sum(map(len, int8s))
     return DetectionAgreement(len(floats), found, kept, matched, found - matched, kept - matched,
                               float(np.mean(differences)) if differences else 0.0)

@@ -44,6 +44,8 @@ from foldkit.quantize.sensitivity import fewest_float_layers, rank_layers
 from foldkit.quantize.static import StaticQuantizer
 from foldkit.quantize.steps import STEP_FUNCTIONS, Candidate, Context
 
+PER_CHANNEL_OPSET = 13  # DequantizeLinear takes an axis (per-channel scales) from this opset on
+
 
 def quantize_onnx(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLike,
                   options: QuantizeOptions | None = None, *,
@@ -62,6 +64,7 @@ def quantize_onnx(model: str | os.PathLike | onnx.ModelProto, output: str | os.P
     check_outputs([output, report_path], inputs)
     admit_float_model(source, where)
     folded, fold_report = fold_onnx(source)
+    folded, upgraded = _per_channel_opset(folded, where)
     _name_unnamed_nodes(folded)
     input_name, shape = model_input(folded, where)
     data = load_calibration(shape, calib=options.calib, random_count=options.calib_random,
@@ -78,7 +81,7 @@ def quantize_onnx(model: str | os.PathLike | onnx.ModelProto, output: str | os.P
         synthetic_calibration=data.synthetic, fold_summary=fold_report.summary(), target_snr_db=options.target_snr,
         batchnorm_left=[e.node for e in fold_report.not_folded if e.op == "BatchNormalization"],
         float_layers=[FloatLayer(name, automatic.get(name, "excluded by the caller")) for name in exclude],
-        cpu=cpu.describe(),
+        cpu=cpu.describe(), notes=[upgraded] if upgraded else [],
     )
     with tempfile.TemporaryDirectory(prefix="foldkit-quantize-") as tmp:
         quantizer = StaticQuantizer(folded, Path(tmp), "folded", data, input_name, options.method)
@@ -179,6 +182,25 @@ def _reach_target(report: QuantizeReport, best: Candidate, judge: HeldOutJudge, 
                              kept=True, model_file=str(search.path)))
     floated = [n for layer in search.float_layers for n in best.quantizer.layer_nodes(layer)]
     return Candidate(best.quantizer, best.exclude + floated, search.path, search.judgement)
+
+
+def _per_channel_opset(model: onnx.ModelProto, where: str) -> tuple[onnx.ModelProto, str]:
+    """The model at opset ≥ :data:`PER_CHANNEL_OPSET`, and a note when it had to be converted.
+
+    Per-channel QDQ needs DequantizeLinear's ``axis`` (opset 13); ORT's quantizer writes it into
+    older models anyway, and ORT then refuses to load the result.
+    """
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), PER_CHANNEL_OPSET)
+    if opset >= PER_CHANNEL_OPSET:
+        return model, ""
+    try:
+        converted = version_converter.convert_version(model, PER_CHANNEL_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeErrors and more, per op
+        raise FoldkitError(f"{where}: opset {opset} < {PER_CHANNEL_OPSET}, which per-channel int8 needs, and "
+                           f"onnx cannot convert it ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return converted, f"opset {opset} converted to {PER_CHANNEL_OPSET} (per-channel DequantizeLinear needs axis)"
 
 
 def _unquantizable_nodes(model: onnx.ModelProto) -> dict[str, str]:

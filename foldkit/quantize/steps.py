@@ -9,7 +9,8 @@ whether kept or not. The steps, in the order tried (:data:`foldkit.quantize.opti
 * cross-layer equalization; bias correction (their own modules);
 * MSE-optimal activation ranges (:mod:`foldkit.quantize.activations`);
 * u16 for the graph outputs and the k activations u8 rounds worst (highest noise-to-signal), for
-  k = 0 and 2, the better that also stays within the latency budget (p50 against float, measured).
+  k = 0 and 2, the better that gains at least 1 dB and stays within the latency budget (p50
+  against float, measured).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from foldkit.quantize.static import StaticQuantizer
 
 U16_EXTRA = (0, 2)  # how many of the worst activations a u16 try adds to the graph outputs
 U16_LATENCY_ROUNDS = 5
+U16_MIN_GAIN_DB = 1.0  # u16 takes convs off the int8 kernels: below this gain it is not worth their speed
 
 
 @dataclass
@@ -77,9 +79,11 @@ class Context:
                                reduce_range=best.quantizer.reduce_range if reduce_range is None else reduce_range,
                                overrides=best.quantizer.overrides)
 
-    def weigh(self, name: str, best: Candidate, candidate: Candidate, note: str = "") -> Candidate:
-        """Record the step; return the candidate when it wins by more than the judgement's noise."""
-        gain, sigma, kept = significant_gain(best.judgement, candidate.judgement, self.options.seed)
+    def weigh(self, name: str, best: Candidate, candidate: Candidate, note: str = "", min_gain: float = 0.0
+              ) -> Candidate:
+        """Record the step; return the candidate when it wins by more than the judgement's noise (and ``min_gain``)."""
+        gain, sigma, significant = significant_gain(best.judgement, candidate.judgement, self.options.seed)
+        kept = significant and gain >= min_gain
         text = f"{gain:+.2f} dB ± {sigma:.2f} (bootstrap σ)" + (f"; {note}" if note else "")
         self.report.steps.append(Step(name, candidate.judgement.errors, kept, note=text,
                                       model_file=str(candidate.path), noise_db=sigma))
@@ -154,14 +158,15 @@ def _weigh_u16(context: Context, best: Candidate, chosen: Candidate, candidate: 
                step: str) -> Candidate:
     """Keep ``candidate`` over ``chosen`` when it wins significantly and its p50 is within the budget
     (timed only when it wins: timing is the slow part)."""
-    if not significant_gain(chosen.judgement, candidate.judgement, context.options.seed)[2]:
-        return context.weigh(step, chosen, candidate, note=", ".join(names))
+    gain, _, significant = significant_gain(chosen.judgement, candidate.judgement, context.options.seed)
+    if not significant or gain < U16_MIN_GAIN_DB:
+        return context.weigh(step, chosen, candidate, note=", ".join(names), min_gain=U16_MIN_GAIN_DB)
     ratio = measure_latency(best.quantizer.float_path, candidate.path, context.data.held_out[:1],
                             context.input_name, rounds=U16_LATENCY_ROUNDS).ratio
     budget = context.options.latency_budget
     within = ratio <= budget
     note = f"{', '.join(names)}; p50 {ratio:.2f}× float (budget {budget:g}×){'' if within else ': over budget'}"
-    context.weigh(step, chosen, candidate, note=note)
+    context.weigh(step, chosen, candidate, note=note, min_gain=U16_MIN_GAIN_DB)
     if not within:
         context.report.steps[-1].kept = False
         return chosen
