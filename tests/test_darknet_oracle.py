@@ -20,6 +20,7 @@ The default run holds a representative set; the rest of the cfgs are marked ``sl
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -285,7 +286,7 @@ def test_local_and_detection_match_libdarknet(dumper, tmp_path):
 def test_refused_cfgs_say_why(dumper, name, reason):
     from foldkit.errors import FoldkitError
 
-    with pytest.raises(FoldkitError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(FoldkitError, match=re.escape(reason)):
         plan_network(CFG_DIR / name)
 
 
