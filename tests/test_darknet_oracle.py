@@ -75,10 +75,10 @@ SLOW = {
     "resnet152.cfg": (64, 64),
     "resnext101-32x4d.cfg": (64, 64),
     "resnext152-32x4d.cfg": (64, 64),
-    "strided.cfg": (64, 64),
+    "strided.cfg": (224, 224),  # its [crop] is 224×224
     "t1.test.cfg": (224, 224),
     "tiny.cfg": (64, 64),
-    "vgg-16.cfg": (64, 64),
+    "vgg-16.cfg": (224, 224),  # its [crop] is 224×224
     "vgg-conv.cfg": (64, 64),
     "writing.cfg": (64, 64),
     "yolo9000.cfg": (96, 96),

@@ -22,6 +22,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # this checkout's foldkit, and 
 import test_darknet_oracle as oracle  # noqa: E402 - found through the path above
 from libdarknet_layers import CFG_DIR, compile_dumper, unavailable  # noqa: E402
 
+from foldkit.errors import FoldkitError  # noqa: E402
+
 
 def main(names: list[str]) -> int:
     reason = unavailable()
@@ -35,7 +37,11 @@ def main(names: list[str]) -> int:
             height, width = sizes[name]
             with tempfile.TemporaryDirectory() as work:
                 start = time.perf_counter()
-                errors = oracle.oracle_errors(dumper, CFG_DIR / name, (height, width), Path(work))
+                try:
+                    errors = oracle.oracle_errors(dumper, CFG_DIR / name, (height, width), Path(work))
+                except FoldkitError as error:
+                    print(f"| {name.removesuffix('.cfg')} | {width}×{height} | refused: {error} |", flush=True)
+                    continue
                 cells = [f"{value:.1e} ({key})" for key, value in (oracle.worst(errors[group])
                                                                    for group in ("layers", "export",
                                                                                  "export_vs_float64",
