@@ -1,23 +1,26 @@
 """pjreddie's Darknet as the reference for every feed-forward image cfg it ships (issue 15, item 3).
 
 For each cfg in ``/usr/share/darknet/cfg`` (at a small input size): seeded, conditioned weights are
-written with foldkit's own ``.weights`` writer; libdarknet (:mod:`libdarknet_layers`) and foldkit run the
-same input. Compared, relative to the largest |value| of Darknet's tensor:
+written with foldkit's own ``.weights`` writer; libdarknet (:mod:`libdarknet_layers`) and foldkit run
+the same image-like input. Compared, relative to the largest |value| of the reference tensor:
 
-- foldkit's ONNX export (``export_darknet``, ``bn_variant="pjreddie"``, float32) against the
-  network's output (classifiers, yolov1) or the layer each head reads (yolov2/yolov3 detectors:
-  Darknet's ``[region]``/``[yolo]`` layers activate their map in place, foldkit exports the raw
-  map), within 1e-5;
+- foldkit's ONNX export (``export_darknet``, ``bn_variant="pjreddie"``, float32) on the network's
+  output (classifiers, yolov1) or the layer each head reads (yolov2/yolov3 detectors: Darknet's
+  ``[region]``/``[yolo]`` layers activate their map in place, foldkit exports the raw map): within
+  1e-5 of foldkit's float64 model (its own rounding) or no farther than libdarknet is, and within
+  1e-5 of libdarknet beyond libdarknet's own float32 rounding (its distance to the same float64
+  model; up to 2.4e-5 here);
 - foldkit's PyTorch model in float64, layer by layer, against every layer's output Darknet
   computes (not only the last softmax; not the heads' in-place activations nor ``[cost]``), within
-  1e-4: the float64 side has no rounding to speak of, so this measures Darknet's own float32
-  rounding, which is the same on every CPU, and a wrong layout or formula shows as errors of O(1).
+  1e-4: this measures Darknet's own float32 rounding, the same on every CPU, while a wrong layout
+  or formula shows as errors of order 1.
 
 The default run holds a representative set; the rest of the cfgs are marked ``slow``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,11 @@ from foldkit.runtime import create_session, run
 from foldkit.synthetic import condition_weights
 
 CONDITIONING_BATCH = 8
-TOLERANCE = 1e-5  # on the network's output or head maps, of the largest |value| of Darknet's tensor (issue 15)
+# On the network's output or head maps, of the largest |value| (issue 15): the export's own rounding (against
+# foldkit in float64) within 1e-5 or no worse than Darknet's, and the export against Darknet within 1e-5 beyond
+# Darknet's own rounding (against the same float64 model: up to 2.4e-5 on yolov1, where Darknet's float32 sums
+# alone exceed 1e-5).
+TOLERANCE = 1e-5
 # Every layer, against foldkit in float64: Darknet's own float32 rounding reaches 1.3e-5 inside resnext50 and
 # 3e-5 inside densenet201 (docs/darknet-oracle.md); a wrong layout or formula is off by far more than this.
 LAYER_TOLERANCE = 1e-4
@@ -68,10 +75,10 @@ SLOW = {
     "resnet152.cfg": (64, 64),
     "resnext101-32x4d.cfg": (64, 64),
     "resnext152-32x4d.cfg": (64, 64),
-    "strided.cfg": (64, 64),
+    "strided.cfg": (224, 224),  # its [crop] is 224×224
     "t1.test.cfg": (224, 224),
     "tiny.cfg": (64, 64),
-    "vgg-16.cfg": (64, 64),
+    "vgg-16.cfg": (224, 224),  # its [crop] is 224×224
     "vgg-conv.cfg": (64, 64),
     "writing.cfg": (64, 64),
     "yolo9000.cfg": (96, 96),
@@ -105,12 +112,26 @@ def dumper(tmp_path_factory) -> Path:
     return compile_dumper(tmp_path_factory.mktemp("libdarknet"))
 
 
+def images(count: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Image-like inputs in [0, 1]: smooth blobs (noise at 1/8 resolution, upsampled) plus fine noise.
+
+    Unlike pixel noise, whose deep features are nearly the same for every image, these keep the
+    features varied, so BatchNorm's statistics are not dominated by a common offset.
+    """
+    rng = np.random.default_rng(seed)
+    c, h, w = shape
+    coarse = rng.random((count, c, -(-h // 8), -(-w // 8)))
+    blobs = coarse.repeat(8, axis=2).repeat(8, axis=3)[:, :, :h, :w]
+    mixed = 0.8 * blobs + 0.2 * rng.random((count, c, h, w))
+    return mixed.astype(np.float32)
+
+
 def _seeded_weights(cfg: Path, weights: Path, shape: tuple[int, ...]) -> None:
     """Seeded weights with activations O(1) and realistic BatchNorm statistics, written by foldkit."""
     model = build_model(cfg, seed=0)
     # A batch, so that BatchNorm statistics span images: at these small sizes the last maps are 2×2, and
     # statistics of 4 pixels of one image give channels a variance so small it amplifies rounding 10–100×.
-    sample = torch.rand((CONDITIONING_BATCH, *shape[1:]), generator=torch.Generator().manual_seed(1))
+    sample = torch.from_numpy(images(CONDITIONING_BATCH, shape[1:], seed=1))
     generator = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for module in model.modules():
@@ -167,15 +188,15 @@ def _float64_layers(cfg: Path, weights: Path, image: np.ndarray) -> tuple[Darkne
 def oracle_errors(dumper: Path, source: Path, size: tuple[int, int], folder: Path) -> dict[str, dict[str, float]]:
     """Relative errors for one cfg at ``size``, by comparison.
 
-    ``layers``: foldkit in float64 against Darknet, every layer; ``export``: the ONNX export (float32)
-    against Darknet on the network's outputs; ``export_vs_float64``: the export against foldkit's
-    float64 model on the same outputs (the part of the export's error that is its own rounding).
+    ``layers``: foldkit in float64 against Darknet, every layer; on the network's outputs,
+    ``export``: the ONNX export (float32) against Darknet, ``export_vs_float64``: the export against
+    foldkit's float64 model (the export's own rounding), ``darknet_vs_float64``: Darknet's own.
     """
     cfg = sized_cfg(source, folder / source.name, *size)
     weights = folder / "seeded.weights"
     channels = plan_network(cfg).info.channels
     _seeded_weights(cfg, weights, (1, channels, *size))
-    image = np.random.default_rng(3).random((1, channels, *size), dtype=np.float32)
+    image = images(1, (channels, *size), seed=3)
     darknet = layer_outputs(dumper, cfg, weights, image[0], folder)
     model, exact = _float64_layers(cfg, weights, image)
     result = export_darknet(cfg, folder / "model.onnx", weights=weights, bn_variant="pjreddie")
@@ -189,6 +210,7 @@ def oracle_errors(dumper: Path, source: Path, size: tuple[int, int], folder: Pat
                    for i, (kind, out) in enumerate(zip(model.kinds, exact, strict=True)) if kind not in NOT_COMPARED},
         "export": {name: _error(exported[name], darknet[dark]) for name, (dark, _) in ends.items()},
         "export_vs_float64": {name: _error(exported[name], exact[own].ravel()) for name, (_, own) in ends.items()},
+        "darknet_vs_float64": {name: _error(darknet[dark], exact[own].ravel()) for name, (dark, own) in ends.items()},
     }
 
 
@@ -205,9 +227,14 @@ def test_foldkit_matches_libdarknet(dumper, tmp_path, name, size):
 def _check(errors: dict[str, dict[str, float]], name: str, size: tuple[int, int]) -> None:
     print(f"{name} at {size[1]}×{size[0]}: " + ", ".join(f"{group} worst {key}: {value:.2e}" for group, (key, value)
                                                        in ((g, worst(e)) for g, e in errors.items())))
-    for group, tolerance in (("layers", LAYER_TOLERANCE), ("export", TOLERANCE)):
-        key, value = worst(errors[group])
-        assert value <= tolerance, f"{group}: {key} differs from libdarknet by {value:.3g} of its largest value"
+    key, value = worst(errors["layers"])
+    assert value <= LAYER_TOLERANCE, f"{key} differs from libdarknet by {value:.3g} of its largest value"
+    for end, value in errors["export"].items():
+        own, darknets = errors["export_vs_float64"][end], errors["darknet_vs_float64"][end]
+        assert own <= max(TOLERANCE, darknets), (f"{end}: the export's own rounding is {own:.3g} of the largest "
+                                                 f"value, Darknet's {darknets:.3g}")
+        assert value <= TOLERANCE + darknets, (f"{end}: the export differs from libdarknet by {value:.3g} of the "
+                                               f"largest value (Darknet's own rounding: {darknets:.3g})")
 
 
 # [local] in both of Darknet's paddings and with a stride, [detection] with its class softmax: what the
@@ -259,7 +286,7 @@ def test_local_and_detection_match_libdarknet(dumper, tmp_path):
 def test_refused_cfgs_say_why(dumper, name, reason):
     from foldkit.errors import FoldkitError
 
-    with pytest.raises(FoldkitError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(FoldkitError, match=re.escape(reason)):
         plan_network(CFG_DIR / name)
 
 

@@ -400,6 +400,11 @@ def test_share_index_reuses_weights_with_its_own_dilation(tmp_path):
 # --- the direct converter against the PyTorch builder, per new layer type ------------------------
 
 LAYER_CFGS = {
+    "local": ((3, 12, 10), ("[convolutional]\nfilters=6\nsize=3\npad=1\nbatch_normalize=1\nactivation=leaky\n"
+                           "[local]\nsize=3\nstride=1\npad=1\nfilters=5\nactivation=leaky\n"
+                           "[local]\nsize=2\nstride=2\npad=0\nfilters=4\nactivation=linear\n"
+                           "[connected]\noutput=52\nactivation=linear\n"
+                           "[detection]\nclasses=3\ncoords=4\nside=2\nnum=2\nsoftmax=1\n")),
     "reorg": ((16, 12, 12), ("[convolutional]\nfilters=8\nsize=3\npad=1\nbatch_normalize=1\nactivation=leaky\n"
                             "[reorg]\nstride=2\n[reorg3d]\nstride=2\n[reorg]\nstride=2\nreverse=1\n"
                             "[convolutional]\nfilters=30\nsize=1\nactivation=linear\n"
@@ -495,8 +500,8 @@ def test_torch_exporter_folds_and_exports_the_new_layers(tmp_path, name):
     # shortcut: the BatchNorm that share_index reuses runs after two convs, so the PyTorch pass keeps it
     # (reported once per call)
     # (the direct converter folds it: both convs read the same folded tensors)
-    expected_summary = {"reorg": "1 folded, 0 not folded", "connected": "2 folded, 0 not folded",
-                        "attention": "2 folded, 0 not folded",
+    expected_summary = {"local": "1 folded, 0 not folded", "reorg": "1 folded, 0 not folded",
+                        "connected": "2 folded, 0 not folded", "attention": "2 folded, 0 not folded",
                         "shortcut": "4 folded, 2 not folded (2× the norm module is called in 2 places)"}[name]
     assert result.fold_report.summary().startswith(expected_summary), result.fold_report.summary()
     got = run(create_session(str(result.path), providers="cpu"), {INPUT_NAME: sample.numpy()})

@@ -16,10 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # this checkout's foldkit, and the test's oracle
 
-import test_darknet_oracle as oracle
-from libdarknet_layers import CFG_DIR, compile_dumper, unavailable
+import test_darknet_oracle as oracle  # noqa: E402 - found through the path above
+from libdarknet_layers import CFG_DIR, compile_dumper, unavailable  # noqa: E402
+
+from foldkit.errors import FoldkitError  # noqa: E402
 
 
 def main(names: list[str]) -> int:
@@ -34,10 +37,15 @@ def main(names: list[str]) -> int:
             height, width = sizes[name]
             with tempfile.TemporaryDirectory() as work:
                 start = time.perf_counter()
-                errors = oracle.oracle_errors(dumper, CFG_DIR / name, (height, width), Path(work))
+                try:
+                    errors = oracle.oracle_errors(dumper, CFG_DIR / name, (height, width), Path(work))
+                except FoldkitError as error:
+                    print(f"| {name.removesuffix('.cfg')} | {width}×{height} | refused: {error} |", flush=True)
+                    continue
                 cells = [f"{value:.1e} ({key})" for key, value in (oracle.worst(errors[group])
                                                                    for group in ("layers", "export",
-                                                                                 "export_vs_float64"))]
+                                                                                 "export_vs_float64",
+                                                                                 "darknet_vs_float64"))]
                 print(f"| {name.removesuffix('.cfg')} | {width}×{height} | {' | '.join(cells)} | "
                       f"{time.perf_counter() - start:.0f} s |", flush=True)
     return 0
