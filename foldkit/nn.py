@@ -11,7 +11,6 @@ with statistics of each sample and cannot fold.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
@@ -54,18 +53,22 @@ class TorchOps:
 
 
 class DarknetActivation(nn.Module):
-    """A Darknet activation: its one formula (:mod:`foldkit.activations`) on torch tensors."""
+    """A Darknet activation: its one formula (:mod:`foldkit.activations`) on torch tensors.
+
+    The module keeps the activation's name and looks the formula up when it runs, so it pickles
+    (the benchmark's memory processes and ``torch.save`` need that; a formula is a lambda).
+    """
 
     def __init__(self, name: str) -> None:
         super().__init__()
+        formula(name)  # an unknown name fails here, when the network is built
         self.name = name
-        self._formula: Any = formula(name)
 
     def extra_repr(self) -> str:
         return self.name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._formula(x, TorchOps)
+        return formula(self.name)(x, TorchOps)
 
 
 def make_activation(name: str) -> nn.Module:
