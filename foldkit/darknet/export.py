@@ -21,7 +21,7 @@ from foldkit.darknet.budget import estimate_bytes
 from foldkit.darknet.builtin import BUILTIN_MODELS
 from foldkit.darknet.specs import NetInfo, NetworkPlan
 from foldkit.darknet.to_onnx import MIN_OPSET, darknet_to_onnx
-from foldkit.defaults import DEFAULT_OPSET
+from foldkit.defaults import DEFAULT_OPSET, EXPORT_ROUTES
 from foldkit.deploy.nms_graph import NmsSettings, append_nms
 from foldkit.errors import FoldkitError
 from foldkit.export import ExportResult, export_onnx
@@ -32,7 +32,7 @@ from foldkit.onnxio.metadata import add_metadata, network_metadata
 if TYPE_CHECKING:
     from foldkit.darknet.build import DarknetModel
 
-ROUTES = ("auto", "direct", "torchscript", "dynamo")
+ROUTES = EXPORT_ROUTES
 Route = Literal["auto", "direct", "torchscript", "dynamo"]
 DEFAULT_SEED = 0  # the seed of a network exported without .weights when none is given
 

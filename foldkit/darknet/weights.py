@@ -23,6 +23,7 @@ import numpy as np
 
 from foldkit.darknet.layout import stored_floats, weight_records
 from foldkit.darknet.specs import Connected, Conv, Local, NetworkPlan, Shortcut
+from foldkit.defaults import BN_VARIANTS
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import write_atomic
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
     from foldkit.darknet.build import DarknetModel
 
-BN_VARIANTS = ("alexeyab", "pjreddie")
 PJREDDIE_CPU_EPS = 1e-6  # pjreddie's CPU path divides by √σ² + 1e-6 (ε outside the root)
 
 

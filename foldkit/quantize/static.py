@@ -24,15 +24,13 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from foldkit.defaults import CALIBRATION_METHODS
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import save_onnx
 from foldkit.quantize.calibration import CalibrationData
 
-METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "percentile": CalibrationMethod.Percentile,
-    "entropy": CalibrationMethod.Entropy,
-}
+METHODS = dict(zip(CALIBRATION_METHODS, (CalibrationMethod.MinMax, CalibrationMethod.Percentile,
+                                          CalibrationMethod.Entropy), strict=True))
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")  # the ops whose int8 kernels buy the speed
 
 

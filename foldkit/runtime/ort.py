@@ -18,17 +18,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from foldkit.defaults import OPT_LEVEL_NAMES
 from foldkit.errors import FoldkitError
 from foldkit.limits import ensure_fits
 from foldkit.probe import ORT_TYPES
 from foldkit.runtime.interface import Backend, TensorInfo
 
-OPT_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+OPT_LEVELS = dict(zip(OPT_LEVEL_NAMES, (
+    ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, ort.GraphOptimizationLevel.ORT_ENABLE_ALL), strict=True))
 CONV_BN_FUSION = "ConvBNFusion"
 # What onnxruntime raises for a model or input it cannot handle (its errors are not Exception subclasses
 # of one base): turned into one-line FoldkitErrors.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 
+from foldkit.defaults import TRITON_KINDS
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import OutputTransaction, check_external_locations, check_outputs, require_input_file
 
@@ -53,7 +54,7 @@ def block(kind: str, name: str, data_type: str, shape: list[int], where: str, *,
 
 
 def instance_group(instances: int, kind: str) -> str:
-    if kind not in ("cpu", "gpu"):
+    if kind not in TRITON_KINDS:
         raise FoldkitError(f"instance kind must be cpu or gpu, not {kind!r}")
     if not 1 <= instances <= TRITON_INT_MAX:
         raise FoldkitError(f"--instances must be from 1 to {TRITON_INT_MAX} (Triton reads it as a 32-bit integer), "
