@@ -20,7 +20,7 @@ from foldkit.quantize.bias_correction import correct_biases
 from foldkit.quantize.calibration import SyntheticCalibrationWarning, load_calibration
 from foldkit.quantize.equalize import equalize_onnx
 from foldkit.quantize.judge import HeldOutJudge, min_snr
-from foldkit.quantize.options import BIAS_CORRECTION
+from foldkit.quantize.options import BIAS_CORRECTION, EQUALIZE, WEIGHTS_7BIT
 from foldkit.quantize.report import QuantizeReport
 from foldkit.quantize.static import StaticQuantizer
 from tests.onnx_graphs import make_model, run
@@ -226,7 +226,8 @@ def test_near_dead_channels_are_flagged_and_target_30_is_reached_or_refused(tmp_
     path = _exported(tmp_path, conditioned=False)
     with pytest.warns(SyntheticCalibrationWarning):
         report = quantize_onnx(path, tmp_path / "out.onnx", QuantizeOptions(
-            calib_random=6, held_out=2, target_snr=30.0, latency_rounds=1))
+            calib_random=6, held_out=2, target_snr=30.0, latency_rounds=1,
+            steps=(WEIGHTS_7BIT, EQUALIZE, BIAS_CORRECTION)))  # the flag and the search are the subject here
     plain = report.steps[0]
     assert plain.name == "ORT quantize_static" and plain.min_snr_db < 20  # int8 garbles it ...
     assert report.sensitivity and report.sensitivity[0].gain_db > 0  # ... and the analysis names who

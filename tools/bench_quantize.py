@@ -88,7 +88,8 @@ def bench_detector(name: str, source: Path, options: QuantizeOptions, folder: Pa
     rows = [{"step": "float (folded)", "kept": True, "p50_ms": p50["float"], "ratio": 1.0}]
     for step in report.steps:
         judgement = judge.judge(step.model_file)
-        agreement = compare_detections(judge.reference, judgement.outputs, heads, size) if heads else None
+        agreement = (compare_detections(judge.reference, judgement.outputs, heads, size)
+                     if heads and report.detections is not None else None)  # images only, as quantize does
         rows.append({"step": step.name, "kept": step.kept, "note": step.note, "min_snr_db": judgement.min_snr_db,
                      "mean_snr_db": mean_snr(judgement.errors), "p50_ms": p50[step.name],
                      "ratio": p50[step.name] / p50["float"],

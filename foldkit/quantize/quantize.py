@@ -96,7 +96,8 @@ def quantize_onnx(model: str | os.PathLike | onnx.ModelProto, output: str | os.P
             best = STEP_FUNCTIONS[step](context, best)
         final = _sensitivity_and_target(context, best)
         report.outputs = final.judgement.errors
-        _compare_detections(report, folded, data, judge, final, shape)
+        if options.calib is not None and Path(options.calib).is_dir():  # images: detections mean something
+            _compare_detections(report, folded, judge, final, shape)
         written = onnx.load(str(final.path)) if report.passed else None
         if written is None:
             report.output = ""
@@ -124,15 +125,15 @@ def _sensitivity_and_target(context: Context, best: Candidate) -> Candidate:
     return _reach_target(report, best, context.judge, options.target_snr, options)
 
 
-def _compare_detections(report: QuantizeReport, folded: onnx.ModelProto, data: CalibrationData,
-                        judge: HeldOutJudge, final: Candidate, shape: tuple[int | None, ...]) -> None:
-    """Detection agreement of the plain and the final int8 model, for a YOLO model judged on images."""
+def _compare_detections(report: QuantizeReport, folded: onnx.ModelProto, judge: HeldOutJudge, final: Candidate,
+                        shape: tuple[int | None, ...]) -> None:
+    """Detection agreement of the final int8 model with the float model, for a YOLO model."""
     from foldkit.deploy.yolo import heads_from_metadata
     from foldkit.onnxio.metadata import DECODED_KEY, read_metadata
 
     metadata = read_metadata(folded)
     heads = heads_from_metadata(metadata)
-    if data.synthetic or (heads is None and metadata.get(DECODED_KEY) != "true") or None in shape[2:]:
+    if (heads is None and metadata.get(DECODED_KEY) != "true") or None in shape[2:]:
         return
     size = (int(shape[2] or 0), int(shape[3] or 0))
     report.detections = compare_detections(judge.reference, final.judgement.outputs, heads, size)

@@ -29,7 +29,7 @@ class Step:
 
     name: str
     outputs: list[OutputError]
-    kept: bool  # whether the pass kept this step (a step that lowers the SNR is dropped)
+    kept: bool  # whether the pass kept it: only a gain above twice its bootstrap noise is
     note: str = ""
     model_file: str = ""  # where its int8 model was kept (quantize_onnx's step_models), if anywhere
     noise_db: float | None = None  # bootstrap σ of its gain over the step before (significance)
