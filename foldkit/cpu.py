@@ -45,8 +45,8 @@ class Int8Capability:
         return f"{self.model}: {what}"
 
 
-def int8_capability(cpuinfo: str | None = None) -> Int8Capability:
-    """This machine's int8 capability, or that described by the text of a ``/proc/cpuinfo``."""
+def cpu_model_and_flags(cpuinfo: str | None = None) -> tuple[str, set[str]]:
+    """This machine's CPU model name and flags, or those described by the text of a ``/proc/cpuinfo``."""
     if cpuinfo is None:
         try:
             cpuinfo = CPUINFO.read_text(encoding="utf-8", errors="replace")
@@ -60,6 +60,12 @@ def int8_capability(cpuinfo: str | None = None) -> Int8Capability:
         elif key.strip() == "flags":
             flags = set(value.split())
             break  # every core lists the same flags; the model name comes before them
+    return model, flags
+
+
+def int8_capability(cpuinfo: str | None = None) -> Int8Capability:
+    """This machine's int8 capability, or that described by the text of a ``/proc/cpuinfo``."""
+    model, flags = cpu_model_and_flags(cpuinfo)
     found = tuple(f for f in (*AMX_FLAGS, *VNNI_FLAGS, AVX2_FLAG) if f in flags)
     kind = ("amx" if any(f in flags for f in AMX_FLAGS) else "vnni" if any(f in flags for f in VNNI_FLAGS)
             else "avx2" if AVX2_FLAG in flags else "unknown")

@@ -115,3 +115,11 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
 
 def add_seed(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--seed", type=seed, default=0, help=f"seed of {what}")
+
+
+def add_calibration(parser: argparse.ArgumentParser) -> None:
+    """The calibration data of quantize and optimize: images or an .npy batch, or seeded noise for smoke tests."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--calib", help="a folder of images (preprocessed as detect does) or an .npy NCHW batch")
+    source.add_argument("--calib-random", type=positive, metavar="N",
+                        help="N seeded random inputs (smoke tests only: not representative data)")

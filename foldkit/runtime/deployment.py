@@ -10,14 +10,12 @@ there (bf16 on AMX, int8 on VNNI) may not be here.
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
+from foldkit.cpu import cpu_model_and_flags
 from foldkit.errors import FoldkitError
 
-CPUINFO = Path("/proc/cpuinfo")
 # The flags that decide which precision is fast: int8 dot products and bf16 arithmetic.
 DECIDING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 
@@ -31,19 +29,7 @@ class CpuSignature:
 
     @classmethod
     def here(cls, cpuinfo: str | None = None) -> CpuSignature:
-        if cpuinfo is None:
-            try:
-                cpuinfo = CPUINFO.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                cpuinfo = ""
-        model, flags = platform.processor() or platform.machine() or "unknown CPU", set()
-        for line in cpuinfo.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
+        model, flags = cpu_model_and_flags(cpuinfo)
         return cls(model, tuple(f for f in DECIDING_FLAGS if f in flags))
 
     def differs_from(self, other: CpuSignature) -> str | None:

@@ -26,10 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("model", help="a float ONNX model (e.g. from foldkit export)")
     parser.add_argument("-o", "--out-dir", required=True, help="the folder for model.onnx and deployment.json")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--calib", help="a folder of images (preprocessed as detect does) or an .npy NCHW batch")
-    source.add_argument("--calib-random", type=options.positive, metavar="N",
-                        help="N seeded random inputs (smoke tests only: not representative data)")
+    options.add_calibration(parser)
     gate = parser.add_mutually_exclusive_group()
     gate.add_argument("--min-snr", type=options.snr, metavar="DB",
                       help=f"every output's held-out SNR must reach DB (default: {OPTIMIZE_MIN_SNR_DB:g})")

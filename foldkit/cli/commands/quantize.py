@@ -23,10 +23,7 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a float ONNX model (foldkit folds it first)")
     parser.add_argument("-o", "--output", required=True, help="the int8 .onnx file to write")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--calib", help="a folder of images (preprocessed as detect does) or an .npy NCHW batch")
-    source.add_argument("--calib-random", type=options.positive, metavar="N",
-                        help="N seeded random inputs (smoke tests only: not representative data)")
+    options.add_calibration(parser)
     parser.add_argument("--held-out", type=options.positive,
                         help="inputs kept aside to judge the result (default: a quarter of an .npy batch; for a "
                              "folder, seeded variants of its images instead)")
