@@ -63,6 +63,8 @@ MUTATIONS = (
     Mutation("eps-dropped", "foldkit/fold/affine.py", "else np.sqrt(var + eps)", "else np.sqrt(var)", FOLD_TESTS),
     Mutation("eps-squared", "foldkit/fold/affine.py", "else np.sqrt(var + eps)", "else np.sqrt(var + eps * eps)",
              FOLD_TESTS),
+    Mutation("leaky-slope-0.01", "foldkit/activations.py", "LEAKY_SLOPE = 0.1 ", "LEAKY_SLOPE = 0.01 ",
+             ("tests/test_darknet_activations.py",)),
     Mutation("shift-without-mean", "foldkit/fold/affine.py", "shift = beta - mean * scale", "shift = beta - mean",
              FOLD_TESTS),
 )
