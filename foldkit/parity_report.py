@@ -160,4 +160,4 @@ def _legend(report: ParityReport) -> str:
                 "for information)")
     tol = f"atol={report.outputs[0].atol:g}, rtol={report.outputs[0].rtol:g}" if report.outputs else "atol, rtol"
     return (f"  (an output passes when max|a-b| ≤ allowed = atol + rtol·max|reference|, {tol};\n"
-            "   used = max|a-b| / allowed, PASSED up to 1; integer, boolean and string outputs must be equal)")
+            "   used = max|a-b| / allowed, a pass up to 1; integer, boolean and string outputs must be equal)")
