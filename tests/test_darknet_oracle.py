@@ -12,7 +12,7 @@ the same image-like input. Compared, relative to the largest |value| of the refe
   model; up to 2.4e-5 here);
 - foldkit's PyTorch model in float64, layer by layer, against every layer's output Darknet
   computes (not only the last softmax; not the heads' in-place activations nor ``[cost]``), within
-  1e-4: this measures Darknet's own float32 rounding, the same on every CPU, while a wrong layout
+  1e-3: this measures Darknet's own float32 rounding, the same on every CPU, while a wrong layout
   or formula shows as errors of order 1.
 
 The default run holds a representative set; the rest of the cfgs are marked ``slow``.
@@ -42,9 +42,9 @@ CONDITIONING_BATCH = 8
 # Darknet's own rounding (against the same float64 model: up to 2.4e-5 on yolov1, where Darknet's float32 sums
 # alone exceed 1e-5).
 TOLERANCE = 1e-5
-# Every layer, against foldkit in float64: Darknet's own float32 rounding reaches 1.3e-5 inside resnext50 and
-# 3e-5 inside densenet201 (docs/darknet-oracle.md); a wrong layout or formula is off by far more than this.
-LAYER_TOLERANCE = 1e-4
+# Every layer, against foldkit in float64: Darknet's own float32 rounding reaches 2.7e-5 inside densenet201 and
+# 6.6e-5 inside resnet152 (docs/darknet-oracle.md); a wrong layout or formula is off by far more than this.
+LAYER_TOLERANCE = 1e-3
 NOT_COMPARED = {"yolo", "region", "cost"}  # Darknet rewrites these layers' outputs (activation in place, loss)
 
 # cfg → input (height, width): small, but what every route and stride of the cfg needs.
