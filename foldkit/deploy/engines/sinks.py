@@ -64,7 +64,7 @@ class JsonlSink:
 
 
 class ParquetSink:
-    """A Parquet table: image, width, height, model, provider, resize, error and a list of detection structs."""
+    """A Parquet table: image, width, height, model, provider, runtime (JSON text), resize, error, detections."""
 
     def __init__(self, staged: OutputTransaction, table: Path) -> None:
         try:
@@ -76,14 +76,15 @@ class ParquetSink:
         detection = pa.struct([("class_id", pa.int32()), ("label", pa.string()), ("score", pa.float64()),
                                ("box", pa.list_(pa.float64(), 4))])
         self.schema = pa.schema([("image", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-                                 ("model", pa.string()), ("provider", pa.string()), ("resize", pa.string()),
+                                 ("model", pa.string()), ("provider", pa.string()), ("runtime", pa.string()),
+                                 ("resize", pa.string()),
                                  ("error", pa.string()),
                                  ("detections", pa.list_(detection))])
         self.writer = pq.ParquetWriter(str(staged.path(table)), self.schema)
         self.rows: list[dict[str, Any]] = []
 
     def add(self, index: int, record: dict[str, Any], drawn: bytes | None) -> tuple[Path | None, Path | None]:
-        self.rows.append(record)
+        self.rows.append(record | {"runtime": strict_json.dumps(record.get("runtime"))})  # JSON text: keys vary
         if len(self.rows) >= PARQUET_ROW_GROUP:
             self._flush()
         return None, None
