@@ -80,8 +80,10 @@ def test_pjreddie_cpu_batchnorm_variant(tmp_path):
         torch.testing.assert_close(bn_pj(x), expected, rtol=1e-5, atol=1e-6)
 
 
-PARITY = [("yolov3-tiny", None, 416), ("darknet53", None, 256), ("yolov3", None, 320),
-          ("yolov4-tiny.cfg", "shared", 416), ("yolov4.cfg", "shared", 320)]
+SLOW = pytest.mark.slow  # the deep networks at full-ish size: 15-25 s each; the tiny ones stay in the default run
+PARITY = [("yolov3-tiny", None, 416), pytest.param("darknet53", None, 256, marks=SLOW),
+          pytest.param("yolov3", None, 320, marks=SLOW), ("yolov4-tiny.cfg", "shared", 416),
+          pytest.param("yolov4.cfg", "shared", 320, marks=SLOW)]
 
 
 def _onnx_errors(path, reference) -> list[float]:

@@ -13,7 +13,8 @@ from foldkit.runtime import create_session, random_inputs, run
 SIZES = {"darknet53": 64, "yolov3": 64, "yolov3-tiny": 96}
 
 
-@pytest.fixture(scope="module", params=list(SIZES))
+@pytest.fixture(scope="module", params=[pytest.param(name, marks=pytest.mark.slow) if name == "yolov3" else name
+                                        for name in SIZES])  # yolov3 is darknet53 plus heads: slow-only
 def exported(request, tmp_path_factory):
     name = request.param
     size = SIZES[name]

@@ -35,7 +35,8 @@ def _torch_export(model, size, dynamo: bool) -> onnx.ModelProto:
         return onnx.load_from_string(buffer.getvalue())
 
 
-@pytest.mark.parametrize("name,size", [("yolov3-tiny", 64), ("darknet53", 64), ("yolov3", 64)])
+@pytest.mark.parametrize("name,size", [("yolov3-tiny", 64), pytest.param("darknet53", 64, marks=pytest.mark.slow),
+                                       pytest.param("yolov3", 64, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_every_bn_of_torch_exports_folds(name, size, dynamo):
     model = build_model(name, size, seed=0)
