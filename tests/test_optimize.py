@@ -51,7 +51,7 @@ def test_the_fastest_passing_candidate_is_written_with_its_deployment_record(unf
 
 def test_nothing_that_fails_the_gate_is_chosen_and_then_nothing_is_written(unfolded, tmp_path, capsys):
     code = main(["optimize", str(unfolded), "-o", str(tmp_path / "out"), "--calib-random", "4", "--min-snr", "999",
-                 "--budget-s", "0", "--candidates", "ort-fp32,ort-int8"])
+                 "--budget-s", "0", "--candidates", "ort-fp32,openvino-fp32"])
     out = capsys.readouterr().out
     assert code == 1 and "nothing passes the gate" in out and "FAILS: SNR" in out
     assert not (tmp_path / "out").exists()

@@ -46,10 +46,10 @@ RECURRENT = ("rnn", "lstm", "gru", "crnn")
 
 _CONV_REFUSALS = {
     "xnor": "XNOR-binarized conv (sign inputs, sign·mean|w| weights, bit-packed GEMM): Darknet's result depends on "
-            "its code path (c mod 32, padding bits) and is not a float conv foldkit can reproduce (FORMAT-ZOO §6.7)",
+            "its code path (c mod 32, padding bits) and is not a float conv foldkit can reproduce",
     "binary": "binary weights are binarized by Darknet's GPU forward but not its CPU one, so the layer has no single "
-              "meaning (FORMAT-ZOO §6.7)",
-    "coordconv": "coordconv runs only in Darknet's GPU build, where it writes the wrong elements (FORMAT-ZOO §6.9)",
+              "meaning",
+    "coordconv": "coordconv runs only in Darknet's GPU build, where it writes the wrong elements",
     "flipped": "flipped (transposed) kernels are not supported by foldkit",
 }
 _FORK_NOTES = {
@@ -92,7 +92,7 @@ class _Planner:
             if section.type in RECURRENT:
                 raise section.error(
                     "is a recurrent layer: not a feed-forward image network (Darknet keeps its hidden state "
-                    "between calls and steps it time_steps times; FORMAT-ZOO §11)")
+                    "between calls and steps it time_steps times)")
         self.sections = sections
         net = sections[0]
         height = img_size[0] if img_size else net.get_int("height", 0)
