@@ -37,7 +37,7 @@ def _torch_export(model, size, dynamo: bool) -> onnx.ModelProto:
 
 @pytest.mark.parametrize("name,size", [("yolov3-tiny", 64), pytest.param("darknet53", 64, marks=pytest.mark.slow),
                                        pytest.param("yolov3", 64, marks=pytest.mark.slow)])
-@pytest.mark.parametrize("dynamo", [False, True])
+@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.slow)])  # dynamo: the optional route
 def test_every_bn_of_torch_exports_folds(name, size, dynamo):
     model = build_model(name, size, seed=0)
     randomize_batchnorm(model, (2, 3, size, size), seed=0)

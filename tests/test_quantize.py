@@ -222,6 +222,7 @@ def _exported(tmp_path: Path, conditioned: bool) -> Path:
     return path
 
 
+@pytest.mark.slow  # ~15 s; an unreachable target's refusal stays in the default run (test_quantize_cli)
 def test_near_dead_channels_are_flagged_and_target_30_is_reached_or_refused(tmp_path: Path) -> None:
     path = _exported(tmp_path, conditioned=False)
     with pytest.warns(SyntheticCalibrationWarning):
