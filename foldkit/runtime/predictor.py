@@ -56,6 +56,7 @@ class Predictor:
                 warnings.warn(warning, ProviderWarning, stacklevel=2)
         self.opt_level, self.threads, self.precision = opt_level, threads, precision
         self.backend = self._open(backend_preference(providers, strict=strict), strict)
+        self._record: dict[str, Any] | None = None
         self.provider = self.backend.name
         optimized_for = self.metadata.get(OPTIMIZED_FOR_KEY)
         if optimized_for and optimized_for != self.provider:
@@ -96,8 +97,14 @@ class Predictor:
         return first if isinstance(first, int) and first > 0 else None
 
     def record(self) -> dict[str, Any]:
-        """What runs the model: runtime, version, device, precision, threads."""
-        return self.backend.record()
+        """What runs the model: runtime, version, device, precision, threads.
+
+        Fixed once the backend is open, so it is asked once: every image's record repeats it, and
+        OpenVINO answers it through several property queries.
+        """
+        if self._record is None:
+            self._record = self.backend.record()
+        return dict(self._record)
 
     def __call__(self, images: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run on an NCHW float32 batch; returns outputs by name.
