@@ -35,7 +35,7 @@ DEFAULT_RESIZE = "darknet"  # a network exported from a Darknet cfg sees what Da
 DETECT_ENGINES = ("local", "ray")  # where detect runs its batches (deploy/engines/)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # ORT's static calibration methods
 TRITON_KINDS = ("cpu", "gpu")  # a Triton instance group's kind
-TRITON_BACKENDS = ("onnxruntime", "python")  # the backends foldkit triton writes entries for
+TRITON_BACKENDS = ("auto", "onnxruntime", "openvino", "python")  # auto: the deployment record's, else onnxruntime
 MIN_EXPORT_OPSET = 11  # the oldest opset foldkit's torch export writes
 OPENVINO_PRECISIONS = ("fp32", "default", "bf16", "fp16")  # OpenVINO's precision hints; default: its own choice
 

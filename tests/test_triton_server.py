@@ -1,8 +1,8 @@
 """A real Triton server (nvidia-pytriton's tritonserver 2.51, CPU) serving what ``foldkit triton`` writes.
 
 The server is started once for the module on 127.0.0.1, with explicit model control so each test
-loads only the entry it needs, and stopped by the fixture. It has no onnxruntime backend: the
-onnxruntime entry must fail for exactly that reason. The Python-backend entries must answer, over
+loads only the entry it needs, and stopped by the fixture. It has no onnxruntime or OpenVINO backend:
+those entries must fail for exactly that reason. The Python-backend entries must answer, over
 HTTP through tritonclient, what ``foldkit detect`` answers.
 """
 
@@ -73,6 +73,7 @@ def repo(tmp_path_factory, models) -> Path:
     """Every entry the tests load, written by the CLI."""
     repo = tmp_path_factory.mktemp("repo")
     for args in (["triton", str(models["nms"]), "--name", "nms_ort"],
+                 ["triton", str(models["nms"]), "--name", "nms_ov", "--backend", "openvino"],
                  ["triton", str(models["nms"]), "--name", "nms_py", "--backend", "python"],
                  ["triton", str(models["decoded"]), "--name", "numpy_py", "--backend", "python"],
                  ["triton", str(models["decoded"]), "--name", "tensors_py", "--backend", "python", "--tensors"]):
@@ -125,10 +126,12 @@ def _assert_served_equals_detect(client, name: str, model: Path, images: list[Pa
         np.testing.assert_allclose(rows[:count, :4], reference[:, :4], rtol=0, atol=1e-5 * max(Image.open(image).size))
 
 
-def test_onnxruntime_entry_fails_only_for_the_missing_backend(server):
+@pytest.mark.parametrize(("name", "backend"), [("nms_ort", "onnxruntime"), ("nms_ov", "openvino")])
+def test_entries_for_absent_backends_fail_only_for_the_missing_backend(server, name, backend):
+    """The server parses the whole config (a bad field fails first) and stops only at the backend's library."""
     with pytest.raises(InferenceServerException) as failure:
-        server.load_model("nms_ort")
-    assert "unable to find backend library for backend 'onnxruntime'" in str(failure.value)
+        server.load_model(name)
+    assert f"unable to find backend library for backend '{backend}'" in str(failure.value)
 
 
 def test_python_entry_with_nms_graph_equals_foldkit_detect(server, models, images):

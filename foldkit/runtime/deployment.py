@@ -10,6 +10,7 @@ there (bf16 on AMX, int8 on VNNI) may not be here.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +19,14 @@ from foldkit.errors import FoldkitError
 
 # The flags that decide which precision is fast: int8 dot products and bf16 arithmetic.
 DECIDING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+
+
+# CPU flags with which OpenVINO's CPU plugin runs bf16 by default (its "default" precision hint).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class RecordWarning(UserWarning):
+    """A deployment record that a runtime or server configuration cannot follow exactly."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,11 @@ class DeploymentRecord:
     cpu: CpuSignature = field(default_factory=CpuSignature.here)
     table: list[dict[str, Any]] = field(default_factory=list)  # every candidate as measured
 
+    def backend_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`foldkit.runtime.choice.open_backend` that run the model as measured."""
+        return {"providers": [self.backend], "precision": self.precision, "opt_level": self.opt_level,
+                "threads": self.threads}
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, allow_nan=False)
 
@@ -90,3 +104,19 @@ class DeploymentRecord:
         why = CpuSignature.here().differs_from(self.cpu)
         return None if why is None else (f"this model's deployment record ({self.candidate}) was {why}; "
                                          "run `foldkit optimize` again on this machine to measure it here")
+
+
+def deployment_record(metadata: dict[str, str], where: str) -> DeploymentRecord | None:
+    """The deployment record in a model's foldkit metadata, if it has one (``where`` names it in errors)."""
+    from foldkit.onnxio.metadata import DEPLOYMENT_KEY
+
+    text = metadata.get(DEPLOYMENT_KEY)
+    return None if text is None else DeploymentRecord.from_json(text, where)
+
+
+def model_deployment_record(model: str | os.PathLike) -> DeploymentRecord | None:
+    """The deployment record an ONNX file carries, read without its weights."""
+    from foldkit.onnxio.files import load_onnx
+    from foldkit.onnxio.metadata import read_metadata
+
+    return deployment_record(read_metadata(load_onnx(model, load_external_data=False)), str(model))

@@ -13,7 +13,7 @@ import numpy as np
 
 from foldkit.errors import FoldkitError
 from foldkit.runtime.choice import backend_preference, open_backend
-from foldkit.runtime.deployment import DeploymentRecord
+from foldkit.runtime.deployment import deployment_record
 from foldkit.runtime.interface import Backend
 from foldkit.runtime.openvino import OPENVINO
 from foldkit.runtime.ort import ProviderWarning, create_session
@@ -49,9 +49,9 @@ class Predictor:
         self.metadata = read_metadata(proto)
         self.deployment = deployment_record(self.metadata, str(self.path))
         if self.deployment is not None and providers in (None, "auto"):  # run it as it was measured
-            providers, precision, opt_level = [self.deployment.backend], self.deployment.precision, \
-                self.deployment.opt_level
-            threads = threads if threads is not None else self.deployment.threads
+            recorded = self.deployment.backend_options()
+            providers, precision, opt_level = recorded["providers"], recorded["precision"], recorded["opt_level"]
+            threads = threads if threads is not None else recorded["threads"]
             if (warning := self.deployment.cpu_warning()) is not None:
                 warnings.warn(warning, ProviderWarning, stacklevel=2)
         self.opt_level, self.threads, self.precision = opt_level, threads, precision
@@ -130,10 +130,3 @@ class Predictor:
         add_metadata(optimized, {OPTIMIZED_FOR_KEY: self.provider})
         save_onnx(optimized, target)
 
-
-def deployment_record(metadata: dict[str, str], where: str) -> DeploymentRecord | None:
-    """The deployment record in a model's foldkit metadata, if it has one."""
-    from foldkit.onnxio.metadata import DEPLOYMENT_KEY
-
-    text = metadata.get(DEPLOYMENT_KEY)
-    return None if text is None else DeploymentRecord.from_json(text, where)

@@ -7,15 +7,15 @@ import argparse
 from foldkit.cli import options
 from foldkit.cli.codes import EXIT_OK
 from foldkit.defaults import DEFAULT_MAX_DET, TRITON_BACKENDS, TRITON_KINDS
-from foldkit.errors import FoldkitError
 
 NAME = "triton"
-HELP = "write a Triton model repository entry (onnxruntime or python backend)"
+HELP = "write a Triton model repository entry (onnxruntime, openvino or python backend)"
 DESCRIPTION = (
-    "Write REPO/NAME/config.pbtxt and REPO/NAME/1/model.onnx for Triton's onnxruntime backend, inputs and outputs "
-    "read from the model; or, with --backend python, an entry that runs ONNX Runtime inside Triton's Python backend "
-    "and, for a YOLO model, takes an encoded image and answers foldkit detect's detections. The entry is staged "
-    "and renamed whole: a failed run leaves the old entry."
+    "Write REPO/NAME/config.pbtxt and REPO/NAME/1/model.onnx for Triton's onnxruntime or OpenVINO backend, inputs "
+    "and outputs read from the model; or, with --backend python, an entry that runs foldkit inside Triton's Python "
+    "backend and, for a YOLO model, takes an encoded image and answers foldkit detect's detections. A model written "
+    "by foldkit optimize is served as its deployment record says (runtime, precision, optimization level, threads). "
+    "The entry is staged and renamed whole: a failed run leaves the old entry."
 )
 
 
@@ -27,8 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Triton's max_batch_size (dynamic-batch models)")
     parser.add_argument("--instances", type=options.positive, default=1, help="model instances in the group")
     parser.add_argument("--kind", choices=TRITON_KINDS, default="cpu", help="instance group kind")
-    parser.add_argument("--backend", choices=TRITON_BACKENDS, default="onnxruntime",
-                        help="onnxruntime: Triton's ORT backend; python: ORT inside Triton's Python backend (CPU)")
+    parser.add_argument("--backend", choices=TRITON_BACKENDS, default="auto",
+                        help="onnxruntime: Triton's ORT backend; openvino: Triton's OpenVINO backend (CPU); python: "
+                             "foldkit inside Triton's Python backend (CPU); auto: the runtime of the model's "
+                             "deployment record (foldkit optimize), else onnxruntime")
     parser.add_argument("--tensors", action="store_true",
                         help="with --backend python: serve a YOLO model's tensors, not detections from images")
     parser.add_argument("--max-det", type=options.max_det,
@@ -40,22 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from foldkit.deploy.triton import write_repository
+    from foldkit.deploy.triton.choose import PYTHON, write_triton_entry
     from foldkit.deploy.triton.local_server import write_backend_directory
-    from foldkit.deploy.triton.python import write_python_repository
 
-    if args.backend == "python":
-        if args.kind != "cpu":
-            raise FoldkitError("--backend python runs ONNX Runtime on the CPU: --kind gpu does not apply")
-        config = write_python_repository(args.model, args.repo, name=args.name, instances=args.instances,
+    config, backend = write_triton_entry(args.model, args.repo, backend=args.backend, name=args.name,
+                                         max_batch=args.max_batch, instances=args.instances, kind=args.kind,
                                          max_det=args.max_det, tensors=args.tensors)
-        print(f"wrote {config}, {config.parent / '1' / 'model.py'} and {config.parent / '1' / 'model.onnx'}")
-    else:
-        if args.tensors:
-            raise FoldkitError("--tensors applies to --backend python; the onnxruntime backend serves tensors")
-        config = write_repository(args.model, args.repo, name=args.name, max_batch=args.max_batch,
-                                  instances=args.instances, kind=args.kind)
-        print(f"wrote {config} and {config.parent / '1' / 'model.onnx'}")
+    written = [config] + ([config.parent / "1" / "model.py"] if backend == PYTHON else [])
+    written.append(config.parent / "1" / "model.onnx")
+    print(f"wrote the {backend} backend's entry: {', '.join(map(str, written))}")
     if args.write_backends:
         print(f"wrote {write_backend_directory(args.write_backends) / 'python'}")
     return EXIT_OK

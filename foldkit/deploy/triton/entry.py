@@ -19,6 +19,7 @@ from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import OutputTransaction, check_external_locations, check_outputs, require_input_file
 
 TRITON_INT_MAX = 2**31 - 1  # config.pbtxt's max_batch_size and instance count are int32
+MODEL_FILE = "model.onnx"  # the model's name in the entry's version folder (the backends' default)
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 TRITON_TYPES: dict[int, str] = {
@@ -51,6 +52,40 @@ def block(kind: str, name: str, data_type: str, shape: list[int], where: str, *,
     extra = "\n    optional: true" if optional else ""
     return (f"  {{\n    name: \"{name}\"\n    data_type: {data_type}\n"
             f"    dims: [ {', '.join(map(str, shape))} ]{extra}\n  }}")
+
+
+def tensor_blocks(model: onnx.ModelProto, where: str) -> tuple[list[str], bool]:
+    """config.pbtxt's ``input [...]`` and ``output [...]`` for a model served as is, and whether it is batched.
+
+    When every input and output has a dynamic first dimension, that dimension is Triton's batch
+    (left out of the dims); inputs with a default in the graph (initializers, such as an in-graph
+    NMS's thresholds) are optional.
+    """
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    defaults = [i for i in graph.input if i.name in initializers]
+    values = inputs + defaults + list(graph.output)
+    batched = all(v.type.tensor_type.shape.dim and dims(v)[0] == -1 for v in values)
+    blocks = [tensor_block("input", v, batched, where) for v in inputs]
+    blocks += [tensor_block("input", v, batched, where, optional=True) for v in defaults]
+    outputs = [tensor_block("output", v, batched, where) for v in graph.output]
+    return ["input [\n" + ",\n".join(blocks) + "\n]", "output [\n" + ",\n".join(outputs) + "\n]"], batched
+
+
+def check_max_batch(max_batch: int) -> None:
+    if not 1 <= max_batch <= TRITON_INT_MAX:
+        raise FoldkitError(f"--max-batch must be from 1 to {TRITON_INT_MAX} (Triton reads it as a 32-bit integer), "
+                           f"not {max_batch}")
+
+
+def parameters(values: dict[str, str]) -> list[str]:
+    """config.pbtxt ``parameters`` entries (string values, as every backend reads them)."""
+    for key, value in values.items():
+        if not (key + value).isprintable() or any(c in key + value for c in '"\\'):
+            raise FoldkitError(f"parameter {key!r}: {value!r} cannot be written into config.pbtxt safely")
+    return [f'parameters: {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}'
+            for key, value in values.items()]
 
 
 def instance_group(instances: int, kind: str) -> str:
@@ -94,7 +129,7 @@ def write_entry(model_path: Path, model: onnx.ModelProto, repo: Path, name: str,
     if repo.exists() and not repo.is_dir():
         raise FoldkitError(f"{repo}: exists and is not a folder")
     locations = sorted(check_external_locations(model, model_path))
-    copying = [(version / "model.onnx", model_path)]
+    copying = [(version / MODEL_FILE, model_path)]
     copying += [(version / location, model_path.parent / location) for location in locations]
     writing = [(entry / "config.pbtxt", config)]
     for inside, content in (files or {}).items():

@@ -8,6 +8,9 @@ Two handlers, chosen when the entry is written:
   way ``foldkit detect`` computes them: letterbox, the model, then decoding and NMS in numpy for a
   raw or decoded model, or the graph's own NMS for a model exported with ``--nms``. Rows are
   x1 y1 x2 y2 score class in the original image's pixels, ``max_det`` rows, zero past ``count``.
+
+Both run ONNX Runtime on the CPU, unless the model carries a deployment record (``foldkit
+optimize``): then the runtime, precision, optimization level and threads it was measured with.
 """
 
 from __future__ import annotations
@@ -24,24 +27,24 @@ from foldkit.deploy.nms_model import NmsRunner
 from foldkit.deploy.yolo import Detection, heads_from_metadata
 from foldkit.errors import FoldkitError
 from foldkit.runtime import Predictor
+from foldkit.runtime.deployment import model_deployment_record
 
 IMAGE, CONF, IOU, DETECTIONS, COUNT = "image", "conf", "iou", "detections", "count"  # the entry's tensors
 MAX_IMAGE_PIXELS = 64 * 2**20  # a request image larger than this is refused before it is decoded
 
 
 class TensorHandler:
-    """The model's outputs for the model's inputs, by name."""
+    """The model's outputs for the model's inputs, by name: on ORT's CPU provider, or as its deployment record says."""
 
     def __init__(self, model: Path) -> None:
-        from foldkit.runtime import create_session
+        from foldkit.runtime.choice import open_backend
 
-        self.session = create_session(model, providers=["CPUExecutionProvider"])
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        record = model_deployment_record(model)
+        self.backend = open_backend(model, **(record.backend_options() if record else {"providers": "cpu"}))
+        self.output_names = self.backend.output_names
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from foldkit.runtime import run
-
-        return run(self.session, feeds)
+        return self.backend.run(feeds)
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -63,7 +66,8 @@ class DetectionHandler:
     """An encoded image in, ``foldkit detect``'s detections out as fixed-shape tensors."""
 
     def __init__(self, model: Path, max_det: int) -> None:
-        predictor = Predictor(model, providers="cpu")
+        # A model measured by `foldkit optimize` runs as its record says ("auto" follows it); any other on the CPU.
+        predictor = Predictor(model, providers="auto" if model_deployment_record(model) else "cpu")
         self.settings = nms_settings(predictor.metadata)
         self.max_det = self.settings.max_det if self.settings is not None else NmsSettings(max_det=max_det).max_det
         self.runner = (NmsRunner(predictor, self.settings) if self.settings is not None

@@ -36,7 +36,7 @@ import onnx
 import foldkit
 from foldkit.defaults import DEFAULT_MAX_DET
 from foldkit.deploy.nms_graph import NmsSettings, nms_settings
-from foldkit.deploy.triton.entry import block, entry_name, instance_group, tensor_block, write_entry
+from foldkit.deploy.triton.entry import block, entry_name, instance_group, parameters, tensor_block, write_entry
 from foldkit.deploy.triton.handlers import CONF, COUNT, DETECTIONS, IMAGE, IOU
 from foldkit.deploy.triton.served import HANDLER_KEY, MAX_DET_KEY
 from foldkit.onnxio.files import load_onnx, require_input_file
@@ -87,12 +87,9 @@ def python_config(model: onnx.ModelProto, name: str, *, handler: str, max_det: i
         initializers = {i.name for i in graph.initializer}
         inputs = [tensor_block("input", v, False, where, optional=v.name in initializers) for v in graph.input]
         outputs = [tensor_block("output", v, False, where) for v in graph.output]
-    parameters = {HANDLER_KEY: handler, MAX_DET_KEY: str(max_det)}
     lines = [f'name: "{name}"', 'backend: "python"', "max_batch_size: 0",
              "input [\n" + ",\n".join(inputs) + "\n]", "output [\n" + ",\n".join(outputs) + "\n]",
-             instance_group(instances, "cpu")]
-    lines += [f'parameters: {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}'
-              for key, value in parameters.items()]
+             instance_group(instances, "cpu"), *parameters({HANDLER_KEY: handler, MAX_DET_KEY: str(max_det)})]
     return "\n".join(lines) + "\n"
 
 
