@@ -7,9 +7,10 @@ the same image-like input. Compared, relative to the largest |value| of the refe
 - foldkit's ONNX export (``export_darknet``, ``bn_variant="pjreddie"``, float32) on the network's
   output (classifiers, yolov1) or the layer each head reads (yolov2/yolov3 detectors: Darknet's
   ``[region]``/``[yolo]`` layers activate their map in place, foldkit exports the raw map): within
-  1e-5 of foldkit's float64 model (its own rounding) or no farther than libdarknet is, and within
-  1e-5 of libdarknet beyond libdarknet's own float32 rounding (its distance to the same float64
-  model; up to 2.4e-5 here);
+  an allowance of foldkit's float64 model (its own rounding) or no farther than libdarknet is, and
+  within the allowance of libdarknet beyond libdarknet's own float32 rounding (its distance to the
+  same float64 model; up to 2.4e-5 here). The allowance is 1e-5, or 3× the network's float32 noise
+  floor measured in the same run by PyTorch's float32 kernels where that is larger (deep networks);
 - foldkit's PyTorch model in float64, layer by layer, against every layer's output Darknet
   computes (not only the last softmax; not the heads' in-place activations nor ``[cost]``), within
   1e-3: this measures Darknet's own float32 rounding, the same on every CPU, while a wrong layout
@@ -42,6 +43,11 @@ CONDITIONING_BATCH = 8
 # Darknet's own rounding (against the same float64 model: up to 2.4e-5 on yolov1, where Darknet's float32 sums
 # alone exceed 1e-5).
 TOLERANCE = 1e-5
+# The float32 noise floor of each network is measured in the same run, on the same CPU, by an independent float32
+# engine: foldkit's PyTorch model in float32 against itself in float64 (the same code, so a shared mistake cancels
+# and only rounding is left). Deep networks reach it: on resnext50 PyTorch's float32 alone is 1.1e-5, Darknet's
+# 6.1e-6, the export's 6.5e-6. The export may round up to NOISE_MARGIN × that floor (where it exceeds 1e-5).
+NOISE_MARGIN = 3
 # Every layer, against foldkit in float64: Darknet's own float32 rounding reaches 2.7e-5 inside densenet201 and
 # 6.6e-5 inside resnet152 (docs/darknet-oracle.md); a wrong layout or formula is off by far more than this.
 LAYER_TOLERANCE = 1e-3
@@ -173,13 +179,18 @@ def _error(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30))
 
 
-def _float64_layers(cfg: Path, weights: Path, image: np.ndarray) -> tuple[DarknetModel, list[np.ndarray]]:
-    """foldkit's PyTorch model of the cfg, run in float64: every layer's output (the reference for rounding)."""
+def _layer_outputs(cfg: Path, weights: Path, image: np.ndarray,
+                   dtype: torch.dtype) -> tuple[DarknetModel, list[np.ndarray]]:
+    """foldkit's PyTorch model of the cfg run in ``dtype``: every layer's output.
+
+    float64 is the reference for rounding; float32 measures the float32 rounding of PyTorch's kernels
+    on the same network (the same code, so only rounding differs between the two).
+    """
     model, _ = load_network(cfg, weights=weights, bn_variant="pjreddie")
-    model.double()
+    model.to(dtype)
     outputs: list[torch.Tensor] = []
     with torch.no_grad():
-        x = torch.from_numpy(image).double()
+        x = torch.from_numpy(image).to(dtype)
         for layer, sources in zip(model.layers, model.inputs_of, strict=True):
             outputs.append(layer(*[x if j < 0 else outputs[j] for j in sources]))
     return model, [out.numpy() for out in outputs]
@@ -190,7 +201,8 @@ def oracle_errors(dumper: Path, source: Path, size: tuple[int, int], folder: Pat
 
     ``layers``: foldkit in float64 against Darknet, every layer; on the network's outputs,
     ``export``: the ONNX export (float32) against Darknet, ``export_vs_float64``: the export against
-    foldkit's float64 model (the export's own rounding), ``darknet_vs_float64``: Darknet's own.
+    foldkit's float64 model (the export's own rounding), ``darknet_vs_float64``: Darknet's own,
+    ``torch32_vs_float64``: PyTorch's float32 rounding of the same model (the noise floor).
     """
     cfg = sized_cfg(source, folder / source.name, *size)
     weights = folder / "seeded.weights"
@@ -198,7 +210,8 @@ def oracle_errors(dumper: Path, source: Path, size: tuple[int, int], folder: Pat
     _seeded_weights(cfg, weights, (1, channels, *size))
     image = images(1, (channels, *size), seed=3)
     darknet = layer_outputs(dumper, cfg, weights, image[0], folder)
-    model, exact = _float64_layers(cfg, weights, image)
+    model, exact = _layer_outputs(cfg, weights, image, torch.float64)
+    _, single = _layer_outputs(cfg, weights, image, torch.float32)
     result = export_darknet(cfg, folder / "model.onnx", weights=weights, bn_variant="pjreddie")
     exported = run(create_session(str(result.path), providers="cpu"), {INPUT_NAME: image})
     if model.info.heads:  # foldkit exports the raw map each head reads
@@ -211,6 +224,7 @@ def oracle_errors(dumper: Path, source: Path, size: tuple[int, int], folder: Pat
         "export": {name: _error(exported[name], darknet[dark]) for name, (dark, _) in ends.items()},
         "export_vs_float64": {name: _error(exported[name], exact[own].ravel()) for name, (_, own) in ends.items()},
         "darknet_vs_float64": {name: _error(darknet[dark], exact[own].ravel()) for name, (dark, own) in ends.items()},
+        "torch32_vs_float64": {name: _error(single[own], exact[own].ravel()) for name, (_, own) in ends.items()},
     }
 
 
@@ -231,10 +245,12 @@ def _check(errors: dict[str, dict[str, float]], name: str, size: tuple[int, int]
     assert value <= LAYER_TOLERANCE, f"{key} differs from libdarknet by {value:.3g} of its largest value"
     for end, value in errors["export"].items():
         own, darknets = errors["export_vs_float64"][end], errors["darknet_vs_float64"][end]
-        assert own <= max(TOLERANCE, darknets), (f"{end}: the export's own rounding is {own:.3g} of the largest "
-                                                 f"value, Darknet's {darknets:.3g}")
-        assert value <= TOLERANCE + darknets, (f"{end}: the export differs from libdarknet by {value:.3g} of the "
-                                               f"largest value (Darknet's own rounding: {darknets:.3g})")
+        allowed = max(TOLERANCE, NOISE_MARGIN * errors["torch32_vs_float64"][end])
+        assert own <= max(allowed, darknets), (f"{end}: the export's own rounding is {own:.3g} of the largest "
+                                               f"value, Darknet's {darknets:.3g}, allowed {allowed:.3g}")
+        assert value <= allowed + darknets, (f"{end}: the export differs from libdarknet by {value:.3g} of the "
+                                             f"largest value (Darknet's own rounding: {darknets:.3g}, allowed "
+                                             f"{allowed:.3g} beyond it)")
 
 
 # [local] in both of Darknet's paddings and with a stride, [detection] with its class softmax: what the
