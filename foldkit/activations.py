@@ -91,7 +91,7 @@ FORMULAS: dict[str, Formula] = {
 }
 
 
-# Every activation Darknet defines (AlexeyAB activations.c get_activation; FORMAT-ZOO §12.1), all built.
+# Every activation Darknet defines (AlexeyAB activations.c, get_activation), all built.
 ACTIVATION_NAMES = tuple(FORMULAS)
 
 

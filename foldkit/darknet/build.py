@@ -137,7 +137,7 @@ class Crop(SpecModule):
 class Reorg(nn.Module):
     """``[reorg]`` (Darknet's index map: SpaceToDepth of the input reinterpreted as (C/s², H·s, W·s)) or ``[reorg3d]``.
 
-    FORMAT-ZOO §2: ``reverse`` is DepthToSpace (DCR); ``[reorg3d]`` reverse reinterprets around it.
+    ``reverse`` is DepthToSpace (DCR); ``[reorg3d]`` reverse reinterprets around it.
     """
 
     def __init__(self, p: spec.Reorg, out_shape: tuple[int, int, int]) -> None:
@@ -172,7 +172,7 @@ class Sam(ScaleChannels):
 
 
 class DepthMaxPool(nn.Module):
-    """``maxpool_depth``: the max over channels g, g+G, … at each pixel (FORMAT-ZOO §9.1)."""
+    """``maxpool_depth``: the max over channels g, g+G, … at each pixel."""
 
     def __init__(self, p: spec.DepthMaxPool, shape: tuple[int, int, int]) -> None:
         super().__init__()

@@ -11,7 +11,7 @@ centre ``(col + x)·stride``; size ``exp(tw)·anchor_w`` (anchors in input pixel
 ``new_coords=1`` the conv already applied the logistic: x and the scores are used as they are and
 the size is ``(2·tw)²·anchor_w``.
 
-``[region]`` (region_layer.c, FORMAT-ZOO §3.3): σ on tx, ty and objectness, ``exp(tw)·anchor_w``
+``[region]`` (region_layer.c): σ on tx, ty and objectness, ``exp(tw)·anchor_w``
 with anchors in grid cells (so times the stride), class scores softmaxed when the section says
 ``softmax=1`` and left raw otherwise (as AlexeyAB does).
 

@@ -1,4 +1,4 @@
-"""The ``.weights`` layout: which arrays each planned layer stores, in file order (FORMAT.md §3, FORMAT-ZOO §4).
+"""The ``.weights`` layout: which arrays each planned layer stores, in file order (Darknet's parser.c, load_weights).
 
 Reading, writing and the memory budget all count from this one description. Every registered
 layer type has an entry (most store nothing), so a new type cannot be skipped by accident.
@@ -26,7 +26,7 @@ def _conv(p: specs.Conv) -> Records:
     return [("bias", n), *_norm(n, p.batch_normalize), ("weight", n * (p.in_channels // p.groups) * p.size ** 2)]
 
 
-def _connected(p: specs.Connected) -> Records:  # FORMAT-ZOO §4: the BN arrays come after the weights here
+def _connected(p: specs.Connected) -> Records:  # the BN arrays come after the weights here
     return [("bias", p.outputs), ("weight", p.outputs * p.inputs), *_norm(p.outputs, p.batch_normalize)]
 
 

@@ -156,10 +156,10 @@ class _Planner:
             raise section.error(f"groups={groups} must divide input channels {c} and filters {filters}", "groups")
         if size == 1 and (padding or (stride_x == 1 and stride_y > 1)):
             raise section.error("a 1×1 conv with padding, or with stride_x=1 and stride_y>1, takes Darknet's "
-                                "unpadded, unstrided shortcut and reads the wrong pixels (FORMAT-ZOO §6.1)")
+                                "unpadded, unstrided shortcut and reads the wrong pixels")
         if dilation > 1 and 2 * padding != size - 1:
             raise section.error(f"dilation={dilation} needs 2·padding = size − 1 (Darknet's output size ignores "
-                                "dilation, FORMAT-ZOO §6.3)", "dilation")
+                                "dilation)", "dilation")
         antialiasing = _antialiasing(section)
         share_from = self._shared_conv(section, c, filters, size, groups, batch_normalize)
         activation = _activation(section, default="logistic")
@@ -244,7 +244,7 @@ class _Planner:
                                 "weights_type")
         if weights_type != "none" and normalization not in ("relu", "softmax"):
             raise section.error("weights_type needs weights_normalization=relu, avg_relu or softmax: Darknet stops "
-                                "with 'Incorrect weights_normalization' otherwise (FORMAT-ZOO §7.2)",
+                                "with 'Incorrect weights_normalization' otherwise",
                                 "weights_normalization")
         shape = self._input_shape(section)
         steps = [self._shortcut_step(section, i, shape, len(sources) == 1 and weights_type == "none")
@@ -255,12 +255,12 @@ class _Planner:
                 [section.index - 1, *sources], shape)
 
     def _shortcut_step(self, section: Section, source: int, shape: Shape, plain: bool) -> int:
-        """1 for an input of the same H×W, else pjreddie's sampling stride for a larger one (FORMAT-ZOO §7)."""
+        """1 for an input of the same H×W, else pjreddie's sampling stride for a larger one."""
         (c, h, w), (fc, fh, fw) = shape, self.shapes[source]
         if (fh, fw) == (h, w):
             if plain and fc < c and self._input_shape(self.sections[source + 1]) == shape:
                 raise section.error(f"adds layer {source} ({fc} channels) whose input has this layer's shape {shape}: "
-                                    "Darknet's fast path then reads past its output (FORMAT-ZOO §7.1)", "from")
+                                    "Darknet's fast path then reads past its output", "from")
             if fc != c:
                 self._note("prefix_shortcut")
             return 1
@@ -321,7 +321,7 @@ class _Planner:
         divisor = stride ** (4 if reverse and not darknet_map else 2)
         if stride < 1 or (not reverse and (h % stride or w % stride)) or ((reverse or darknet_map) and c % divisor):
             raise section.error(f"stride={stride} (reverse={int(reverse)}) does not divide input {c}×{h}×{w} as "
-                                "Darknet's index map needs (FORMAT-ZOO §2.1)", "stride")
+                                "Darknet's index map needs", "stride")
         s2 = stride * stride
         shape = (c // s2, h * stride, w * stride) if reverse else (c * s2, h // stride, w // stride)
         return Reorg(stride, reverse, darknet_map, (c, h, w)), [section.index - 1], shape

@@ -80,7 +80,7 @@ class Shortcut:
     """``out = act(Σᵢ wᵢ·inᵢ)`` over this layer's input and the ``from`` layers, Darknet's alignment rules.
 
     Inputs with more channels contribute their first C channels, fewer channels are added to the
-    first ones (AlexeyAB's flat-prefix rule, FORMAT-ZOO §7.1); a larger input of the same aspect is
+    first ones (AlexeyAB's flat-prefix rule); a larger input of the same aspect is
     sampled every ``stride``-th pixel (pjreddie's strided rule, §7.3: the resnets' downsampling
     blocks). With ``weights_type`` the raw weights come from ``.weights`` and are normalized as
     ``fuse_conv_batchnorm`` does (§7.2).
@@ -140,7 +140,7 @@ class Crop:
 
 @dataclass(frozen=True)
 class Reorg:
-    """``[reorg]`` (Darknet's index map, not SpaceToDepth) or ``[reorg3d]`` (= SpaceToDepth); FORMAT-ZOO §2."""
+    """``[reorg]`` (Darknet's index map, not SpaceToDepth) or ``[reorg3d]`` (= SpaceToDepth)."""
 
     stride: int
     reverse: bool
@@ -242,7 +242,7 @@ class GaussianYoloHead(YoloHead):
 
 @dataclass
 class RegionHead:
-    """What a ``[region]`` (YOLOv2) section says about decoding its head map (FORMAT-ZOO §3).
+    """What a ``[region]`` (YOLOv2) section says about decoding its head map.
 
     The graph outputs the raw conv map (NCHW, channel ``n·(classes+coords+1) + e``); decoding is
     Darknet's: ``bx = (col + σ(tx))/W``, ``bw = exp(tw)·anchor_w/W`` with anchors in **grid cells**,
@@ -296,7 +296,7 @@ class NetworkPlan:
     layers: list[Layer]
 
 
-ANTIALIAS_BLUR = {1: (3, 1), 2: (2, 0)}  # antialiasing → (blur kernel size, blur padding), FORMAT-ZOO §6.5
+ANTIALIAS_BLUR = {1: (3, 1), 2: (2, 0)}  # antialiasing → (blur kernel size, blur padding)
 
 
 def blur_kernel(antialiasing: int) -> np.ndarray:

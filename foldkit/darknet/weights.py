@@ -1,11 +1,11 @@
 """Darknet ``.weights`` files: read into a built model, write from one, bit-exactly.
 
-Layout (FORMAT.md §3): a header of three int32 (major, minor, revision) and ``seen`` — a uint64
+Layout (Darknet's parser.c, load_weights): a header of three int32 (major, minor, revision) and ``seen`` — a uint64
 when ``major·10 + minor ≥ 2`` (20-byte header, every current file), else an int32 (16 bytes,
 e.g. the published yolov2.weights) — then float32 little-endian records in layer order. A
 ``[convolutional]`` record is: biases (BN's β when ``batch_normalize=1``), then γ, running mean,
 running variance if BN, then the kernel as [filters][c/groups][size][size]. A ``[connected]``
-record is biases, weights [outputs][inputs], then γ, mean, variance if BN (FORMAT-ZOO §4); a
+record is biases, weights [outputs][inputs], then γ, mean, variance if BN; a
 weighted ``[shortcut]`` stores its raw weights (§7.2); a conv with ``share_index`` stores nothing
 (§6.6). Darknet itself never checks the file size; foldkit does, and says how many floats it
 expected and found.
@@ -156,7 +156,7 @@ def _shaped(record: ConvRecord, p: object, header: WeightsHeader) -> ConvRecord:
     """The record's flat arrays viewed in the layer's shapes (weights and, for ``[local]``, the biases)."""
     if isinstance(p, Connected):
         shape: tuple[int, ...] = (p.outputs, p.inputs)
-        if header.transposed:  # stored [inputs][outputs]; Darknet transposes after reading (FORMAT-ZOO §4)
+        if header.transposed:  # stored [inputs][outputs]; Darknet transposes after reading
             record.weight = record.weight.reshape(p.inputs, p.outputs).T.copy()
     elif isinstance(p, Local):  # per output position j: filters × (C, size, size); a bias per output value
         shape = (p.locations, p.filters, p.patch)
