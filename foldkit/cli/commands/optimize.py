@@ -15,9 +15,10 @@ DESCRIPTION = (
     "Build the candidates this machine supports (ONNX Runtime float32 and foldkit's int8, OpenVINO float32, bf16 "
     "where the CPU has it, and int8; CUDA/TensorRT where present), judge each against the original model on "
     "held-out inputs, time them side by side, and write the fastest one that passes the accuracy gate to "
-    "OUT_DIR/model.onnx with a deployment record (also OUT_DIR/deployment.json) that detect and the predictor "
-    f"follow. The gate is every output's SNR ≥ {OPTIMIZE_MIN_SNR_DB:g} dB unless --min-snr or --min-f1 say "
-    "otherwise. Exit 1, nothing written, when no candidate passes."
+    "OUT_DIR/model.onnx with a deployment record (also OUT_DIR/deployment.json) that detect, the predictor, "
+    "the Ray engine and triton follow. "
+    f"The gate is every output's SNR ≥ {OPTIMIZE_MIN_SNR_DB:g} dB unless --min-snr or --min-f1 say otherwise. "
+    "Exit 1, nothing written, when no candidate passes."
 )
 
 
