@@ -68,7 +68,7 @@ def _bench_group(config: BenchConfig, files: ModelFiles, provider: str, batch: i
                  ticker: _Ticker) -> list[Row]:
     """Every variant at one provider and batch size: creation rounds, warm-up, latency rounds, memory."""
     variants = [VARIANTS[n] for n in config.variants if VARIANTS[n].runtime == "ort" or provider == CPU_PROVIDER]
-    feeds = input_feeds(files["ort", UNFOLDED], batch, config.seed)
+    feeds = input_feeds(files["ort", UNFOLDED], batch, config.seed, config.img_size)
     label = f"{provider} batch {batch}"
 
     def open_variant(v: Variant) -> Runner:

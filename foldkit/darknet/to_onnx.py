@@ -23,9 +23,10 @@ from foldkit.darknet import specs as spec
 from foldkit.darknet.graph import GraphWriter, activation
 from foldkit.darknet.plan import plan_network
 from foldkit.darknet.registry import LAYER_TYPES, lookup, require_all
+from foldkit.darknet.sizes import layer_scales, require_dynamic
 from foldkit.darknet.specs import NetworkPlan
 from foldkit.darknet.weights import ConvRecord, read_weights
-from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME
+from foldkit.defaults import DEFAULT_OPSET, HEIGHT_DIM, INPUT_NAME, WIDTH_DIM
 from foldkit.errors import FoldkitError
 from foldkit.fold.affine import UnsafeFoldError, fold_batchnorm
 from foldkit.fold.report import FOLDED, SKIPPED, FoldEntry, FoldReport
@@ -329,8 +330,14 @@ def darknet_to_onnx(
     bn_variant: str = "alexeyab",
     metadata: dict[str, str] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    dynamic_size: bool = False,
 ) -> DarknetOnnx:
     """Convert a cfg (built-in name or path) with its ``.weights``; ``batch=None`` is dynamic.
+
+    ``dynamic_size`` declares the input's height and width (and each output's spatial dimensions)
+    symbolic; the nodes are the same, since none of the layers a dynamic network may have
+    (:func:`foldkit.darknet.sizes.require_dynamic`, which refuses the others) bakes in a size: Resize
+    upsamples by scales, pools pad by what size and stride alone give.
 
     The graph is validated (checker with full checks and strict shape inference) before returning.
     ``progress(done, total, label)`` is called after each layer is written.
@@ -338,6 +345,8 @@ def darknet_to_onnx(
     if opset < MIN_OPSET:
         raise FoldkitError(f"the direct Darknet converter writes opset {MIN_OPSET} or newer, not {opset}")
     plan = plan_network(model, img_size)
+    if dynamic_size:
+        require_dynamic(model, plan)
     _, records = read_weights(plan, weights, bn_variant=bn_variant)
     info = plan.info
     g = GraphWriter(opset)
@@ -354,29 +363,45 @@ def darknet_to_onnx(
         flat.append(isinstance(layer.params, spec.Softmax) or (
             isinstance(layer.params, spec.Passthrough) and layer.sources[0] >= 0 and flat[layer.sources[0]]))
 
-    batch_dim = "batch" if batch is None else batch
-    if info.heads:
-        ends = [(f"head{k}", outputs[head.layer]) for k, head in enumerate(info.heads)]
-        graph_outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT,
-                                                       [batch_dim, *plan.layers[head.layer].shape])
-                         for (name, _), head in zip(ends, info.heads, strict=True)]
-    else:
-        last = plan.layers[-1]
-        shape = [batch_dim, last.shape[0]] if flat[-1] else [batch_dim, *last.shape]
-        ends = [("output", outputs[-1])]
-        graph_outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)]
+    graph_outputs, ends = _graph_outputs(plan, outputs, flat, batch, dynamic_size)
     # a network that hands its input straight out (an [activation] linear) needs a node to name the output
     ends = [(name, g.node("Identity", [internal], name) if internal == INPUT_NAME else internal)
             for name, internal in ends]
     _rename(g.nodes, {internal: name for name, internal in ends})
+    size: list[int | str] = [HEIGHT_DIM, WIDTH_DIM] if dynamic_size else [info.height, info.width]
     image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
-                                          [batch_dim, info.channels, info.height, info.width])
+                                          ["batch" if batch is None else batch, info.channels, *size])
     opsets = [helper.make_opsetid("", opset)]
     graph_model = helper.make_model(helper.make_graph(g.nodes, "darknet", [image], graph_outputs), opset_imports=opsets,
                                     producer_name="foldkit", ir_version=helper.find_min_ir_version_for(opsets))
     add_metadata(graph_model, fold_metadata(report) | {EXPORTER_KEY: "direct"} | (metadata or {}))
     validate_model(graph_model, opset=opset, where=str(model), weights=False, arrays=g.arrays)
     return DarknetOnnx(graph_model, g.arrays, report, plan)
+
+
+def _graph_outputs(plan: NetworkPlan, outputs: list[str], flat: list[bool], batch: int | None,
+                   dynamic_size: bool) -> tuple[list[onnx.ValueInfoProto], list[tuple[str, str]]]:
+    """The declared outputs (heads, or the last layer) and (public name, internal tensor) pairs.
+
+    With ``dynamic_size`` an output that is still a spatial map gets symbolic ``NAME_height`` and
+    ``NAME_width``; one after a global layer ([avgpool], [connected], [softmax]) keeps its fixed shape.
+    """
+    batch_dim: int | str = "batch" if batch is None else batch
+    scales = layer_scales(plan) if dynamic_size else [None] * len(plan.layers)
+
+    def dims(name: str, index: int) -> list[int | str]:
+        shape = plan.layers[index].shape
+        if flat[index]:
+            return [batch_dim, shape[0]]
+        spatial = [f"{name}_{HEIGHT_DIM}", f"{name}_{WIDTH_DIM}"] if scales[index] is not None else list(shape[1:])
+        return [batch_dim, shape[0], *spatial]
+
+    if plan.info.heads:
+        ends = [(f"head{k}", head.layer) for k, head in enumerate(plan.info.heads)]
+    else:
+        ends = [("output", len(plan.layers) - 1)]
+    declared = [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims(name, i)) for name, i in ends]
+    return declared, [(name, outputs[i]) for name, i in ends]
 
 
 def _rename(nodes: list[onnx.NodeProto], names: dict[str, str]) -> None:
