@@ -71,10 +71,20 @@ def _outputs(model, x: np.ndarray) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("route", ["direct", "torch", "decoded"])
 def test_dynamic_export_matches_pytorch_built_at_each_size(tiny, route):
+    _check_parity(tiny, route, SIZES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["direct", "decoded"])
+def test_dynamic_export_at_deployment_sizes(tiny, route):
+    _check_parity(tiny, route, [(320, 320), (416, 416), (608, 608), (256, 416)])
+
+
+def _check_parity(tiny, route: str, sizes: list[tuple[int, int]]) -> None:
     session = ort.InferenceSession(str(tiny[route]), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
     assert read_metadata(onnx.load(str(tiny[route]), load_external_data=False))[STRIDE_KEY] == "32"
-    for k, size in enumerate(SIZES):
+    for k, size in enumerate(sizes):
         model32, model64 = _reference(tiny["cfg"], tiny["weights"], size, decode=route == "decoded")
         x = np.random.default_rng(k).random((2, 3, *size), dtype=np.float32)
         got = session.run(None, {"images": x})
