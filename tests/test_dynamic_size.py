@@ -128,6 +128,25 @@ def test_network_stride_and_fixed_sizes_off_the_stride():
     assert plan_network("yolov3-tiny", (256, 416)).layers[-1].shape == (255, 16, 26)
 
 
+@pytest.mark.parametrize("route", ["direct", "torchscript"])
+def test_strided_shortcut_takes_any_size(tmp_path, route):
+    """pjreddie's strided [shortcut] (the resnets) samples every step-th pixel to the map's end, at any size."""
+    cfg = tmp_path / "net.cfg"
+    cfg.write_text("[net]\nwidth=32\nheight=32\nchannels=3\n\n[convolutional]\nfilters=4\nsize=3\nstride=1\npad=1\n"
+                   "activation=leaky\n\n[convolutional]\nfilters=4\nsize=3\nstride=2\npad=1\nactivation=leaky\n\n"
+                   "[shortcut]\nfrom=-2\nactivation=linear\n")
+    network, _ = load_network(cfg)
+    save_weights(network, tmp_path / "w.weights")
+    export_darknet(cfg, tmp_path / "net.onnx", weights=tmp_path / "w.weights", img_size="dynamic", exporter=route)
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    for size in [(48, 48), (24, 40)]:
+        model32, model64 = _reference(cfg, tmp_path / "w.weights", size)
+        x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
+        (got,), (want,), (f32,) = session.run(None, {"images": x}), _outputs(model64, x), _outputs(model32, x)
+        assert got.shape == want.shape == (1, 4, size[0] // 2, size[1] // 2)
+        assert float(np.abs(got - want).max()) <= 10 * max(float(np.abs(f32 - want).max()), 1e-7)
+
+
 SIZE_BOUND = {
     "[connected]\noutput=10\nactivation=linear": "flattens its input to a fixed length",
     "[local]\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky": "own weights at each",

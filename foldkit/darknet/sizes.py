@@ -120,8 +120,6 @@ _SIZE_BOUND: dict[type, Callable[[Any], str | None]] = {
     spec.DepthMaxPool: lambda p: "reshapes its input to its fixed height and width",
     spec.Reorg: lambda p: ("reinterprets Darknet's buffer with a reshape to its fixed input size"
                            if _is_reinterpreting(p) else None),
-    spec.Shortcut: lambda p: ("samples a larger map at fixed strided bounds" if any(s > 1 for s in p.steps)
-                              else None),
 }
 
 

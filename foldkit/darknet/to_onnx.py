@@ -35,6 +35,7 @@ from foldkit.onnxio.stream import save_with_arrays
 from foldkit.onnxio.validate import validate_model
 
 MIN_OPSET = 13  # Resize with an empty roi, Slice with tensor inputs
+_TO_THE_END = np.iinfo(np.int64).max  # a Slice end that is the axis' end at any input size
 
 
 @dataclass
@@ -236,11 +237,11 @@ class _LayerWriter:
 
     def _shortcut(self, at: _At) -> str:
         g, index, p, inputs, shapes, base = self.g, at.index, at.params, at.inputs, at.shapes, at.base
-        channels, height, width = shapes[0]
+        channels = shapes[0][0]
         aligned = [inputs[0]]
         for x, (c, _, _), step in zip(inputs[1:], shapes[1:], p.steps, strict=True):
-            if step > 1:  # pjreddie's strided rule: every step-th pixel of the larger map
-                bounds = [[0, 0], [height * step, width * step], [2, 3], [step, step]]
+            if step > 1:  # pjreddie's strided rule: every step-th pixel of the larger map (exactly step× larger)
+                bounds = [[0, 0], [_TO_THE_END] * 2, [2, 3], [step, step]]
                 x = g.node("Slice", [x, *(g.ints(b, base) for b in bounds)], base)
             if c > channels:  # AlexeyAB's prefix rule: extra channels are ignored…
                 x = g.node("Slice", [x, *(g.ints(b, base) for b in ([0], [channels], [1]))], base)
