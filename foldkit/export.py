@@ -80,6 +80,7 @@ def export_onnx(
     exporter: str = "torchscript",
     metadata: dict[str, str] | None = None,
     dynamic_size: bool = False,
+    size_multiple: tuple[int, int] = (1, 1),
 ) -> ExportResult:
     """Export ``model`` (NCHW float32 input of ``input_shape``) to ONNX at ``path``.
 
@@ -87,7 +88,8 @@ def export_onnx(
     returned; without, every BatchNorm stays a ``BatchNormalization`` node. ``path=None`` only
     builds and validates the model. The file is written atomically. ``dynamic_size`` leaves the
     input's height and width (and every size that follows from them) free: the model must compute
-    them from its input's shape, as :class:`foldkit.DarknetModel` and its decoder do.
+    them from its input's shape, as :class:`foldkit.DarknetModel` and its decoder do;
+    ``size_multiple`` (the network stride) is what the dynamo exporter is told they are multiples of.
 
     A model that describes its network (a :class:`foldkit.DarknetModel`, or a decoder around one,
     through its ``info``) gets the metadata deployment reads (classes, anchors, heads), so
@@ -106,9 +108,10 @@ def export_onnx(
     output_names = list(names_of()) if callable(names_of) else None
     example = torch.rand(*input_shape, generator=torch.Generator().manual_seed(0))
     dims = _free_dims(dynamic_batch, dynamic_size)
-    onnx_model = (_export_torchscript if exporter == "torchscript" else _export_dynamo)(
-        model, example, opset, dims, output_names
-    )
+    if exporter == "torchscript":
+        onnx_model = _export_torchscript(model, example, opset, dims, output_names)
+    else:
+        onnx_model = _export_dynamo(model, example, opset, dims, output_names, size_multiple)
     fold_constants(onnx_model)
     info = getattr(model, "info", None)
     described = {} if info is None else network_metadata(
@@ -162,15 +165,15 @@ def _output_dims(model: nn.Module, example: torch.Tensor, names: list[str], dims
     return axes
 
 
-def _export_dynamo(model, example, opset, dims, output_names) -> onnx.ModelProto:
+def _export_dynamo(model, example, opset, dims, output_names, multiple: tuple[int, int]) -> onnx.ModelProto:
+    """torch.export's symbolic shapes: height and width as ``stride × blocks``, which the network's
+    routes need (torch.export proves every concatenation for the sizes it is told of); the input's
+    dimensions are then renamed to foldkit's names."""
     try:
         import onnxscript  # noqa: F401 - torch's dynamo exporter needs it
     except ImportError:
         raise FoldkitError("the dynamo exporter needs onnxscript: pip install 'foldkit[dynamo]'") from None
-    if set(dims) - {0}:
-        raise FoldkitError("a dynamic input size goes through the torchscript exporter (or the direct one), "
-                           "not dynamo")
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dims else None
+    dynamic_shapes = ({axis: _dynamo_dim(name, axis, multiple) for axis, name in dims.items()},) if dims else None
     with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "onnxscript"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -179,7 +182,19 @@ def _export_dynamo(model, example, opset, dims, output_names) -> onnx.ModelProto
         )
     if program is None:
         raise FoldkitError("the dynamo exporter returned no ONNX program")
-    return program.model_proto
+    proto = program.model_proto
+    for axis, name in dims.items():
+        proto.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = name
+    return proto
+
+
+def _dynamo_dim(name: str, axis: int, multiple: tuple[int, int]) -> Any:
+    """The batch as a free Dim; height and width as a multiple of the stride times a free block count."""
+    if axis == 0:
+        return torch.export.Dim(name, min=1)
+    step = multiple[axis - 2]
+    blocks = torch.export.Dim(f"{name}_blocks", min=1)
+    return blocks * step if step > 1 else blocks
 
 
 @contextlib.contextmanager

@@ -104,7 +104,7 @@ def export_darknet(
         raise FoldkitError(f"img_size must be a size or {DYNAMIC_SIZE!r}, not {img_size!r}")
     plan = plan_network(model, None if dynamic_size else cast(ImageSize | None, img_size))
     stride = require_dynamic(model, plan) if dynamic_size else network_stride(plan)
-    sized = dict(img_size=None if dynamic_size else img_size, dynamic_size=dynamic_size, stride=stride_text(stride))
+    sized = dict(img_size=None if dynamic_size else img_size, dynamic_size=dynamic_size, stride=stride)
     if route == "direct":
         if weights is None:
             raise FoldkitError("the direct exporter converts a cfg with its .weights; without weights use torchscript")
@@ -123,7 +123,7 @@ def _export_direct(model, output, *, weights, img_size, batch, opset, fold, bn_v
                                 bn_variant=bn_variant, progress=progress, dynamic_size=dynamic_size)
     shape = input_shape(converted.plan.info, batch)
     add_metadata(converted.graph_model,
-                 network_metadata(converted.plan.info, shape, decoded=False) | {STRIDE_KEY: stride})
+                 network_metadata(converted.plan.info, shape, decoded=False) | {STRIDE_KEY: stride_text(stride)})
     if output is not None:
         converted.save(output)
     return ExportResult(path=None if output is None else Path(output), model=None,
@@ -169,7 +169,7 @@ def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold,
     exported = YoloDecoder(network, dynamic_size=dynamic_size) if decode else network
     result = export_onnx(exported, None if nms is not None else output, input_shape=shape, fold=fold, opset=opset,
                          dynamic_batch=batch is None, exporter=exporter, dynamic_size=dynamic_size,
-                         metadata={STRIDE_KEY: stride})
+                         size_multiple=stride, metadata={STRIDE_KEY: stride_text(stride)})
     result.weights_source = source
     if nms is not None and result.model is not None:
         result.model = append_nms(result.model, nms, where=str(model))

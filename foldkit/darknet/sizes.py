@@ -106,10 +106,6 @@ def network_stride(plan: spec.NetworkPlan) -> tuple[int, int]:
     return (math.ceil(max(s[0] for s in spatial)), math.ceil(max(s[1] for s in spatial)))
 
 
-def _is_reinterpreting(p: spec.Reorg) -> bool:
-    return p.darknet_map != p.reverse
-
-
 # Why a layer's ONNX depends on the size of the spatial map it reads (checked only where it reads one).
 _SIZE_BOUND: dict[type, Callable[[Any], str | None]] = {
     spec.Connected: lambda p: f"flattens its input to a fixed length ({p.inputs} values) for its weights",
@@ -118,8 +114,6 @@ _SIZE_BOUND: dict[type, Callable[[Any], str | None]] = {
     spec.Detection: lambda p: f"is YOLOv1's fixed grid of {p.cells} cells",
     spec.Softmax: lambda p: "takes its softmax over the flattened C·H·W values, whose count follows the size",
     spec.DepthMaxPool: lambda p: "reshapes its input to its fixed height and width",
-    spec.Reorg: lambda p: ("reinterprets Darknet's buffer with a reshape to its fixed input size"
-                           if _is_reinterpreting(p) else None),
 }
 
 

@@ -260,15 +260,27 @@ class _LayerWriter:
 
     def _reorg(self, at: _At) -> str:
         p, out_shape, x, base = at.params, at.shape, at.inputs[0], at.base
-        g, s, (c, h, w) = self.g, p.stride, p.in_shape
+        g, s, c = self.g, p.stride, p.in_shape[0]
         reinterpret = p.darknet_map != p.reverse  # Darknet's buffer seen as (C/s², H·s, W·s) around the map
         if reinterpret:
-            x = g.node("Reshape", [x, g.ints([-1, c // (s * s), h * s, w * s], base)], base)
+            x = _reshape_spatial(g, x, c // (s * s), "Mul", s, base)
         if p.reverse:
             out = g.node("DepthToSpace", [x], base, blocksize=s, mode="DCR")
         else:
             out = g.node("SpaceToDepth", [x], base, blocksize=s)
-        return g.node("Reshape", [out, g.ints([-1, *out_shape], base)], base) if reinterpret else out
+        if not reinterpret:
+            return out
+        # reinterpreted back: the op's map is s times this layer's in H and W, either way round
+        return _reshape_spatial(g, out, out_shape[0], "Div", s, base)
+
+
+def _reshape_spatial(g: GraphWriter, x: str, channels: int, op: str, factor: int, base: str) -> str:
+    """Reshape (N, ·, H, W) to (N, ``channels``, H op factor, W op factor), H and W read from ``x`` at run
+    time (Shape, Slice), so the node holds at any input size."""
+    hw = g.node("Slice", [g.node("Shape", [x], base), g.ints([2], base), g.ints([4], base)], base)
+    target = g.node("Concat", [g.ints([-1, channels], base), g.node(op, [hw, g.ints([factor], base)], base)], base,
+                    axis=0)
+    return g.node("Reshape", [x, target], base)
 
 
 _WRITERS: dict[type, Callable[[_LayerWriter, _At], str]] = {
