@@ -167,6 +167,28 @@ def test_reshaping_layers_take_any_size(tmp_path, route, layers):
         assert float(np.abs(got - want).max()) <= 10 * max(float(np.abs(f32 - want).max()), 1e-7)
 
 
+POOLS = ("[maxpool]\nsize=2\nstride=2\n\n[maxpool]\nsize=3\nstride=2\n\n[maxpool]\nsize=2\nstride=1\n\n"
+         "[local_avgpool]\nsize=3\nstride=2\n\n" + CONV.format(2) + "[avgpool]\n")
+
+
+@pytest.mark.parametrize("route", ["direct", "torchscript"])
+def test_pool_padding_holds_at_odd_sizes(tmp_path, route):
+    """Darknet's pool pads come from size, stride and padding alone (ceil-mode windows, trailing −∞ pads):
+    a classifier traced at 32×32 runs at odd sizes exactly as PyTorch built at each of them."""
+    cfg = tmp_path / "pools.cfg"
+    cfg.write_text("[net]\nwidth=32\nheight=32\nchannels=3\n\n" + CONV.format(1) + POOLS)
+    network, _ = load_network(cfg)
+    save_weights(network, tmp_path / "w.weights")
+    export_darknet(cfg, tmp_path / "pools.onnx", weights=tmp_path / "w.weights", img_size="dynamic", exporter=route)
+    session = ort.InferenceSession(str(tmp_path / "pools.onnx"), providers=["CPUExecutionProvider"])
+    for size in [(33, 47), (17, 21), (50, 9)]:
+        model32, model64 = _reference(cfg, tmp_path / "w.weights", size)
+        x = np.random.default_rng(1).random((1, 3, *size), dtype=np.float32) * 2 - 1
+        (got,), (want,), (f32,) = session.run(None, {"images": x}), _outputs(model64, x), _outputs(model32, x)
+        assert got.shape == want.shape == (1, 8, 1, 1)
+        assert float(np.abs(got - want).max()) <= 10 * max(float(np.abs(f32 - want).max()), 1e-7)
+
+
 SIZE_BOUND = {
     "[connected]\noutput=10\nactivation=linear": "flattens its input to a fixed length",
     "[local]\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky": "own weights at each",

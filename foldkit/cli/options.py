@@ -95,10 +95,11 @@ def export_image_size(text: str) -> int | tuple[int, int] | str:
             from None
 
 
-def add_image_size(parser: argparse.ArgumentParser, *, default_help: str) -> None:
+def add_image_size(parser: argparse.ArgumentParser, *, default_help: str = "", default: int | None = None) -> None:
     """``--img-size N|HxW``: the input size a command builds, runs or times the network at."""
-    parser.add_argument("--img-size", type=image_size, metavar="N|HxW",
-                        help=f"input size: N (square) or HxW, height x width (default: {default_help})")
+    text = "input size: N (square) or HxW, height x width"
+    parser.add_argument("--img-size", type=image_size, metavar="N|HxW", default=default,
+                        help=text if default is not None else f"{text} (default: {default_help})")
 
 
 def batch_list(text: str) -> list[int]:
