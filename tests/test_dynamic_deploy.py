@@ -172,3 +172,23 @@ def test_exported_model_records_the_stride(seeded):
 
     meta = read_metadata(onnx.load(str(seeded / "fixed.onnx"), load_external_data=False))
     assert meta[STRIDE_KEY] == "32"
+
+
+def test_input_size_of_a_model():
+    from foldkit.onnxio.input_size import input_size
+    from foldkit.onnxio.metadata import INPUT_SHAPE_KEY, STRIDE_KEY
+
+    meta = {INPUT_SHAPE_KEY: "[1, 3, 100, 200]", STRIDE_KEY: "32"}
+    assert input_size([1, 3, 64, 96], meta, "m").choose(None) == (64, 96)  # fixed: its own size, stride aside
+    dynamic = input_size(["batch", 3, "height", "width"], meta, "m")
+    assert dynamic.dynamic and dynamic.choose(None) == (100, 200)  # the exported size, proven by the export
+    assert dynamic.choose(32) == (32, 32) and dynamic.choose((64, 320)) == (64, 320)
+    with pytest.raises(FoldkitError, match="m: input size 64x100 is not a multiple of the network stride 32"):
+        dynamic.choose((64, 100))
+    assert input_size([1, 3, "h", "w"], {STRIDE_KEY: "16x8"}, "m").choose((16, 8)) == (16, 8)
+    with pytest.raises(FoldkitError, match="states no size"):
+        input_size([1, 3, "h", "w"], {}, "m").choose(None)
+    with pytest.raises(FoldkitError, match="fixes one of height and width"):
+        input_size([1, 3, 64, "w"], {}, "m")
+    with pytest.raises(FoldkitError, match="malformed foldkit.stride"):
+        input_size([1, 3, "h", "w"], {STRIDE_KEY: "0"}, "m")

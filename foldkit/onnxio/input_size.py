@@ -42,10 +42,11 @@ class InputSize:
                 raise FoldkitError(f"{self.where}: the input size is fixed at {_text(self.fixed)}, not "
                                    f"{_text(size)}; export the network with --img-size dynamic (or at this size)")
             return self.fixed
-        size = size or self.default
-        if size is None:
-            raise FoldkitError(f"{self.where}: the input's height and width are dynamic and the model states no "
-                               "size; give --img-size")
+        if size is None:  # the size the model was exported at: proven by the export, whatever the stride
+            if self.default is None:
+                raise FoldkitError(f"{self.where}: the input's height and width are dynamic and the model states "
+                                   "no size; give --img-size")
+            return self.default
         self.check(size)
         return size
 

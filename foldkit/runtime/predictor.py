@@ -81,14 +81,18 @@ class Predictor:
 
     def _image_size(self, requested: int | tuple[int, int] | None) -> tuple[int, int] | None:
         """(H, W) an NCHW image model runs at: its fixed size, or for a dynamic one ``requested`` or the size
-        it was exported at (a multiple of its stride, :mod:`foldkit.onnxio.input_size`); None for other inputs."""
+        it was exported at (a multiple of its stride, :mod:`foldkit.onnxio.input_size`); None where the
+        model states none and none was asked for."""
         from foldkit.onnxio.input_size import input_size
 
-        if len(self.input_shape) != 4:
-            if requested is not None:
+        if requested is not None:
+            if len(self.input_shape) != 4:
                 raise FoldkitError(f"{self.path}: an image size needs an NCHW input, not {self.input_shape}")
+            return input_size(self.input_shape, self.metadata, str(self.path)).choose(requested)
+        try:
+            return input_size(self.input_shape, self.metadata, str(self.path)).choose(None)
+        except FoldkitError:  # not an image input, or one that states no size: the caller's arrays decide
             return None
-        return input_size(self.input_shape, self.metadata, str(self.path)).choose(requested)
 
     def _open(self, candidates: list[str], strict: bool) -> Backend:
         for provider in candidates:
