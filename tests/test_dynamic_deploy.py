@@ -185,6 +185,8 @@ def test_input_size_of_a_model():
     assert dynamic.choose(32) == (32, 32) and dynamic.choose((64, 320)) == (64, 320)
     with pytest.raises(FoldkitError, match="m: input size 64x100 is not a multiple of the network stride 32"):
         dynamic.choose((64, 100))
+    with pytest.raises(FoldkitError, match="an input image of 3200000x3200000"):
+        dynamic.choose(3_200_000)
     assert input_size([1, 3, "h", "w"], {STRIDE_KEY: "16x8"}, "m").choose((16, 8)) == (16, 8)
     with pytest.raises(FoldkitError, match="states no size"):
         input_size([1, 3, "h", "w"], {}, "m").choose(None)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from foldkit.errors import FoldkitError
+from foldkit.limits import ensure_fits
 from foldkit.onnxio.metadata import INPUT_SHAPE_KEY, STRIDE_KEY
 
 Size = tuple[int, int]  # (height, width)
@@ -51,11 +52,13 @@ class InputSize:
         return size
 
     def check(self, size: Size) -> None:
-        """A dynamic model's size must be a positive multiple of its stride, per axis."""
+        """A dynamic model's size must be a positive multiple of its stride, per axis, and its float32
+        RGB input alone must fit in memory (a typo such as 41600 is refused before anything runs)."""
         if min(size) < 1 or size[0] % self.stride[0] or size[1] % self.stride[1]:
             stride = str(self.stride[0]) if self.stride[0] == self.stride[1] else _text(self.stride)
             raise FoldkitError(f"{self.where}: input size {_text(size)} is not a multiple of the network stride "
                                f"{stride}")
+        ensure_fits(4.0 * 3 * size[0] * size[1], f"{self.where}: an input image of {_text(size)}")
 
 
 def _text(size: Size) -> str:
