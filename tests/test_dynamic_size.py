@@ -225,6 +225,16 @@ def test_after_a_global_layer_sizes_no_longer_matter(tmp_path):
     assert out.shape == (1, 5) and abs(float(out.sum()) - 1.0) < 1e-5
 
 
+def test_inspect_says_the_stride_and_whether_dynamic_is_possible(tmp_path):
+    from foldkit.inspect import inspect_target
+
+    assert inspect_target("yolov3-tiny").endswith(
+        "Input size: network stride 32; --img-size dynamic exports any multiple of it")
+    cfg = tmp_path / "net.cfg"
+    cfg.write_text("[net]\nwidth=16\nheight=16\nchannels=3\n\n" + CONV.format(2) + "[connected]\noutput=3\n")
+    assert f"stride 2; --img-size dynamic is refused: {cfg}:13: [connected] layer 1" in inspect_target(cfg)
+
+
 def test_image_size_options():
     import argparse
 
