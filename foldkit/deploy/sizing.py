@@ -4,7 +4,7 @@
 ``--img-size`` a dynamic model runs at), Darknet's letterbox arithmetic as always. ``"rect"``
 (Ultralytics' rectangular inference) first fits the image into that size the same way, then trims
 the canvas: each side only up to the next multiple of the network stride. The image is resized to
-exactly the size the square letterbox gives it (proved in the tests), so detections are those of
+exactly the size the square letterbox gives it (the tests check it), so detections are those of
 the square letterbox on less gray border — fewer pixels to run. Boxes map back through Darknet's
 ``correct_yolo_boxes`` of the rect canvas (:func:`foldkit.darknet.preprocess.box_correction`).
 
