@@ -194,3 +194,13 @@ def test_input_size_of_a_model():
         input_size([1, 3, 64, "w"], {}, "m")
     with pytest.raises(FoldkitError, match="malformed foldkit.stride"):
         input_size([1, 3, "h", "w"], {STRIDE_KEY: "0"}, "m")
+
+
+def test_quantize_calibrates_a_dynamic_model_at_its_exported_size(seeded):
+    from foldkit.quantize.calibration import SyntheticCalibrationWarning, load_calibration, model_input
+
+    name, shape = model_input(onnx.load(str(seeded / "dynamic.onnx")), "m")
+    assert (name, shape) == ("images", (None, 3, 416, 416))
+    with pytest.warns(SyntheticCalibrationWarning):
+        data = load_calibration(shape, random_count=2, held_out=1)
+    assert data.calibration.shape == (2, 3, 416, 416)
