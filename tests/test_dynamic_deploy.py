@@ -204,3 +204,38 @@ def test_quantize_calibrates_a_dynamic_model_at_its_exported_size(seeded):
     with pytest.warns(SyntheticCalibrationWarning):
         data = load_calibration(shape, random_count=2, held_out=1)
     assert data.calibration.shape == (2, 3, 416, 416)
+
+
+def test_triton_python_entry_runs_a_dynamic_detector_at_a_size_with_rect(seeded, tmp_path, capsys):
+    """The entry records the size and letterbox; the served handler finds what ``foldkit detect`` finds with them."""
+    import json
+
+    from PIL import Image
+
+    from foldkit.deploy.triton.served import TritonPythonModel
+
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed")
+    from google.protobuf import json_format, text_format
+
+    assert main(["triton", str(seeded / "dynamic.onnx"), "--repo", str(tmp_path / "repo"), "--backend", "python",
+                 "--img-size", "96", "--letterbox", "rect", "--name", "d"]) == 0
+    config = text_format.Parse((tmp_path / "repo" / "d" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    parameters = {k: v.string_value for k, v in config.parameters.items()}
+    assert (parameters["foldkit_img_size"], parameters["foldkit_letterbox"]) == ("96x96", "rect")
+    served = TritonPythonModel()
+    served.initialize({"model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
+                       "model_repository": str(tmp_path / "repo" / "d"), "model_version": "1"})
+    image = np.random.default_rng(5).integers(0, 256, (60, 100, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    encoded = np.frombuffer((tmp_path / "a.png").read_bytes(), np.uint8)
+    answer = served.handler({"image": encoded, "conf": np.array([0.05], np.float32)})
+    want = detect_images(seeded / "dynamic.onnx", [tmp_path / "a.png"], None, conf=0.05, img_size=96,
+                         letterbox="rect")[0].detections[:answer["detections"].shape[0]]
+    rows = answer["detections"][:int(answer["count"][0])]
+    assert len(want) > 2 and len(rows) == len(want)
+    assert np.allclose(rows[:, :4], [d.box for d in want], atol=1e-3) and list(rows[:, 5]) == [d.class_id for d in want]
+    capsys.readouterr()
+    for model, extra in (("fixed.onnx", ["--backend", "python", "--letterbox", "rect"]),
+                         ("dynamic.onnx", ["--img-size", "96"])):  # a fixed model; the onnxruntime backend
+        assert main(["triton", str(seeded / model), "--repo", str(tmp_path / "r2"), *extra]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -35,11 +35,16 @@ def run_size(predictor: Predictor, requested: int | Size | None, mode: str = DEF
              ) -> tuple[InputSize, Size]:
     """A predictor's input size and the size to run it at; a rect letterbox needs a dynamic model."""
     sizing = input_size(predictor.input_shape, predictor.metadata, str(predictor.path))
-    chosen = sizing.choose(requested if requested is not None else predictor.image_size)
+    return sizing, choose_size(sizing, requested if requested is not None else predictor.image_size, mode)
+
+
+def choose_size(sizing: InputSize, requested: int | Size | None, mode: str) -> Size:
+    """:meth:`InputSize.choose`, and a rect letterbox refused for a model whose size is fixed."""
+    chosen = sizing.choose(requested)
     if check_letterbox(mode) == "rect" and not sizing.dynamic:
-        raise FoldkitError(f"{predictor.path}: a rect letterbox needs a model with a dynamic height and width "
+        raise FoldkitError(f"{sizing.where}: a rect letterbox needs a model with a dynamic height and width "
                            f"(this one is fixed at {chosen[0]}x{chosen[1]}); export it with --img-size dynamic")
-    return sizing, chosen
+    return chosen
 
 
 def rect_size(width: int, height: int, size: Size, stride: Size) -> Size:

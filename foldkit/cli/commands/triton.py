@@ -6,7 +6,7 @@ import argparse
 
 from foldkit.cli import options
 from foldkit.cli.codes import EXIT_OK
-from foldkit.defaults import DEFAULT_MAX_DET, TRITON_BACKENDS, TRITON_KINDS
+from foldkit.defaults import DEFAULT_MAX_DET, LETTERBOX_MODES, TRITON_BACKENDS, TRITON_KINDS
 from foldkit.errors import FoldkitError
 
 NAME = "triton"
@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-det", type=options.max_det,
                         default=DEFAULT_MAX_DET,
                         help="with --backend python: detection rows per image (a model with NMS keeps its own)")
+    options.add_image_size(parser, default_help="the model's own; with --backend python, the size a detector "
+                                                "exported with --img-size dynamic runs at")
+    parser.add_argument("--letterbox", choices=LETTERBOX_MODES,
+                        help="with --backend python: square, or rect for a dynamic-size detector (each image's "
+                             "input only up to the next multiple of the network stride; default: square)")
     parser.add_argument("--write-backends", metavar="DIR",
                         help="also write DIR/python/ from nvidia-pytriton with this Python's stub, for its "
                              "tritonserver --backend-directory DIR")
@@ -48,11 +53,13 @@ def run(args: argparse.Namespace) -> int:
         if args.kind != "cpu":
             raise FoldkitError("--backend python runs ONNX Runtime on the CPU: --kind gpu does not apply")
         config = write_python_repository(args.model, args.repo, name=args.name, instances=args.instances,
-                                         max_det=args.max_det, tensors=args.tensors)
+                                         max_det=args.max_det, tensors=args.tensors, img_size=args.img_size,
+                                         letterbox=args.letterbox)
         print(f"wrote {config}, {config.parent / '1' / 'model.py'} and {config.parent / '1' / 'model.onnx'}")
     else:
-        if args.tensors:
-            raise FoldkitError("--tensors applies to --backend python; the onnxruntime backend serves tensors")
+        if args.tensors or args.img_size is not None or args.letterbox is not None:
+            raise FoldkitError("--tensors, --img-size and --letterbox apply to --backend python; the onnxruntime "
+                               "backend serves the model's tensors as they are")
         config = write_repository(args.model, args.repo, name=args.name, max_batch=args.max_batch,
                                   instances=args.instances, kind=args.kind)
         print(f"wrote {config} and {config.parent / '1' / 'model.onnx'}")
