@@ -46,3 +46,10 @@ DEFAULT_MAX_DET = 300
 MAX_MAX_DET = 100_000  # more rows per image than any detector yields; a larger value is a typo
 OPTIMIZE_MIN_SNR_DB = 30.0  # `foldkit optimize`'s default accuracy gate: every output's held-out SNR
 OPTIMIZE_BUDGET_S = 20.0  # `foldkit optimize`'s default time for the interleaved latency rounds
+
+# Input sizes (foldkit/darknet/sizes.py): the img_size that leaves height and width free, the names of those
+# dimensions in the graph, and how detect fits an image into a dynamic model's input (deploy/sizing.py).
+DYNAMIC_SIZE = "dynamic"
+HEIGHT_DIM, WIDTH_DIM = "height", "width"
+LETTERBOX_MODES = ("square", "rect")  # square: the full input size; rect: only up to the next stride multiple
+DEFAULT_LETTERBOX = "square"

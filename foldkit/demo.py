@@ -17,7 +17,7 @@ from foldkit.runtime import create_session, random_inputs, resolve_providers, ru
 
 
 def run_demo(
-    model_name: str = "yolov3-tiny", *, img_size: int = 416, out: Path = Path("foldkit-demo"),
+    model_name: str = "yolov3-tiny", *, img_size: int | tuple[int, int] = 416, out: Path = Path("foldkit-demo"),
     rounds: int = 20, threads: int | None = None, seed: int = 0,
 ) -> bool:
     """Print each step's result; return whether every parity check passed."""

@@ -3,7 +3,8 @@
 For a Darknet cfg (or built-in name) the table is the network plan's: each layer's index, section
 type, output shape C×H×W and whether its normalization folds (and, if not, why), followed by the
 fork choices the result depends on (BatchNorm ε, and each Darknet behaviour where AlexeyAB's and
-pjreddie's builds disagree that this network relies on). For an ONNX file it is the fold report.
+pjreddie's builds disagree that this network relies on), and the network stride with whether
+the network can be exported with a dynamic size. For an ONNX file it is the fold report.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from foldkit.darknet import specs as spec
 from foldkit.darknet.build import DarknetModel, build_model
+from foldkit.darknet.sizes import network_stride, require_dynamic, stride_text
 from foldkit.errors import FoldkitError
 from foldkit.fold.onnx import fold_onnx, node_counts
 from foldkit.fold.report import FOLDED, FoldReport
@@ -87,4 +89,15 @@ def inspect_target(target: str | os.PathLike, *, bn_variant: str = "alexeyab",
         return f"{target}: {sum(before.values())} nodes ({ops})\n{report.format(verbose=True)}"
     if bn_variant not in BN_EPSILON_NOTES:
         raise FoldkitError(f"unknown BatchNorm variant {bn_variant!r}; choose one of {', '.join(BN_EPSILON_NOTES)}")
-    return f"{target}: " + inspect_module(build_model(target, img_size), bn_variant=bn_variant)
+    network = build_model(target, img_size)
+    return f"{target}: " + inspect_module(network, bn_variant=bn_variant) + "\n" + _size_line(target, network.plan)
+
+
+def _size_line(target: str | os.PathLike, plan: spec.NetworkPlan) -> str:
+    """The network stride, and whether ``export --img-size dynamic`` can leave height and width free."""
+    stride = stride_text(network_stride(plan))
+    try:
+        require_dynamic(target, plan)
+    except FoldkitError as refused:
+        return f"Input size: network stride {stride}; --img-size dynamic is refused: {refused}"
+    return f"Input size: network stride {stride}; --img-size dynamic exports any multiple of it"

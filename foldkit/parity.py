@@ -203,7 +203,8 @@ def compare_onnx_models(
     _check_same_inputs(backends[0], backends[1], labels)
     metadata = read_metadata(protos[1])
     probes = make_probes(input_specs(backends[1], backends[0]), seed=seed, batch=batch,
-                         value_range=value_range or known_range(metadata), declared=_declared_shape(metadata))
+                         value_range=value_range or known_range(metadata), declared=_declared_shape(metadata),
+                         strides=_declared_strides(metadata, str(labels[1])))
     report = ParityReport(*labels)
     for probe in probes:
         if min_snr is not None and not probe.in_range:  # a quantized model clips what it was not calibrated on
@@ -240,6 +241,16 @@ def _declared_shape(metadata: dict[str, str]) -> list[int] | None:
     except ValueError:
         return None
     return shape if isinstance(shape, list) and all(isinstance(d, int) for d in shape) else None
+
+
+def _declared_strides(metadata: dict[str, str], where: str) -> list[int] | None:
+    """Per NCHW axis, the network stride a foldkit export states (``foldkit.stride``): 1 for N and C."""
+    from foldkit.onnxio.input_size import declared_stride
+    from foldkit.onnxio.metadata import STRIDE_KEY
+
+    if STRIDE_KEY not in metadata:
+        return None
+    return [1, 1, *declared_stride(metadata, where)]
 
 
 def _run_probe(backends, probe, report: ParityReport, **tolerances) -> ProbeOutcome:

@@ -89,13 +89,14 @@ def known_range(metadata: dict[str, str]) -> tuple[float, float] | None:
 
 def make_probes(
     specs: Sequence[InputSpec], *, seed: int = 0, batch: int = 1, value_range: tuple[float, float] | None = None,
-    declared: Sequence[int] | None = None,
+    declared: Sequence[int] | None = None, strides: Sequence[int] | None = None,
 ) -> list[Probe]:
     """Every distribution at every shape plan, seeded per probe (a failure names its probe and reproduces).
 
     ``batch`` is the first size of a dynamic leading (batch) dimension; ``batch + 1`` is tried too.
     ``declared`` is the model's own input shape when it states one (metadata): its sizes are tried
-    first for dynamic non-batch dimensions.
+    first for dynamic non-batch dimensions. ``strides`` (per axis, metadata ``foldkit.stride``) makes
+    every size of a dynamic dimension a multiple of its stride: a network with routes runs at no other.
     """
     if batch < 1:
         raise FoldkitError(f"the batch size must be at least 1, got {batch}")
@@ -103,7 +104,7 @@ def make_probes(
     if len(span) != 2 or not (np.isfinite(span).all() and span[0] < span[1]):
         raise FoldkitError(f"the input range must be two finite numbers LO < HI, got {list(span)}")
     probes = []
-    for plan_index, plan in enumerate(_shape_plans(specs, batch, declared)):
+    for plan_index, plan in enumerate(_shape_plans(specs, batch, declared, strides)):
         for dist_index, (name, draw) in enumerate(DISTRIBUTIONS.items()):
             rng = np.random.default_rng([seed, plan_index, dist_index])
             label = name.format(lo=span[0], hi=span[1]) + (" (the input's range)" if name == IN_RANGE else "")
@@ -123,7 +124,8 @@ def _fixed(dim) -> bool:
     return isinstance(dim, int) and dim > 0
 
 
-def _shape_plans(specs: Sequence[InputSpec], batch: int, declared: Sequence[int] | None) -> list[dict]:
+def _shape_plans(specs: Sequence[InputSpec], batch: int, declared: Sequence[int] | None,
+                 strides: Sequence[int] | None = None) -> list[dict]:
     """One or two concrete shapes per input: two when any dimension is dynamic, so each dynamic one gets two sizes.
 
     A dynamic dimension named the same in several inputs gets the same size in each.
@@ -136,7 +138,10 @@ def _shape_plans(specs: Sequence[InputSpec], batch: int, declared: Sequence[int]
         for spec in specs:
             shape = []
             for axis, dim in enumerate(spec.shape):
-                size = dim if isinstance(dim, int) and dim > 0 else _dynamic_size(axis, which, batch, declared)
+                stride = strides[axis] if strides and axis < len(strides) and axis > 0 else 1
+                size = dim if isinstance(dim, int) and dim > 0 else (
+                    _dynamic_size(axis, which, batch, declared) if stride == 1
+                    else _stride_size(axis, which, declared, stride))
                 if isinstance(dim, str) and dim:
                     size = by_name.setdefault(dim, size)
                 shape.append(size)
@@ -152,6 +157,16 @@ def _dynamic_size(axis: int, which: int, batch: int, declared: Sequence[int] | N
     if declared_size is None:
         return SPATIAL_SIZES[which]
     return declared_size if which == 0 else next(s for s in (*SPATIAL_SIZES, declared_size + 1) if s != declared_size)
+
+
+def _stride_size(axis: int, which: int, declared: Sequence[int] | None, stride: int) -> int:
+    """A multiple of ``stride``: the declared size (else two strides) first; then, so the second probe is
+    rectangular, one stride less on the first such axis (height) and one more on the others (width)."""
+    declared_size = declared[axis] if declared and axis < len(declared) and _fixed(declared[axis]) else None
+    first = declared_size if declared_size and declared_size % stride == 0 else 2 * stride
+    if which == 0:
+        return first
+    return first - stride if axis == 2 and first > stride else first + stride
 
 
 def _values(spec: InputSpec, shape: tuple[int, ...], draw: Draw, rng: np.random.Generator,

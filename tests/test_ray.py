@@ -161,3 +161,19 @@ def test_a_model_failure_in_an_actor_is_one_line_exit_2(ray_cluster, small, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["foldkit detect: error: the model has 2 outputs but 1 YOLO heads are described"]
     assert not out.exists()
+
+
+def test_rect_batches_of_mixed_sizes_equal_local(ray_cluster, small, tmp_path):
+    """A dynamic model with the rect letterbox: each Ray batch splits into same-size groups as the local one does."""
+    model, images = small
+    dynamic = tmp_path / "dynamic.onnx"
+    assert main(["export", "yolov3-tiny", "--weights", str(model.parent / "w.weights"), "--img-size", "dynamic",
+                 "-o", str(dynamic), "--batch", "dynamic"]) == 0
+    settings = dict(conf=0.3, batch=3, img_size=64, letterbox="rect")
+    local = detect_images(dynamic, _readable(images), table=tmp_path / "local.jsonl", **settings)
+    detect_with_ray(dynamic, [images], table=tmp_path / "ray.jsonl", workers=1, **settings)
+    rows = {r["image"]: r for r in map(json.loads, (tmp_path / "ray.jsonl").read_text().splitlines())}
+    assert sum(len(r.detections) for r in local) > 0
+    for record in map(json.loads, (tmp_path / "local.jsonl").read_text().splitlines()):
+        assert {k: v for k, v in rows[record["image"]].items() if k != "runtime"} == \
+            {k: v for k, v in record.items() if k != "runtime"}

@@ -22,7 +22,7 @@ class BenchConfig:
     variants: list[str]
     batches: list[int]
     providers: list[str]
-    img_size: int | None = None
+    img_size: int | tuple[int, int] | None = None  # a cfg's export size; an .onnx's run size where it is dynamic
     weights: str | None = None
     threads: int | None = None
     warmup: int = 3

@@ -17,7 +17,7 @@ import onnx
 from foldkit.bench.config import BenchConfig
 from foldkit.bench.memory import peak_rss_mb
 from foldkit.bench.results import BenchResult, Row, environment
-from foldkit.bench.runners import Runner, input_feeds, open_runner, ran_ops
+from foldkit.bench.runners import Runner, input_feeds, open_runner, ran_ops, run_size
 from foldkit.bench.variants import UNFOLDED, VARIANTS, ModelFiles, Variant, prepare_models, require_known
 from foldkit.errors import FoldkitError
 from foldkit.fold.onnx import node_counts
@@ -44,6 +44,9 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         files = prepare_models(config, folder, notes)
+        size = run_size(files["ort", UNFOLDED], config.img_size)
+        if size is not None:
+            notes.append(f"input height x width: {size[0]}x{size[1]}")
         for provider in providers:
             for batch in config.batches:
                 rows += _bench_group(config, files, provider, batch, baseline, folder, ticker)
@@ -68,7 +71,7 @@ def _bench_group(config: BenchConfig, files: ModelFiles, provider: str, batch: i
                  ticker: _Ticker) -> list[Row]:
     """Every variant at one provider and batch size: creation rounds, warm-up, latency rounds, memory."""
     variants = [VARIANTS[n] for n in config.variants if VARIANTS[n].runtime == "ort" or provider == CPU_PROVIDER]
-    feeds = input_feeds(files["ort", UNFOLDED], batch, config.seed)
+    feeds = input_feeds(files["ort", UNFOLDED], batch, config.seed, config.img_size)
     label = f"{provider} batch {batch}"
 
     def open_variant(v: Variant) -> Runner:

@@ -47,13 +47,31 @@ def available_providers() -> list[str]:
     return provider_preference("auto")[::-1]
 
 
-def input_feeds(model: Path, batch: int, seed: int) -> dict[str, np.ndarray]:
-    """The seeded input every variant gets: :func:`foldkit.runtime.random_inputs` of the model's one input."""
+def input_feeds(model: Path, batch: int, seed: int, img_size: int | tuple[int, int] | None = None
+                ) -> dict[str, np.ndarray]:
+    """The seeded input every variant gets: :func:`foldkit.runtime.random_inputs` of the model's one input,
+    at :func:`run_size`."""
     session = create_session(model, providers="cpu", opt_level="disable")
     if len(session.get_inputs()) != 1:
         raise FoldkitError(f"{model}: bench needs a model with one input, found {len(session.get_inputs())}")
     _check_batch(model, session.get_inputs()[0].shape, batch)
-    return random_inputs(session, seed=seed, batch=batch)
+    return random_inputs(session, seed=seed, batch=batch, size=run_size(model, img_size))
+
+
+def run_size(model: Path, img_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """(H, W) of an NCHW model's runs: ``img_size`` where its height and width are dynamic, else the size its
+    metadata states (:class:`foldkit.onnxio.input_size.InputSize`); a fixed model only at its own. None
+    for other inputs."""
+    from foldkit.onnxio.files import load_onnx
+    from foldkit.onnxio.input_size import input_size
+    from foldkit.onnxio.metadata import read_metadata
+
+    proto = load_onnx(model, load_external_data=False)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim if len(proto.graph.input) else []
+    if len(dims) != 4:
+        return None
+    shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+    return input_size(shape, read_metadata(proto), str(model)).choose(img_size)
 
 
 def open_runner(variant: Variant, path: Path, *, provider: str, feeds: dict[str, np.ndarray],

@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from foldkit.defaults import DEFAULT_ATOL, DEFAULT_RTOL, MAX_MAX_DET, MIN_EXPORT_OPSET, OPENVINO_PRECISIONS
+from foldkit.defaults import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    DYNAMIC_SIZE,
+    MAX_MAX_DET,
+    MIN_EXPORT_OPSET,
+    OPENVINO_PRECISIONS,
+)
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit here
 
@@ -63,6 +70,36 @@ def batch(text: str) -> int | None:
         return positive(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"batch must be at least 1 or 'dynamic', not {text!r}") from None
+
+
+def image_size(text: str) -> int | tuple[int, int]:
+    """An input size: ``N`` (square) or ``HxW`` (height x width)."""
+    parts = text.lower().replace("×", "x").split("x")
+    what = "an input size N or HxW (height x width) of positive integers"
+    if len(parts) == 1:
+        return integer(parts[0], 1, None, what)
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}")
+    height, width = (integer(part, 1, None, what) for part in parts)
+    return height if height == width else (height, width)
+
+
+def export_image_size(text: str) -> int | tuple[int, int] | str:
+    """``N``, ``HxW``, or ``dynamic``: height and width left free in the exported graph."""
+    if text == DYNAMIC_SIZE:
+        return text
+    try:
+        return image_size(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected N, HxW (height x width) or {DYNAMIC_SIZE!r}, not {text!r}") \
+            from None
+
+
+def add_image_size(parser: argparse.ArgumentParser, *, default_help: str = "", default: int | None = None) -> None:
+    """``--img-size N|HxW``: the input size a command builds, runs or times the network at."""
+    text = "input size: N (square) or HxW, height x width"
+    parser.add_argument("--img-size", type=image_size, metavar="N|HxW", default=default,
+                        help=text if default is not None else f"{text} (default: {default_help})")
 
 
 def batch_list(text: str) -> list[int]:

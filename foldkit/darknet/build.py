@@ -70,9 +70,9 @@ class Shortcut(nn.Module):
         return self.act(total)
 
     def _align(self, other: torch.Tensor, channels: int, step: int) -> torch.Tensor:
-        own, height, width = self.spec.shape
-        if step > 1:
-            other = other[:, :, : height * step : step, : width * step : step]
+        own = self.spec.shape[0]
+        if step > 1:  # the planner checked that the larger map is exactly step times this one: no end needed
+            other = other[:, :, ::step, ::step]
         if channels > own:
             return other[:, :own]
         if channels < own:
@@ -145,7 +145,9 @@ class Reorg(nn.Module):
         self.spec, self.out_shape = p, out_shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s, reverse, (c, h, w) = self.spec.stride, self.spec.reverse, self.spec.in_shape
+        """Sizes are read from ``x`` (traced as Shape ops), so an export with a dynamic size stays correct."""
+        s, reverse = self.spec.stride, self.spec.reverse
+        c, h, w = self.spec.in_shape[0], x.shape[2], x.shape[3]
         if self.spec.darknet_map != reverse:  # reinterpret the buffer as (C/s², H·s, W·s) around the map
             c, h, w = c // (s * s), h * s, w * s
         batch = x.shape[0]
@@ -153,7 +155,14 @@ class Reorg(nn.Module):
             y = x.reshape(batch, s, s, c // (s * s), h, w).permute(0, 3, 4, 1, 5, 2)
         else:  # SpaceToDepth
             y = x.reshape(batch, c, h // s, s, w // s, s).permute(0, 3, 5, 1, 2, 4)
-        return y.reshape(batch, *self.out_shape)
+        return y.reshape(batch, self.out_shape[0], *_scaled(x, self.out_shape[1] / self.spec.in_shape[1]))
+
+
+def _scaled(x: torch.Tensor, factor: float) -> tuple:
+    """``x``'s height and width times ``factor`` (a stride or its inverse), as the tracer records them."""
+    if factor >= 1:
+        return x.shape[2] * int(factor), x.shape[3] * int(factor)
+    return x.shape[2] // round(1 / factor), x.shape[3] // round(1 / factor)
 
 
 class ScaleChannels(nn.Module):

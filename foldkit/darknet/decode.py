@@ -3,8 +3,9 @@
 The formula is :func:`foldkit.darknet.head_decode.decode_head`, the one ``foldkit detect`` runs in
 numpy; here it runs on torch tensors (:class:`TorchOps`) and is traced into the exported graph.
 Boxes are (cx, cy, w, h) in input pixels, followed by objectness and the class scores (not yet
-multiplied by objectness). ``[Gaussian_yolo]`` heads and hierarchical (``tree=``) or coords ≠ 4
-region heads are exported raw only.
+multiplied by objectness). With ``dynamic_size`` the grid and the strides are computed from the
+input's shape at run time (Shape and Range in the graph), not baked in. ``[Gaussian_yolo]`` heads
+and hierarchical (``tree=``) or coords ≠ 4 region heads are exported raw only.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ class YoloDecoder(nn.Module):
 
     decodes_boxes = True  # read by foldkit.export_onnx for the model's metadata
 
-    def __init__(self, model: DarknetModel) -> None:
+    def __init__(self, model: DarknetModel, *, dynamic_size: bool = False) -> None:
         super().__init__()
+        self.dynamic_size = dynamic_size
         if not model.is_detector:
             raise ValueError("decoding needs a detector with [yolo] heads")
         self.model = model
@@ -73,6 +75,8 @@ class YoloDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.model(x)
-        size = (self.info.height, self.info.width)  # the size the network was built for: constants in the graph
+        # Fixed: the size the network was built for, constants in the graph. Dynamic: the input's own
+        # shape, which the tracer records as Shape ops, so grid offsets and strides follow the runtime size.
+        size = (x.shape[2], x.shape[3]) if self.dynamic_size else (self.info.height, self.info.width)
         return torch.cat([decode_head(m, spec, getattr(self, f"anchors{i}"), size, TorchOps()) for i, (m, spec) in
                           enumerate(zip(maps, self.specs, strict=True))], dim=1)

@@ -15,19 +15,21 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from foldkit.darknet.budget import estimate_bytes
 from foldkit.darknet.builtin import BUILTIN_MODELS
+from foldkit.darknet.plan import plan_network
+from foldkit.darknet.sizes import ImageSize, is_dynamic, network_stride, require_dynamic, stride_text
 from foldkit.darknet.specs import NetInfo, NetworkPlan
 from foldkit.darknet.to_onnx import MIN_OPSET, darknet_to_onnx
-from foldkit.defaults import DEFAULT_OPSET, EXPORT_ROUTES
+from foldkit.defaults import DEFAULT_OPSET, DYNAMIC_SIZE, EXPORT_ROUTES
 from foldkit.deploy.nms_graph import NmsSettings, append_nms
 from foldkit.errors import FoldkitError
 from foldkit.export import ExportResult, export_onnx
 from foldkit.limits import ensure_fits
 from foldkit.onnxio.files import check_outputs, require_input_file, save_onnx
-from foldkit.onnxio.metadata import add_metadata, network_metadata
+from foldkit.onnxio.metadata import STRIDE_KEY, add_metadata, network_metadata
 
 if TYPE_CHECKING:
     from foldkit.darknet.build import DarknetModel
@@ -71,7 +73,7 @@ def export_darknet(
     *,
     weights: str | os.PathLike | None = None,
     seed: int | None = None,
-    img_size: int | tuple[int, int] | None = None,
+    img_size: ImageSize | str | None = None,
     batch: int | None = 1,
     opset: int = DEFAULT_OPSET,
     fold: bool = True,
@@ -85,8 +87,10 @@ def export_darknet(
 
     ``weights`` is a Darknet ``.weights`` file; without it the weights are seeded random ones with
     realistic BatchNorm statistics (``seed``, default :data:`DEFAULT_SEED`), and the result says so.
-    ``batch=None`` makes the batch dimension dynamic. ``decode`` puts YOLO decoding in the graph
-    (PyTorch routes only); ``nms`` implies it and ends the graph with NonMaxSuppression
+    ``batch=None`` makes the batch dimension dynamic; ``img_size="dynamic"`` the height and width, where
+    the network allows it (:func:`foldkit.darknet.sizes.require_dynamic` names the layer that does
+    not), traced at the cfg's size. The network stride goes into the metadata. ``decode`` puts YOLO
+    decoding in the graph (PyTorch routes only); ``nms`` implies it and ends the graph with NonMaxSuppression
     (:mod:`foldkit.deploy.nms_graph`). ``progress(done, total, label)`` follows the direct route.
     """
     decode = decode or nms is not None
@@ -95,28 +99,37 @@ def export_darknet(
     if weights is not None and seed is not None:
         raise FoldkitError("weights and a random-weights seed exclude each other: give one of them")
     route = choose_route(exporter, weights=weights is not None, decode=decode, opset=opset)
+    dynamic_size = is_dynamic(img_size)
+    if isinstance(img_size, str) and not dynamic_size:
+        raise FoldkitError(f"img_size must be a size or {DYNAMIC_SIZE!r}, not {img_size!r}")
+    plan = plan_network(model, None if dynamic_size else cast(ImageSize | None, img_size))
+    stride = require_dynamic(model, plan) if dynamic_size else network_stride(plan)
+    sized = dict(img_size=None if dynamic_size else img_size, dynamic_size=dynamic_size, stride=stride)
     if route == "direct":
         if weights is None:
             raise FoldkitError("the direct exporter converts a cfg with its .weights; without weights use torchscript")
         if decode:
             raise FoldkitError("in-graph decoding goes through PyTorch: use the torchscript (or auto) exporter")
-        return _export_direct(model, output, weights=weights, img_size=img_size, batch=batch, opset=opset, fold=fold,
-                              bn_variant=bn_variant, progress=progress)
-    return _export_torch(model, output, weights=weights, seed=seed, img_size=img_size, batch=batch, opset=opset,
+        return _export_direct(model, output, weights=weights, batch=batch, opset=opset, fold=fold,
+                              bn_variant=bn_variant, progress=progress, **sized)
+    return _export_torch(model, output, weights=weights, seed=seed, batch=batch, opset=opset,
                          fold=fold, decode=decode, exporter=route,
-                         bn_variant=bn_variant, nms=nms)
+                         bn_variant=bn_variant, nms=nms, **sized)
 
 
-def _export_direct(model, output, *, weights, img_size, batch, opset, fold, bn_variant, progress) -> ExportResult:
+def _export_direct(model, output, *, weights, img_size, batch, opset, fold, bn_variant, progress, dynamic_size,
+                   stride) -> ExportResult:
     converted = darknet_to_onnx(model, weights, img_size=img_size, batch=batch, opset=opset, fold=fold,
-                                bn_variant=bn_variant, progress=progress)
+                                bn_variant=bn_variant, progress=progress, dynamic_size=dynamic_size)
     shape = input_shape(converted.plan.info, batch)
-    add_metadata(converted.graph_model, network_metadata(converted.plan.info, shape, decoded=False))
+    add_metadata(converted.graph_model,
+                 network_metadata(converted.plan.info, shape, decoded=False) | {STRIDE_KEY: stride_text(stride)})
     if output is not None:
         converted.save(output)
     return ExportResult(path=None if output is None else Path(output), model=None,
                         fold_report=converted.fold_report, opset=opset, input_shape=shape,
-                        dynamic_batch=batch is None, exporter="direct", weights_source=os.fspath(weights))
+                        dynamic_batch=batch is None, exporter="direct", weights_source=os.fspath(weights),
+                        dynamic_size=dynamic_size)
 
 
 def load_network(
@@ -145,7 +158,7 @@ def load_network(
 
 
 def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold, decode, exporter,
-                  bn_variant, nms) -> ExportResult:
+                  bn_variant, nms, dynamic_size, stride) -> ExportResult:
     from foldkit.darknet.decode import YoloDecoder
 
     network, source = load_network(model, weights=weights, seed=seed, img_size=img_size, bn_variant=bn_variant)
@@ -153,9 +166,10 @@ def _export_torch(model, output, *, weights, seed, img_size, batch, opset, fold,
     ensure_fits(activation_bytes(network.plan, batch), f"{model}: tracing at input shape {list(shape)}")
     if decode and not network.is_detector:
         raise FoldkitError(f"{model}: in-graph decoding needs a detector with [yolo] or [region] sections")
-    exported = YoloDecoder(network) if decode else network
+    exported = YoloDecoder(network, dynamic_size=dynamic_size) if decode else network
     result = export_onnx(exported, None if nms is not None else output, input_shape=shape, fold=fold, opset=opset,
-                         dynamic_batch=batch is None, exporter=exporter)
+                         dynamic_batch=batch is None, exporter=exporter, dynamic_size=dynamic_size,
+                         size_multiple=stride, metadata={STRIDE_KEY: stride_text(stride)})
     result.weights_source = source
     if nms is not None and result.model is not None:
         result.model = append_nms(result.model, nms, where=str(model))

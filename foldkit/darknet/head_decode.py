@@ -91,7 +91,8 @@ def decode_head(raw: Any, spec: HeadSpec, anchors: Any, input_size: tuple[int, i
     """A raw head map (N, A·(5+C), H, W) → (N, A·H·W, 5 + C): cx, cy, w, h in input pixels, objectness, classes.
 
     ``anchors`` is ``spec.anchors`` as an array of ``raw``'s library, shaped (1, A, 1, 1, 2); the
-    strides come from ``input_size`` (H, W) over the map's size, so they are constants in a graph.
+    strides come from ``input_size`` (H, W) over the map's size: constants in a graph when the size
+    is, computed at run time when ``input_size`` is the traced input's shape (a dynamic-size export).
     """
     batch, _, height, width = raw.shape
     count = len(spec.anchors)

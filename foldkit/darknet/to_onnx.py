@@ -23,9 +23,10 @@ from foldkit.darknet import specs as spec
 from foldkit.darknet.graph import GraphWriter, activation
 from foldkit.darknet.plan import plan_network
 from foldkit.darknet.registry import LAYER_TYPES, lookup, require_all
+from foldkit.darknet.sizes import layer_scales, require_dynamic
 from foldkit.darknet.specs import NetworkPlan
 from foldkit.darknet.weights import ConvRecord, read_weights
-from foldkit.defaults import DEFAULT_OPSET, INPUT_NAME
+from foldkit.defaults import DEFAULT_OPSET, HEIGHT_DIM, INPUT_NAME, WIDTH_DIM
 from foldkit.errors import FoldkitError
 from foldkit.fold.affine import UnsafeFoldError, fold_batchnorm
 from foldkit.fold.report import FOLDED, SKIPPED, FoldEntry, FoldReport
@@ -34,6 +35,7 @@ from foldkit.onnxio.stream import save_with_arrays
 from foldkit.onnxio.validate import validate_model
 
 MIN_OPSET = 13  # Resize with an empty roi, Slice with tensor inputs
+_TO_THE_END = np.iinfo(np.int64).max  # a Slice end that is the axis' end at any input size
 
 
 @dataclass
@@ -235,11 +237,11 @@ class _LayerWriter:
 
     def _shortcut(self, at: _At) -> str:
         g, index, p, inputs, shapes, base = self.g, at.index, at.params, at.inputs, at.shapes, at.base
-        channels, height, width = shapes[0]
+        channels = shapes[0][0]
         aligned = [inputs[0]]
         for x, (c, _, _), step in zip(inputs[1:], shapes[1:], p.steps, strict=True):
-            if step > 1:  # pjreddie's strided rule: every step-th pixel of the larger map
-                bounds = [[0, 0], [height * step, width * step], [2, 3], [step, step]]
+            if step > 1:  # pjreddie's strided rule: every step-th pixel of the larger map (exactly step× larger)
+                bounds = [[0, 0], [_TO_THE_END] * 2, [2, 3], [step, step]]
                 x = g.node("Slice", [x, *(g.ints(b, base) for b in bounds)], base)
             if c > channels:  # AlexeyAB's prefix rule: extra channels are ignored…
                 x = g.node("Slice", [x, *(g.ints(b, base) for b in ([0], [channels], [1]))], base)
@@ -258,15 +260,27 @@ class _LayerWriter:
 
     def _reorg(self, at: _At) -> str:
         p, out_shape, x, base = at.params, at.shape, at.inputs[0], at.base
-        g, s, (c, h, w) = self.g, p.stride, p.in_shape
+        g, s, c = self.g, p.stride, p.in_shape[0]
         reinterpret = p.darknet_map != p.reverse  # Darknet's buffer seen as (C/s², H·s, W·s) around the map
         if reinterpret:
-            x = g.node("Reshape", [x, g.ints([-1, c // (s * s), h * s, w * s], base)], base)
+            x = _reshape_spatial(g, x, c // (s * s), "Mul", s, base)
         if p.reverse:
             out = g.node("DepthToSpace", [x], base, blocksize=s, mode="DCR")
         else:
             out = g.node("SpaceToDepth", [x], base, blocksize=s)
-        return g.node("Reshape", [out, g.ints([-1, *out_shape], base)], base) if reinterpret else out
+        if not reinterpret:
+            return out
+        # reinterpreted back: the op's map is s times this layer's in H and W, either way round
+        return _reshape_spatial(g, out, out_shape[0], "Div", s, base)
+
+
+def _reshape_spatial(g: GraphWriter, x: str, channels: int, op: str, factor: int, base: str) -> str:
+    """Reshape (N, ·, H, W) to (N, ``channels``, H op factor, W op factor), H and W read from ``x`` at run
+    time (Shape, Slice), so the node holds at any input size."""
+    hw = g.node("Slice", [g.node("Shape", [x], base), g.ints([2], base), g.ints([4], base)], base)
+    target = g.node("Concat", [g.ints([-1, channels], base), g.node(op, [hw, g.ints([factor], base)], base)], base,
+                    axis=0)
+    return g.node("Reshape", [x, target], base)
 
 
 _WRITERS: dict[type, Callable[[_LayerWriter, _At], str]] = {
@@ -329,8 +343,14 @@ def darknet_to_onnx(
     bn_variant: str = "alexeyab",
     metadata: dict[str, str] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    dynamic_size: bool = False,
 ) -> DarknetOnnx:
     """Convert a cfg (built-in name or path) with its ``.weights``; ``batch=None`` is dynamic.
+
+    ``dynamic_size`` declares the input's height and width (and each output's spatial dimensions)
+    symbolic; the nodes are the same, since none of the layers a dynamic network may have
+    (:func:`foldkit.darknet.sizes.require_dynamic`, which refuses the others) bakes in a size: Resize
+    upsamples by scales, pools pad by what size and stride alone give.
 
     The graph is validated (checker with full checks and strict shape inference) before returning.
     ``progress(done, total, label)`` is called after each layer is written.
@@ -338,6 +358,8 @@ def darknet_to_onnx(
     if opset < MIN_OPSET:
         raise FoldkitError(f"the direct Darknet converter writes opset {MIN_OPSET} or newer, not {opset}")
     plan = plan_network(model, img_size)
+    if dynamic_size:
+        require_dynamic(model, plan)
     _, records = read_weights(plan, weights, bn_variant=bn_variant)
     info = plan.info
     g = GraphWriter(opset)
@@ -354,29 +376,45 @@ def darknet_to_onnx(
         flat.append(isinstance(layer.params, spec.Softmax) or (
             isinstance(layer.params, spec.Passthrough) and layer.sources[0] >= 0 and flat[layer.sources[0]]))
 
-    batch_dim = "batch" if batch is None else batch
-    if info.heads:
-        ends = [(f"head{k}", outputs[head.layer]) for k, head in enumerate(info.heads)]
-        graph_outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT,
-                                                       [batch_dim, *plan.layers[head.layer].shape])
-                         for (name, _), head in zip(ends, info.heads, strict=True)]
-    else:
-        last = plan.layers[-1]
-        shape = [batch_dim, last.shape[0]] if flat[-1] else [batch_dim, *last.shape]
-        ends = [("output", outputs[-1])]
-        graph_outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)]
+    graph_outputs, ends = _graph_outputs(plan, outputs, flat, batch, dynamic_size)
     # a network that hands its input straight out (an [activation] linear) needs a node to name the output
     ends = [(name, g.node("Identity", [internal], name) if internal == INPUT_NAME else internal)
             for name, internal in ends]
     _rename(g.nodes, {internal: name for name, internal in ends})
+    size: list[int | str] = [HEIGHT_DIM, WIDTH_DIM] if dynamic_size else [info.height, info.width]
     image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
-                                          [batch_dim, info.channels, info.height, info.width])
+                                          ["batch" if batch is None else batch, info.channels, *size])
     opsets = [helper.make_opsetid("", opset)]
     graph_model = helper.make_model(helper.make_graph(g.nodes, "darknet", [image], graph_outputs), opset_imports=opsets,
                                     producer_name="foldkit", ir_version=helper.find_min_ir_version_for(opsets))
     add_metadata(graph_model, fold_metadata(report) | {EXPORTER_KEY: "direct"} | (metadata or {}))
     validate_model(graph_model, opset=opset, where=str(model), weights=False, arrays=g.arrays)
     return DarknetOnnx(graph_model, g.arrays, report, plan)
+
+
+def _graph_outputs(plan: NetworkPlan, outputs: list[str], flat: list[bool], batch: int | None,
+                   dynamic_size: bool) -> tuple[list[onnx.ValueInfoProto], list[tuple[str, str]]]:
+    """The declared outputs (heads, or the last layer) and (public name, internal tensor) pairs.
+
+    With ``dynamic_size`` an output that is still a spatial map gets symbolic ``NAME_height`` and
+    ``NAME_width``; one after a global layer ([avgpool], [connected], [softmax]) keeps its fixed shape.
+    """
+    batch_dim: int | str = "batch" if batch is None else batch
+    scales = layer_scales(plan) if dynamic_size else [None] * len(plan.layers)
+
+    def dims(name: str, index: int) -> list[int | str]:
+        shape = plan.layers[index].shape
+        if flat[index]:
+            return [batch_dim, shape[0]]
+        spatial = [f"{name}_{HEIGHT_DIM}", f"{name}_{WIDTH_DIM}"] if scales[index] is not None else list(shape[1:])
+        return [batch_dim, shape[0], *spatial]
+
+    if plan.info.heads:
+        ends = [(f"head{k}", head.layer) for k, head in enumerate(plan.info.heads)]
+    else:
+        ends = [("output", len(plan.layers) - 1)]
+    declared = [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims(name, i)) for name, i in ends]
+    return declared, [(name, outputs[i]) for name, i in ends]
 
 
 def _rename(nodes: list[onnx.NodeProto], names: dict[str, str]) -> None:

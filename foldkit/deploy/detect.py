@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from foldkit.defaults import DEFAULT_RESIZE
+from foldkit.defaults import DEFAULT_LETTERBOX, DEFAULT_RESIZE
 from foldkit.deploy.engines.batch import Runner, RunnerSpec
 from foldkit.deploy.engines.batch import load_image as load_image  # its home moved; importers keep this name
 from foldkit.deploy.engines.local import ImageResult, detect_all
 from foldkit.deploy.engines.sinks import check_table_path, open_sink
 from foldkit.deploy.engines.sources import expand_sources
 from foldkit.deploy.letterbox import check_resize
+from foldkit.deploy.sizing import check_letterbox
 from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import OutputTransaction, check_outputs, read_text_input, require_input_file
 
@@ -111,6 +112,8 @@ def prepare_job(
     resize: str = DEFAULT_RESIZE,
     overwrite: bool = False,
     precision: str = "fp32",
+    img_size: int | tuple[int, int] | None = None,
+    letterbox: str = DEFAULT_LETTERBOX,
 ) -> DetectJob:
     """Everything checked before any image runs: inputs, outputs (never an input), the model and its heads.
 
@@ -118,9 +121,13 @@ def prepare_job(
     Darknet does (``resize="darknet"``, so a network exported from a Darknet cfg finds what ``darknet
     detect`` finds) or with PIL's filter (``resize="pil"``); each record says which. An existing file
     of an output's name is replaced only with ``overwrite``. ``precision`` is OpenVINO's inference
-    precision hint (``--providers openvino``); each record says what ran the model.
+    precision hint (``--providers openvino``); each record says what ran the model. ``img_size`` is the
+    size a model with a dynamic height and width runs at (a fixed model refuses another);
+    ``letterbox="rect"`` trims each image's input to the next multiple of the network stride
+    (:mod:`foldkit.deploy.sizing`): images of different sizes then run in separate batches.
     """
     check_resize(resize)
+    check_letterbox(letterbox)
     paths = collect_images(inputs)
     read = [model, names, *paths]
     out = Path(out_dir) if out_dir is not None and table is None else None
@@ -133,7 +140,8 @@ def prepare_job(
         targets = [out / f"{stem}{suffix}" for stem in stems for suffix in (".json", ".jpg")]
         check_outputs(targets if out.is_dir() else [], read, replace=overwrite)
     spec = RunnerSpec(str(model), providers if isinstance(providers, str) else tuple(providers), strict, classes,
-                      anchors, scale_x_y, head_kind, precision=precision, resize=resize)
+                      anchors, scale_x_y, head_kind, precision=precision, resize=resize, img_size=img_size,
+                      letterbox=letterbox)
     runner = spec.build()
     return DetectJob(paths, stems, out, Path(table) if table is not None else None, spec, runner,
                      load_names(names), runner.predictor.fixed_batch or batch, read, overwrite)

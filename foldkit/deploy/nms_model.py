@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from foldkit.defaults import DEFAULT_LETTERBOX
 from foldkit.deploy.nms_graph import CONF, COUNT, DETECTIONS, IOU, NmsSettings, check_thresholds
+from foldkit.deploy.sizing import run_size
 from foldkit.deploy.yolo import Detection, Letterbox, unletterbox
 from foldkit.errors import FoldkitError
+from foldkit.onnxio.input_size import Size
 from foldkit.runtime import Predictor
 
 
@@ -30,12 +33,10 @@ def detections_from_rows(rows: np.ndarray, info: Letterbox, names: list[str] | N
 class NmsRunner:
     """A predictor over an NMS model; ``detect`` has :class:`foldkit.deploy.detect.YoloRunner`'s signature."""
 
-    def __init__(self, predictor: Predictor, settings: NmsSettings) -> None:
-        self.predictor, self.settings = predictor, settings
-        shape = predictor.input_shape
-        if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[2:]):
-            raise FoldkitError(f"{predictor.path}: input shape {shape} is not NCHW with a fixed height and width")
-        self.input_size = (shape[2], shape[3])
+    def __init__(self, predictor: Predictor, settings: NmsSettings, *, img_size: int | Size | None = None,
+                 letterbox: str = DEFAULT_LETTERBOX) -> None:
+        self.predictor, self.settings, self.letterbox = predictor, settings, letterbox
+        self.sizing, self.input_size = run_size(predictor, img_size, letterbox)
         if sorted(predictor.output_names) != sorted([DETECTIONS, COUNT]):
             raise FoldkitError(f"{predictor.path}: the foldkit.nms metadata says the graph ends with NMS, but its "
                                f"outputs are {predictor.output_names}, not {DETECTIONS} and {COUNT}")

@@ -23,6 +23,7 @@ INPUT_LAYOUT_KEY = PREFIX + "input_layout"
 CLASSES_KEY = PREFIX + "classes"
 YOLO_HEADS_KEY = PREFIX + "yolo_heads"
 DECODED_KEY = PREFIX + "decoded"
+STRIDE_KEY = PREFIX + "stride"  # the network stride ("32", or "HxW"): input sizes are multiples of it
 NMS_KEY = PREFIX + "nms"  # JSON {max_det, conf, iou}: the graph ends with NMS (foldkit.deploy.nms_graph)
 OPTIMIZED_FOR_KEY = PREFIX + "optimized_for"  # the provider an offline-optimized model was saved for
 DEPLOYMENT_KEY = PREFIX + "deployment"  # how `foldkit optimize` measured the model to run (runtime/deployment.py)

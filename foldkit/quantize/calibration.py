@@ -85,7 +85,20 @@ def model_input(model: onnx.ModelProto, where: str) -> tuple[str, tuple[int | No
                  for d in inputs[0].type.tensor_type.shape.dim)
     if len(dims) != 4:
         raise FoldkitError(f"{where}: input '{inputs[0].name}' has rank {len(dims)}; quantize expects NCHW images")
-    return inputs[0].name, dims
+    return inputs[0].name, _exported_size(model, dims, where)
+
+
+def _exported_size(model: onnx.ModelProto, dims: tuple[int | None, ...], where: str) -> tuple[int | None, ...]:
+    """A dynamic height and width calibrate at the size a foldkit export was traced at (its metadata)."""
+    from foldkit.onnxio.input_size import input_size
+    from foldkit.onnxio.metadata import read_metadata
+
+    if dims[2] is not None or dims[3] is not None:
+        return dims
+    try:
+        return (*dims[:2], *input_size(dims, read_metadata(model), where).choose(None))
+    except FoldkitError:  # no size stated: calibration data of its own size (.npy) is still accepted
+        return dims
 
 
 def load_calibration(

@@ -86,15 +86,22 @@ def create_session(
         raise FoldkitError(f"{where}: onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
-def random_inputs(session: ort.InferenceSession | Backend, *, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
-    """Seeded inputs for every input of a session or backend: floats uniform in [0, 1), symbolic dims = ``batch``."""
+def random_inputs(session: ort.InferenceSession | Backend, *, seed: int = 0, batch: int = 1,
+                  size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs for every input of a session or backend: floats uniform in [0, 1), symbolic dims = ``batch``.
+
+    ``size`` (height, width) fills a 4-D input's symbolic dims 2 and 3 (a dynamic-size image input).
+    """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for arg in session.get_inputs():
         dtype = ORT_TYPES.get(arg.type)
         if dtype is None:
             raise FoldkitError(f"input '{arg.name}' has type {arg.type}, which foldkit cannot generate")
-        shape = [d if isinstance(d, int) and d > 0 else batch for d in arg.shape]
+        free = [batch] * len(arg.shape)
+        if size is not None and len(free) == 4:
+            free[2:] = size
+        shape = [d if isinstance(d, int) and d > 0 else f for d, f in zip(arg.shape, free, strict=True)]
         ensure_fits(float(np.prod(shape, dtype=np.float64)) * 8, f"input '{arg.name}' of shape {shape}")
         values = rng.random(shape) if np.dtype(dtype).kind == "f" else rng.integers(0, 2, shape)
         feeds[arg.name] = values.astype(dtype)

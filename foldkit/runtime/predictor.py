@@ -25,7 +25,9 @@ class Predictor:
     A model that carries a deployment record (``foldkit optimize``) runs, under ``providers="auto"``,
     on the backend and with the settings the record names. Backends are tried in preference order
     (``openvino`` or ORT providers, see :func:`foldkit.runtime.choice.backend_preference`); one that
-    fails to initialize is skipped with a warning (or refused with ``strict``). A model that ONNX
+    fails to initialize is skipped with a warning (or refused with ``strict``). ``img_size`` is the
+    size a model with a dynamic height and width runs at (``image_size``; a fixed model refuses
+    another). A model that ONNX
     Runtime optimized offline carries the provider it was optimized for, and is refused on any other:
     fused nodes such as Conv+LeakyRelu exist for one provider only and can crash another.
     """
@@ -40,6 +42,7 @@ class Predictor:
         opt_level: str = "all",
         warmup: int = 0,
         precision: str = "fp32",
+        img_size: int | tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(model)
         from foldkit.onnxio.files import load_onnx
@@ -69,8 +72,27 @@ class Predictor:
             raise FoldkitError(f"{self.path}: a predictor needs a model with one input, found {len(inputs)}")
         self.input_name, self.input_shape = inputs[0].name, inputs[0].shape
         self.output_names = self.backend.output_names
+        self.image_size = self._image_size(img_size)
         for _ in range(warmup):
-            self(np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in self.input_shape], np.float32))
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in self.input_shape]
+            if self.image_size is not None:
+                shape[2:] = self.image_size
+            self(np.zeros(shape, np.float32))
+
+    def _image_size(self, requested: int | tuple[int, int] | None) -> tuple[int, int] | None:
+        """(H, W) an NCHW image model runs at: its fixed size, or for a dynamic one ``requested`` or the size
+        it was exported at (a multiple of its stride, :mod:`foldkit.onnxio.input_size`); None where the
+        model states none and none was asked for."""
+        from foldkit.onnxio.input_size import input_size
+
+        if requested is not None:
+            if len(self.input_shape) != 4:
+                raise FoldkitError(f"{self.path}: an image size needs an NCHW input, not {self.input_shape}")
+            return input_size(self.input_shape, self.metadata, str(self.path)).choose(requested)
+        try:
+            return input_size(self.input_shape, self.metadata, str(self.path)).choose(None)
+        except FoldkitError:  # not an image input, or one that states no size: the caller's arrays decide
+            return None
 
     def _open(self, candidates: list[str], strict: bool) -> Backend:
         for provider in candidates:

@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a built-in name, a .cfg (with --weights) or an .onnx (foldkit folds it for "
                                       "the folded side)")
     parser.add_argument("--weights", help="Darknet .weights for a .cfg model (default: seeded random weights)")
-    parser.add_argument("--img-size", type=options.positive,
-                        help="input height and width (default: the cfg's [net] width and height)")
+    options.add_image_size(parser, default_help="a cfg's [net] size; for an .onnx with a dynamic size, "
+                                                "the size it was exported at")
     parser.add_argument("--variants", default="all",
                         help=f"comma-separated variant names, or 'all': {', '.join(VARIANTS)}")
     parser.add_argument("--batch", type=options.batch_list, default=[1], help="comma-separated batch sizes")

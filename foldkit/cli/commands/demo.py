@@ -19,7 +19,7 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", default="yolov3-tiny",
                         help="a built-in network: darknet53, yolov3 or yolov3-tiny")
-    parser.add_argument("--img-size", type=options.positive, default=416, help="input height and width")
+    options.add_image_size(parser, default=416)
     parser.add_argument("--out", default="foldkit-demo", help="the folder for the two ONNX files")
     parser.add_argument("--rounds", type=options.positive, default=20, help="timed rounds per variant")
     parser.add_argument("--threads", type=options.positive, help="ORT intra-op threads (default: ORT's choice)")

@@ -8,7 +8,14 @@ import warnings
 from foldkit.cli import options
 from foldkit.cli.codes import EXIT_OK
 from foldkit.cli.feedback import progress_bar
-from foldkit.defaults import DEFAULT_RESIZE, DETECT_ENGINES, HEAD_KINDS, RESIZE_METHODS
+from foldkit.defaults import (
+    DEFAULT_LETTERBOX,
+    DEFAULT_RESIZE,
+    DETECT_ENGINES,
+    HEAD_KINDS,
+    LETTERBOX_MODES,
+    RESIZE_METHODS,
+)
 from foldkit.errors import FoldkitError
 
 NAME = "detect"
@@ -48,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resize", choices=RESIZE_METHODS, default=DEFAULT_RESIZE,
                         help="darknet: Darknet's letterbox_image arithmetic, the detections of darknet detect; "
                              "pil: PIL's antialiasing bilinear filter (models trained on such inputs)")
+    options.add_image_size(parser, default_help="the model's own size; another needs a model exported with "
+                                                "--img-size dynamic, and a multiple of its stride")
+    parser.add_argument("--letterbox", choices=LETTERBOX_MODES, default=DEFAULT_LETTERBOX,
+                        help="square: every image fills the whole input size; rect (dynamic models): each image's "
+                             "input only up to the next multiple of the network stride per side (fewer gray "
+                             "pixels to run; differently sized inputs run as separate batches)")
     parser.add_argument("--table", help="write one .parquet or .jsonl table, a row per image, instead of --out-dir")
     parser.add_argument("--engine", choices=DETECT_ENGINES, default="local",
                         help="local: this process; ray: a Ray Data actor pool (pip install 'foldkit[ray]')")
@@ -63,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     settings = dict(names=args.names, conf=args.conf, iou=args.iou, providers=providers, strict=args.strict,
                     batch=args.batch, classes=args.classes, anchors=args.anchors, scale_x_y=args.scale_x_y,
                     head_kind=args.head, table=args.table, resize=args.resize, overwrite=args.overwrite,
+                    img_size=args.img_size, letterbox=args.letterbox,
                     precision=args.precision, progress=progress_bar(unit="img"))
     where = args.table or args.out_dir
     if args.engine == "ray":

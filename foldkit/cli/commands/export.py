@@ -28,8 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a built-in name (darknet53, yolov3, yolov3-tiny) or a Darknet .cfg path")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument("--weights", help="a Darknet .weights file for the cfg (default: seeded random weights)")
-    parser.add_argument("--img-size", type=options.positive,
-                        help="input height and width (default: the cfg's [net] width and height)")
+    parser.add_argument("--img-size", type=options.export_image_size, metavar="N|HxW|dynamic",
+                        help="input size: N (square), HxW (height x width), or 'dynamic': height and width "
+                             "symbolic in the graph, any multiple of the network stride (refused, naming the "
+                             "layer, where the network cannot take another size) (default: the cfg's [net] "
+                             "width and height)")
     parser.add_argument("--batch", type=options.batch, default=1, help="batch size, or 'dynamic'")
     parser.add_argument("--opset", type=options.opset, default=DEFAULT_OPSET, help="ONNX opset")
     parser.add_argument("--no-fold", action="store_true", help="keep the BatchNormalization nodes")

@@ -18,8 +18,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a built-in name, a .cfg or an .onnx path")
-    parser.add_argument("--img-size", type=options.positive,
-                        help="input height and width for a cfg (default: its [net] width and height)")
+    options.add_image_size(parser, default_help="a cfg's [net] width and height")
     parser.add_argument("--bn-variant", choices=BN_VARIANTS, default="alexeyab",
                         help="the BatchNorm ε a cfg's weights will be read with (named in the fork choices)")
 

@@ -6,7 +6,7 @@ import argparse
 
 from foldkit.cli import options
 from foldkit.cli.codes import EXIT_OK
-from foldkit.defaults import DEFAULT_MAX_DET, TRITON_BACKENDS, TRITON_KINDS
+from foldkit.defaults import DEFAULT_MAX_DET, LETTERBOX_MODES, TRITON_BACKENDS, TRITON_KINDS
 
 NAME = "triton"
 HELP = "write a Triton model repository entry (onnxruntime, openvino or python backend)"
@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-det", type=options.max_det,
                         default=DEFAULT_MAX_DET,
                         help="with --backend python: detection rows per image (a model with NMS keeps its own)")
+    options.add_image_size(parser, default_help="the model's own; with --backend python, the size a detector "
+                                                "exported with --img-size dynamic runs at")
+    parser.add_argument("--letterbox", choices=LETTERBOX_MODES,
+                        help="with --backend python: square, or rect for a dynamic-size detector (each image's "
+                             "input only up to the next multiple of the network stride; default: square)")
     parser.add_argument("--write-backends", metavar="DIR",
                         help="also write DIR/python/ from nvidia-pytriton with this Python's stub, for its "
                              "tritonserver --backend-directory DIR")
@@ -47,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     config, backend = write_triton_entry(args.model, args.repo, backend=args.backend, name=args.name,
                                          max_batch=args.max_batch, instances=args.instances, kind=args.kind,
-                                         max_det=args.max_det, tensors=args.tensors)
+                                         max_det=args.max_det, tensors=args.tensors,
+                                         img_size=args.img_size, letterbox=args.letterbox)
     written = [config] + ([config.parent / "1" / "model.py"] if backend == PYTHON else [])
     written.append(config.parent / "1" / "model.onnx")
     print(f"wrote the {backend} backend's entry: {', '.join(map(str, written))}")

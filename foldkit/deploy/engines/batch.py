@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from foldkit.darknet.head_decode import HeadSpec
-from foldkit.defaults import DEFAULT_RESIZE
+from foldkit.defaults import DEFAULT_LETTERBOX, DEFAULT_RESIZE
 from foldkit.deploy.letterbox import Letterbox, letterbox
 from foldkit.deploy.nms_graph import nms_settings
 from foldkit.deploy.nms_model import NmsRunner
+from foldkit.deploy.sizing import image_sizes, run_size, size_groups
 from foldkit.deploy.yolo import Detection, decode_heads, heads_from_metadata, parse_anchors, postprocess
 from foldkit.errors import FoldkitError
+from foldkit.onnxio.input_size import Size
 from foldkit.onnxio.metadata import DECODED_KEY
 from foldkit.runtime import Predictor
 
@@ -46,14 +48,16 @@ def load_image(path: Path) -> np.ndarray:
 
 
 class YoloRunner:
-    """A predictor plus what it takes to turn its outputs into boxes."""
+    """A predictor plus what it takes to turn its outputs into boxes.
 
-    def __init__(self, predictor: Predictor, heads: list[HeadSpec] | None) -> None:
-        self.predictor = predictor
-        shape = predictor.input_shape
-        if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[2:]):
-            raise FoldkitError(f"{predictor.path}: input shape {shape} is not NCHW with a fixed height and width")
-        self.input_size = (shape[2], shape[3])
+    ``img_size`` is the size a dynamic model runs at (default: the size it was exported at);
+    ``letterbox`` how images are fitted into it (:mod:`foldkit.deploy.sizing`).
+    """
+
+    def __init__(self, predictor: Predictor, heads: list[HeadSpec] | None, *, img_size: int | Size | None = None,
+                 letterbox: str = DEFAULT_LETTERBOX) -> None:
+        self.predictor, self.letterbox = predictor, letterbox
+        self.sizing, self.input_size = run_size(predictor, img_size, letterbox)
         self.decoded = predictor.metadata.get(DECODED_KEY) == "true"
         self.heads = heads
         if not self.decoded and heads is None:
@@ -70,7 +74,7 @@ class YoloRunner:
             return outputs[0]
         if self.heads is None:
             raise FoldkitError(f"{self.predictor.path}: no YOLO head description to decode the raw outputs with")
-        return decode_heads(outputs, self.heads, self.input_size)
+        return decode_heads(outputs, self.heads, (batch.shape[2], batch.shape[3]))
 
     def detect(self, batch: np.ndarray, letterboxes: list[Letterbox], *, conf: float, iou: float,
                names: list[str] | None) -> list[list[Detection]]:
@@ -86,7 +90,8 @@ class RunnerSpec:
     """How to open a :class:`YoloRunner`: small and picklable, so each Ray actor opens its own session.
 
     ``threads`` is ONNX Runtime's intra-op thread count (None: its default, all cores); ``precision``
-    OpenVINO's precision hint; ``resize`` how images are letterboxed (Darknet's arithmetic or PIL's).
+    OpenVINO's precision hint; ``resize`` how images are letterboxed (Darknet's arithmetic or PIL's);
+    ``img_size`` and ``letterbox`` the size a dynamic model runs at and whether to trim it per image.
     """
 
     model: str
@@ -99,6 +104,8 @@ class RunnerSpec:
     threads: int | None = None
     precision: str = "fp32"
     resize: str = DEFAULT_RESIZE
+    img_size: int | Size | None = None
+    letterbox: str = DEFAULT_LETTERBOX
 
     def build(self) -> Runner:
         predictor = Predictor(self.model, providers=self.providers, strict=self.strict, threads=self.threads,
@@ -112,7 +119,9 @@ class RunnerSpec:
         else:
             heads = heads_from_metadata(predictor.metadata)
         settings = nms_settings(predictor.metadata)  # a graph that ends with NMS: thresholds are its inputs
-        return YoloRunner(predictor, heads) if settings is None else NmsRunner(predictor, settings)
+        if settings is not None:
+            return NmsRunner(predictor, settings, img_size=self.img_size, letterbox=self.letterbox)
+        return YoloRunner(predictor, heads, img_size=self.img_size, letterbox=self.letterbox)
 
 
 @dataclass
@@ -143,12 +152,14 @@ def detect_batch(runner: Runner, paths: Sequence[Path], *, conf: float, iou: flo
             outcome.error = str(exc)
     if not images:
         return outcomes
-    fitted = [letterbox(image, runner.input_size, resize) for _, image in images]
-    tensors = np.concatenate([t for t, _ in fitted])
-    fixed = runner.predictor.fixed_batch
-    if fixed and len(images) < fixed:
-        tensors = np.concatenate([tensors, np.zeros((fixed - len(images), *tensors.shape[1:]), np.float32)])
-    found = runner.detect(tensors, [lb for _, lb in fitted], conf=conf, iou=iou, names=names)
+    sizes = image_sizes([image.shape for _, image in images], runner.input_size, runner.sizing.stride,
+                        runner.letterbox)
+    found: list[list[Detection]] = [[] for _ in images]
+    for group in size_groups(sizes):  # a rect letterbox's differently sized inputs cannot share a tensor
+        for index, detections in zip(group, _detect_group(runner, [images[i][1] for i in group], sizes[group[0]],
+                                                          conf=conf, iou=iou, names=names, resize=resize),
+                                     strict=True):
+            found[index] = detections
     for (outcome, image), detections in zip(images, found, strict=True):
         outcome.height, outcome.width = int(image.shape[0]), int(image.shape[1])
         outcome.detections = detections
@@ -157,6 +168,17 @@ def detect_batch(runner: Runner, paths: Sequence[Path], *, conf: float, iou: flo
             draw(image, detections).save(buffer, format="JPEG", quality=DRAWN_JPEG_QUALITY)
             outcome.drawn = buffer.getvalue()
     return outcomes
+
+
+def _detect_group(runner: Runner, images: list[np.ndarray], size: Size, *, conf: float, iou: float,
+                  names: list[str] | None, resize: str) -> list[list[Detection]]:
+    """Images letterboxed to one size, run as one batch (zero-padded to a fixed batch size)."""
+    fitted = [letterbox(image, size, resize) for image in images]
+    tensors = np.concatenate([t for t, _ in fitted])
+    fixed = runner.predictor.fixed_batch
+    if fixed and len(images) < fixed:
+        tensors = np.concatenate([tensors, np.zeros((fixed - len(images), *tensors.shape[1:]), np.float32)])
+    return runner.detect(tensors, [lb for _, lb in fitted], conf=conf, iou=iou, names=names)
 
 
 def image_record(outcome: ImageOutcome, predictor: Predictor, resize: str) -> dict[str, Any]:

@@ -20,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from foldkit.defaults import DEFAULT_LETTERBOX
 from foldkit.deploy.engines.batch import YoloRunner
 from foldkit.deploy.letterbox import letterbox
 from foldkit.deploy.nms_graph import NmsSettings, check_thresholds, nms_settings
 from foldkit.deploy.nms_model import NmsRunner
+from foldkit.deploy.sizing import image_sizes
 from foldkit.deploy.yolo import Detection, heads_from_metadata
 from foldkit.errors import FoldkitError
+from foldkit.onnxio.input_size import Size
 from foldkit.runtime import Predictor
 from foldkit.runtime.deployment import model_deployment_record
 
@@ -65,13 +68,16 @@ def decode_image(data: bytes) -> np.ndarray:
 class DetectionHandler:
     """An encoded image in, ``foldkit detect``'s detections out as fixed-shape tensors."""
 
-    def __init__(self, model: Path, max_det: int) -> None:
+    def __init__(self, model: Path, max_det: int, *, img_size: int | Size | None = None,
+                 letterbox: str = DEFAULT_LETTERBOX) -> None:
         # A model measured by `foldkit optimize` runs as its record says ("auto" follows it); any other on the CPU.
         predictor = Predictor(model, providers="auto" if model_deployment_record(model) else "cpu")
         self.settings = nms_settings(predictor.metadata)
         self.max_det = self.settings.max_det if self.settings is not None else NmsSettings(max_det=max_det).max_det
-        self.runner = (NmsRunner(predictor, self.settings) if self.settings is not None
-                       else YoloRunner(predictor, heads_from_metadata(predictor.metadata)))
+        self.runner = (NmsRunner(predictor, self.settings, img_size=img_size, letterbox=letterbox)
+                       if self.settings is not None else
+                       YoloRunner(predictor, heads_from_metadata(predictor.metadata), img_size=img_size,
+                                  letterbox=letterbox))
         self.defaults = self.settings or NmsSettings()
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -89,7 +95,9 @@ class DetectionHandler:
 
     def detect(self, image: np.ndarray, conf: float, iou: float) -> list[Detection]:
         """One image's detections, exactly as ``foldkit detect`` finds them (batch 1)."""
-        tensor, info = letterbox(image, self.runner.input_size)
+        runner = self.runner
+        size = image_sizes([image.shape], runner.input_size, runner.sizing.stride, runner.letterbox)[0]
+        tensor, info = letterbox(image, size)
         fixed = self.runner.predictor.fixed_batch or 1  # a fixed-batch model gets zero images after this one
         tensor = np.concatenate([tensor, np.zeros((fixed - 1, *tensor.shape[1:]), np.float32)])
         return self.runner.detect(tensor, [info], conf=conf, iou=iou, names=None)[0]

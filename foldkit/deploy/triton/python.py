@@ -4,6 +4,7 @@ For servers without the onnxruntime backend (the ``tritonserver`` that PyPI's ``
 ships has only the Python backend). The entry is::
 
     REPO/NAME/config.pbtxt                 backend: "python", foldkit_handler, foldkit_max_det
+                                           (foldkit_img_size, foldkit_letterbox: a dynamic-size detector)
     REPO/NAME/1/model.py                   sys.path set up, then foldkit's TritonPythonModel
     REPO/NAME/1/model.onnx
 
@@ -34,12 +35,15 @@ from pathlib import Path
 import onnx
 
 import foldkit
-from foldkit.defaults import DEFAULT_MAX_DET
+from foldkit.defaults import DEFAULT_LETTERBOX, DEFAULT_MAX_DET
 from foldkit.deploy.nms_graph import NmsSettings, nms_settings
+from foldkit.deploy.sizing import choose_size
 from foldkit.deploy.triton.entry import block, entry_name, instance_group, parameters, tensor_block, write_entry
 from foldkit.deploy.triton.handlers import CONF, COUNT, DETECTIONS, IMAGE, IOU
-from foldkit.deploy.triton.served import HANDLER_KEY, MAX_DET_KEY
+from foldkit.deploy.triton.served import HANDLER_KEY, IMG_SIZE_KEY, LETTERBOX_KEY, MAX_DET_KEY
+from foldkit.errors import FoldkitError
 from foldkit.onnxio.files import load_onnx, require_input_file
+from foldkit.onnxio.input_size import input_size
 from foldkit.onnxio.metadata import DECODED_KEY, YOLO_HEADS_KEY, read_metadata
 
 MODEL_PY = '''"""Triton Python-backend entry written by foldkit {version}: serves model.onnx beside this file.
@@ -58,6 +62,20 @@ from foldkit.deploy.triton.served import TritonPythonModel  # noqa: E402,F401
 '''
 
 
+def _sizing(model: onnx.ModelProto, where: str, handler: str, img_size: int | tuple[int, int] | None,
+            letterbox: str | None) -> dict[str, str]:
+    """The entry's size parameters, refused here (one line) where the model cannot run so."""
+    if img_size is None and letterbox is None:
+        return {}
+    if handler != "detections":
+        raise FoldkitError(f"{where}: --img-size and --letterbox apply to a detector served as detections")
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+    mode = letterbox or DEFAULT_LETTERBOX
+    height, width = choose_size(input_size(shape, read_metadata(model), where), img_size, mode)
+    return {IMG_SIZE_KEY: f"{height}x{width}", LETTERBOX_KEY: mode}
+
+
 def import_folders() -> list[str]:
     """Where this foldkit and its dependencies are imported from, for the stub's sys.path."""
     folders = [str(Path(foldkit.__file__).resolve().parents[1])]
@@ -74,8 +92,10 @@ def is_detector(model: onnx.ModelProto) -> bool:
 
 
 def python_config(model: onnx.ModelProto, name: str, *, handler: str, max_det: int, instances: int = 1,
-                  where: str = "<model>") -> str:
-    """The ``config.pbtxt`` text of a Python-backend entry (``max_batch_size: 0``: a request is a batch)."""
+                  where: str = "<model>", sizing: dict[str, str] | None = None) -> str:
+    """The ``config.pbtxt`` text of a Python-backend entry (``max_batch_size: 0``: a request is a batch).
+
+    ``sizing``: the run size and letterbox parameters of a dynamic-size detector."""
     if handler == "detections":
         inputs = [block("input", IMAGE, "TYPE_UINT8", [-1], where),
                   block("input", CONF, "TYPE_FP32", [1], where, optional=True),
@@ -89,21 +109,30 @@ def python_config(model: onnx.ModelProto, name: str, *, handler: str, max_det: i
         outputs = [tensor_block("output", v, False, where) for v in graph.output]
     lines = [f'name: "{name}"', 'backend: "python"', "max_batch_size: 0",
              "input [\n" + ",\n".join(inputs) + "\n]", "output [\n" + ",\n".join(outputs) + "\n]",
-             instance_group(instances, "cpu"), *parameters({HANDLER_KEY: handler, MAX_DET_KEY: str(max_det)})]
+             instance_group(instances, "cpu"),
+             *parameters({HANDLER_KEY: handler, MAX_DET_KEY: str(max_det)} | (sizing or {}))]
     return "\n".join(lines) + "\n"
 
 
 def write_python_repository(
     model_path: str | os.PathLike, repo: str | os.PathLike, *, name: str | None = None, instances: int = 1,
-    max_det: int = DEFAULT_MAX_DET, tensors: bool = False,
+    max_det: int = DEFAULT_MAX_DET, tensors: bool = False, img_size: int | tuple[int, int] | None = None,
+    letterbox: str | None = None,
 ) -> Path:
-    """Write a Python-backend entry; returns the config path. ``tensors``: a detector's raw tensors, not detections."""
+    """Write a Python-backend entry; returns the config path. ``tensors``: a detector's raw tensors, not detections.
+
+    ``img_size`` and ``letterbox`` (detections only) are checked against the model now: the size a
+    model with a dynamic height and width runs at, and ``rect`` to trim each image's input to the
+    next multiple of its stride (:mod:`foldkit.deploy.sizing`).
+    """
     model_path = require_input_file(model_path, "model")
     name = entry_name(model_path, name)
     model = load_onnx(model_path, load_external_data=False)
     handler = "detections" if is_detector(model) and not tensors else "tensors"
     settings = nms_settings(read_metadata(model))
     max_det = settings.max_det if settings is not None else NmsSettings(max_det=max_det).max_det
-    config = python_config(model, name, handler=handler, max_det=max_det, instances=instances, where=str(model_path))
+    sizing = _sizing(model, str(model_path), handler, img_size, letterbox)
+    config = python_config(model, name, handler=handler, max_det=max_det, instances=instances, where=str(model_path),
+                           sizing=sizing)
     text = MODEL_PY.format(version=foldkit.__version__, python=sys.version.split()[0], folders=import_folders())
     return write_entry(model_path, model, Path(repo), name, config, {"1/model.py": text})

@@ -2,7 +2,8 @@
 
 Triton's Python backend runs it inside ``triton_python_backend_stub``, which provides the module
 ``triton_python_backend_utils``. The entry's config names the handler (``foldkit_handler``:
-``tensors`` or ``detections``) and ``max_det``; the model is ``model.onnx`` beside ``model.py``. A
+``tensors`` or ``detections``), ``max_det``, and for a dynamic-size detector the size it runs at and
+its letterbox; the model is ``model.onnx`` beside ``model.py``. A
 request that fails (an image that does not decode, a bad threshold) gets an error response with
 foldkit's one-line message; the other requests of the batch are answered.
 
@@ -20,13 +21,23 @@ from typing import Any
 
 import numpy as np
 
+from foldkit.defaults import DEFAULT_LETTERBOX
 from foldkit.deploy.triton.handlers import DetectionHandler, TensorHandler
 from foldkit.errors import FoldkitError
 
 HANDLER_KEY, MAX_DET_KEY = "foldkit_handler", "foldkit_max_det"  # config.pbtxt parameters
+IMG_SIZE_KEY, LETTERBOX_KEY = "foldkit_img_size", "foldkit_letterbox"  # "HxW" a dynamic model runs at; square/rect
 _NUMPY_USED_CAPSULE = ctypes.c_char_p(b"used_dltensor")  # numpy's name for a consumed DLPack capsule; kept alive
 _set_capsule_name = ctypes.pythonapi.PyCapsule_SetName
 _set_capsule_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    """The entry's ``foldkit_img_size`` ("HxW", as foldkit triton writes it)."""
+    if text is None:
+        return None
+    height, width = text.split("x")
+    return int(height), int(width)
 
 
 class TritonPythonModel:
@@ -40,7 +51,9 @@ class TritonPythonModel:
         self.outputs = {entry["name"]: entry["data_type"] for entry in config["output"]}
         model = folder / "model.onnx"
         if parameters.get(HANDLER_KEY) == "detections":
-            self.handler: DetectionHandler | TensorHandler = DetectionHandler(model, int(parameters[MAX_DET_KEY]))
+            self.handler: DetectionHandler | TensorHandler = DetectionHandler(
+                model, int(parameters[MAX_DET_KEY]), img_size=_size(parameters.get(IMG_SIZE_KEY)),
+                letterbox=parameters.get(LETTERBOX_KEY, DEFAULT_LETTERBOX))
         else:
             self.handler = TensorHandler(model)
 
