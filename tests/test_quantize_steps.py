@@ -39,8 +39,8 @@ def test_int8_capability_from_cpuinfo_flags(flags: str, kind: str, saturates: bo
 
 
 def test_options_refuse_unknown_steps_and_modes() -> None:
-    with pytest.raises(FoldkitError, match="unknown quantize step.*'adaround'"):
-        QuantizeOptions(steps=("adaround",))
+    with pytest.raises(FoldkitError, match="unknown quantize step.*'adaquant'"):
+        QuantizeOptions(steps=("adaquant",))
     with pytest.raises(FoldkitError, match="sensitivity must be one of"):
         QuantizeOptions(sensitivity="sometimes")
 
