@@ -23,6 +23,7 @@ import onnx
 from onnx import numpy_helper
 
 from foldkit.quantize.adaround import Grid, learn_rounding
+from foldkit.quantize.bias_correction import shift_conv_bias
 from foldkit.runtime import create_session
 
 POSITIONS = 4096  # sampled output positions per layer, over all calibration inputs
@@ -76,7 +77,7 @@ def adaround_onnx(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, inpu
         result = learn_rounding(weight, grid, patches[node.name], target, seed=seed, **options)
         initializers[node.input[1]].CopyFrom(numpy_helper.from_array(
             grid.weights(result.integers, weight.shape), node.input[1]))
-        _shift_bias(rounded, node, initializers, result.bias_shift)
+        shift_conv_bias(rounded, node, initializers, result.bias_shift, "adarounded")
         report.layers.append(RoundedLayer(node.name, int(weight.size), result.nearest_mse, result.learned_mse,
                                           result.flipped))
     report.seconds = time.perf_counter() - started
@@ -165,17 +166,3 @@ def patches_at(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, int],
     xs = positions[1][:, None] * sw + np.arange(kernel[1]) * dw
     taps = padded[:, ys[:, :, None], xs[:, None, :]]  # C × N × kh × kw
     return taps.transpose(1, 0, 2, 3).reshape(len(ys), -1).astype(np.float64)
-
-
-def _shift_bias(model: onnx.ModelProto, node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto],
-                shift: np.ndarray) -> None:
-    """Subtract ``shift`` from the conv's bias, adding a bias when it has none."""
-    name = node.input[2] if len(node.input) > 2 and node.input[2] else ""
-    bias = numpy_helper.to_array(initializers[name]).astype(np.float64) if name else np.zeros(len(shift))
-    if not name:
-        name = f"{node.name}_bias_adarounded"
-        model.graph.initializer.append(onnx.TensorProto(name=name))
-        initializers[name] = model.graph.initializer[-1]
-        node.input.extend([""] * (3 - len(node.input)))
-        node.input[2] = name
-    initializers[name].CopyFrom(numpy_helper.from_array((bias - shift).astype(np.float32), name))
