@@ -39,8 +39,8 @@ def test_int8_capability_from_cpuinfo_flags(flags: str, kind: str, saturates: bo
 
 
 def test_options_refuse_unknown_steps_and_modes() -> None:
-    with pytest.raises(FoldkitError, match="unknown quantize step.*'adaround'"):
-        QuantizeOptions(steps=("adaround",))
+    with pytest.raises(FoldkitError, match="unknown quantize step.*'adaquant'"):
+        QuantizeOptions(steps=("adaquant",))
     with pytest.raises(FoldkitError, match="sensitivity must be one of"):
         QuantizeOptions(sensitivity="sometimes")
 
@@ -152,6 +152,24 @@ def test_detection_agreement_counts_matches_misses_and_extras() -> None:
     assert changed.f1 == pytest.approx(2 * 2 / 6)
     sigmoid = 1 / (1 + np.exp(-np.array([4.0, 2.0, 8.0])))
     assert changed.mean_abs_score_diff == pytest.approx((sigmoid[0] - sigmoid[1]) * sigmoid[2] / 2, rel=1e-4)
+
+
+def test_detection_agreement_counts_scores_near_the_threshold_and_bootstraps_f1() -> None:
+    heads = [HeadSpec(((20.0, 20.0),), 3)]
+    class_score = 1 / (1 + np.exp(-8.0))
+    logit = [float(np.log(p / (1 - p))) for p in (0.26 / class_score, 0.23 / class_score, 0.9)]
+    near = {"head0": _head_map([(0, 0, 1, logit[0]), (2, 2, 0, logit[1]), (3, 0, 2, logit[2])])}
+    agreement = compare_detections(near, near, heads, (64, 64))
+    # 0.26 is a detection near 0.25, 0.23 a candidate just below it, 0.9 neither
+    assert (agreement.float_detections, agreement.near_threshold) == (2, 2)
+    assert agreement.f1_interval() == (1.0, 1.0) and agreement.per_input == [(2, 2, 2)]
+    # two inputs: one agrees fully, the other loses both detections; the interval spans both outcomes
+    both = {"head0": np.concatenate([near["head0"], near["head0"]])}
+    lost = {"head0": np.concatenate([near["head0"], _head_map([])])}
+    split = compare_detections(both, lost, heads, (64, 64))
+    assert split.per_input == [(2, 2, 2), (2, 0, 0)] and split.f1 == pytest.approx(4 / 6)
+    low, high = split.f1_interval()
+    assert low == 0.0 and high == 1.0
 
 
 def _outlier_relu_model() -> tuple[onnx.ModelProto, np.ndarray]:

@@ -42,6 +42,7 @@ from foldkit import build_model, condition_weights
 from foldkit.cpu import int8_capability
 from foldkit.darknet.export import export_darknet
 from foldkit.darknet.weights import save_weights
+from foldkit.defaults import DEFAULT_CONF
 from foldkit.deploy.detect import collect_images, load_image
 from foldkit.deploy.yolo import heads_from_metadata
 from foldkit.fold.onnx import fold_onnx
@@ -49,7 +50,7 @@ from foldkit.onnxio.files import load_onnx, save_onnx
 from foldkit.onnxio.metadata import read_metadata
 from foldkit.quantize import QuantizeOptions, quantize_onnx
 from foldkit.quantize.calibration import Preprocess, load_calibration, model_input
-from foldkit.quantize.detections import compare_detections
+from foldkit.quantize.detections import NEAR_SCORE, compare_detections
 from foldkit.quantize.judge import HeldOutJudge, mean_snr
 from foldkit.quantize.latency import time_interleaved
 from foldkit.runtime import create_session
@@ -93,7 +94,8 @@ def bench_detector(name: str, source: Path, options: QuantizeOptions, folder: Pa
         rows.append({"step": step.name, "kept": step.kept, "note": step.note, "min_snr_db": judgement.min_snr_db,
                      "mean_snr_db": mean_snr(judgement.errors), "p50_ms": p50[step.name],
                      "ratio": p50[step.name] / p50["float"],
-                     "detections": None if agreement is None else agreement.__dict__ | {"f1": agreement.f1}})
+                     "detections": None if agreement is None else agreement.__dict__ | {
+                         "f1": agreement.f1, "f1_interval": agreement.f1_interval()}})
     return {"model": name, "calibration": data.source, "input_noise_snr_db": report.input_noise_snr_db,
             "final_min_snr_db": report.min_snr_db, "notes": report.notes, "rows": rows,
             "seconds": time.perf_counter() - started}
@@ -186,14 +188,15 @@ def bench_classifier(file: str, real: Path, folder: Path, variants: int, log) ->
 
 
 def detector_table(results: list[dict]) -> str:
-    lines = ["| model | step | kept | worst head SNR (dB) | mean head SNR (dB) | F1 vs float | mean abs Δscore "
-             "| missed / extra | × float p50 |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | step | kept | worst head SNR (dB) | mean head SNR (dB) | F1 vs float (95 % interval) "
+             "| mean abs Δscore | missed / extra | × float p50 |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for result in results:
         for row in result["rows"]:
             d = row.get("detections")
             snr = ("—", "—") if "min_snr_db" not in row else (f"{row['min_snr_db']:.1f}", f"{row['mean_snr_db']:.1f}")
-            det = ("—", "—", "—") if not d else (f"{d['f1']:.3f}", f"{d['mean_abs_score_diff']:.3f}",
-                                                 f"{d['misses']} / {d['extras']}")
+            det = ("—", "—", "—") if not d else (
+                f"{d['f1']:.3f} ({d['f1_interval'][0]:.2f}–{d['f1_interval'][1]:.2f})",
+                f"{d['mean_abs_score_diff']:.3f}", f"{d['misses']} / {d['extras']}")
             lines.append(f"| {result['model']} | {row['step']} | {'yes' if row['kept'] else 'no'} | {snr[0]} | "
                          f"{snr[1]} | {det[0]} | {det[1]} | {det[2]} | {row['ratio']:.2f} |")
     return "\n".join(lines)
@@ -245,6 +248,11 @@ def main() -> None:
         for result in detectors:
             print(f"{result['model']}: {result['calibration']}; float model with u8 input noise: "
                   f"{result['input_noise_snr_db']:.1f} dB")
+            final = next((row["detections"] for row in reversed(result["rows"]) if row.get("detections")), None)
+            if final:
+                print(f"  float detections: {final['float_detections']} on {final['images']} inputs; "
+                      f"{final['near_threshold']} float scores within ±{NEAR_SCORE:g} of the "
+                      f"{DEFAULT_CONF:g} threshold")
             for note in result["notes"]:
                 print(f"  note: {note}")
     if classifiers:

@@ -72,22 +72,29 @@ def correct_biases(
         q_node, quantized_weight = convs.pop(node.name)
         weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
         shift = _mean_shift(quantized_weight - weight, input_means[q_node.input[0]], q_node)
-        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else ""
-        bias = (numpy_helper.to_array(initializers[bias_name]).astype(np.float64) if bias_name
-                else np.zeros(weight.shape[0]))
-        if not bias_name:
-            bias_name = f"{node.name}_bias_corrected"
-            corrected.graph.initializer.append(onnx.TensorProto(name=bias_name))
-            initializers[bias_name] = corrected.graph.initializer[-1]
-            node.input.extend([""] * (3 - len(node.input)))
-            node.input[2] = bias_name
-        initializers[bias_name].CopyFrom(numpy_helper.from_array((bias - shift).astype(np.float32), bias_name))
+        bias = shift_conv_bias(corrected, node, initializers, shift, "corrected")
         channel_means = _mean_shift(weight, input_means[q_node.input[0]], q_node) + bias
         report.layers.append(CorrectedLayer(node.name, float(np.abs(shift).max()),
                                             float(np.sqrt(np.mean(np.square(channel_means))))))
     for name in convs:
         report.skipped[name] = "not found in the float model"
     return corrected, report
+
+
+def shift_conv_bias(model: onnx.ModelProto, node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto],
+                    shift: np.ndarray, suffix: str) -> np.ndarray:
+    """Subtract ``shift`` from the conv's bias (adding a bias ``{node}_bias_{suffix}`` when it has none);
+    return the bias before."""
+    name = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+    bias = numpy_helper.to_array(initializers[name]).astype(np.float64) if name else np.zeros(len(shift))
+    if not name:
+        name = f"{node.name}_bias_{suffix}"
+        model.graph.initializer.append(onnx.TensorProto(name=name))
+        initializers[name] = model.graph.initializer[-1]
+        node.input.extend([""] * (3 - len(node.input)))
+        node.input[2] = name
+    initializers[name].CopyFrom(numpy_helper.from_array((bias - shift).astype(np.float32), name))
+    return bias
 
 
 def _dequantize(node: onnx.NodeProto, initializers) -> np.ndarray:

@@ -18,13 +18,15 @@ from foldkit.quantize.calibration import Preprocess
 WEIGHTS_7BIT = "7bit"  # 7-bit weights: tried only where ORT's u8×s8 kernels saturate (foldkit.cpu)
 EQUALIZE = "equalize"  # cross-layer equalization
 MSE_CLIP = "clip"  # MSE-optimal activation ranges from histograms
+ADAROUND = "adaround"  # learned rounding of the conv weights (AdaRound)
 BIAS_CORRECTION = "bias"  # bias correction from the quantized model's own activations
 MIXED_U16 = "u16"  # u16 for the activations that int8 rounds worst, within the latency budget
-STEPS = (WEIGHTS_7BIT, EQUALIZE, MSE_CLIP, BIAS_CORRECTION, MIXED_U16)
+FLOAT_LAYERS = "float"  # the most sensitive layers in float, within the latency budget
+STEPS = (WEIGHTS_7BIT, EQUALIZE, MSE_CLIP, ADAROUND, BIAS_CORRECTION, MIXED_U16, FLOAT_LAYERS)
 SENSITIVITY_MODES = ("auto", "always", "never")  # auto: when the SNR is low or a target is missed
 
 HELD_OUT_VARIANTS = 3  # seeded variants (crop, mirror, stretch) of each folder image that judge the result
-LATENCY_BUDGET = 1.0  # a step that keeps activations in u16 may cost up to this × the float model's p50
+LATENCY_BUDGET = 1.0  # a step that takes layers off the int8 kernels (u16, float) may cost up to this × float p50
 
 Progress = Callable[[str], None]
 
@@ -39,8 +41,8 @@ class QuantizeOptions:
     that many inputs apart. ``preprocess`` turns an image file into the network input (default:
     the letterbox of :func:`foldkit.quantize.calibration.default_preprocess`).
     ``steps``: which of :data:`STEPS` to try. ``sensitivity``: ``auto`` ranks layers when an
-    output's SNR is low or ``target_snr`` is missed. ``latency_budget``: the most a u16 step may
-    cost, × the float p50. ``latency_rounds=0`` skips timing. ``step_models``: a folder to keep
+    output's SNR is low or ``target_snr`` is missed. ``latency_budget``: the most a u16 or float-layers
+    step may cost, × the float p50. ``latency_rounds=0`` skips timing. ``step_models``: a folder to keep
     each step's int8 model in.
     """
 

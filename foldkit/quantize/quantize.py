@@ -35,6 +35,7 @@ from foldkit.fold.onnx import fold_onnx
 from foldkit.onnxio.files import OutputTransaction, check_outputs, load_onnx, model_companions, save_onnx
 from foldkit.quantize.admit import admit_float_model, require_finite_outputs
 from foldkit.quantize.calibration import CalibrationData, load_calibration, model_input
+from foldkit.quantize.context import Candidate, Context
 from foldkit.quantize.detections import compare_detections
 from foldkit.quantize.judge import HeldOutJudge
 from foldkit.quantize.latency import measure_latency
@@ -42,7 +43,7 @@ from foldkit.quantize.options import QuantizeOptions
 from foldkit.quantize.report import LOW_SNR_DB, FloatLayer, QuantizeReport, Step
 from foldkit.quantize.sensitivity import fewest_float_layers, rank_layers
 from foldkit.quantize.static import StaticQuantizer
-from foldkit.quantize.steps import STEP_FUNCTIONS, Candidate, Context
+from foldkit.quantize.steps import STEP_FUNCTIONS
 
 PER_CHANNEL_OPSET = 13  # DequantizeLinear takes an axis (per-channel scales) from this opset on
 
@@ -116,8 +117,9 @@ def _sensitivity_and_target(context: Context, best: Candidate) -> Candidate:
     report, options = context.report, context.options
     baseline_db = best.judgement.min_snr_db
     missed_target = options.target_snr is not None and baseline_db < options.target_snr
-    if options.sensitivity == "always" or missed_target or (options.sensitivity == "auto"
-                                                            and baseline_db < LOW_SNR_DB):
+    ranked = bool(report.sensitivity)  # the float-layers step ranked them already
+    if not ranked and (options.sensitivity == "always" or missed_target
+                       or (options.sensitivity == "auto" and baseline_db < LOW_SNR_DB)):
         report.sensitivity = rank_layers(best.quantizer, context.judge, best.exclude, baseline_db,
                                          options.progress)
     if options.target_snr is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from foldkit import strict_json
+from foldkit.quantize.adaround_model import AdaRoundReport
 from foldkit.quantize.bias_correction import BiasCorrectionReport
 from foldkit.quantize.detections import DetectionAgreement
 from foldkit.quantize.equalize import EqualizationReport
@@ -60,6 +61,7 @@ class QuantizeReport:
     batchnorm_left: list[str] = field(default_factory=list)
     equalization: EqualizationReport | None = None
     bias_correction: BiasCorrectionReport | None = None
+    adaround: AdaRoundReport | None = None
     steps: list[Step] = field(default_factory=list)
     outputs: list[OutputError] = field(default_factory=list)  # the written model's
     sensitivity: list[LayerSensitivity] = field(default_factory=list)
@@ -124,6 +126,8 @@ class QuantizeReport:
             lines.append(f"  {self.equalization.summary()}")
         if self.bias_correction:
             lines.append(f"  {self.bias_correction.summary()}")
+        if self.adaround:
+            lines.append(f"  {self.adaround.summary()}")
         if self.input_noise_snr_db is not None:
             lines.append(f"  float model with u8 rounding noise on its input: {self.input_noise_snr_db:.1f} dB min SNR "
                          "(the network's own noise amplification; int8 can hardly beat it)")

@@ -8,86 +8,41 @@ whether kept or not. The steps, in the order tried (:data:`foldkit.quantize.opti
 * 7-bit weights, only where this CPU's u8×s8 kernels saturate (:mod:`foldkit.cpu`);
 * cross-layer equalization; bias correction (their own modules);
 * MSE-optimal activation ranges (:mod:`foldkit.quantize.activations`);
+* learned rounding of the conv weights (:mod:`foldkit.quantize.step_adaround`);
 * u16 for the graph outputs and the k activations u8 rounds worst (highest noise-to-signal), for
   k = 0 and 2, the better that gains at least 1 dB and stays within the latency budget (p50
-  against float, measured).
+  against float, measured);
+* the most sensitive layers in float, within the latency budget
+  (:mod:`foldkit.quantize.step_float_layers`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType
 
-from foldkit.cpu import Int8Capability
 from foldkit.quantize.activations import activation_stats
 from foldkit.quantize.bias_correction import correct_biases
-from foldkit.quantize.calibration import CalibrationData
+from foldkit.quantize.context import Candidate, Context
 from foldkit.quantize.equalize import equalize_onnx
-from foldkit.quantize.judge import HeldOutJudge, Judgement
-from foldkit.quantize.latency import measure_latency
 from foldkit.quantize.options import (
+    ADAROUND,
     BIAS_CORRECTION,
     EQUALIZE,
+    FLOAT_LAYERS,
     MIXED_U16,
     MSE_CLIP,
     WEIGHTS_7BIT,
-    QuantizeOptions,
 )
-from foldkit.quantize.report import QuantizeReport, Step
-from foldkit.quantize.significance import significant_gain
-from foldkit.quantize.static import StaticQuantizer
+from foldkit.quantize.report import QuantizeReport
+from foldkit.quantize.step_adaround import learned_rounding
+from foldkit.quantize.step_float_layers import float_layers
 
 U16_EXTRA = (0, 2)  # how many of the worst activations a u16 try adds to the graph outputs
-U16_LATENCY_ROUNDS = 5
 U16_MIN_GAIN_DB = 1.0  # u16 takes convs off the int8 kernels: below this gain it is not worth their speed
-
-
-@dataclass
-class Candidate:
-    """A float model's quantizer, the QDQ model it made with ``exclude`` float, and its judgement."""
-
-    quantizer: StaticQuantizer
-    exclude: list[str]
-    path: Path
-    judgement: Judgement
-
-
-@dataclass
-class Context:
-    """What every step needs: the data, the judge, the options, the CPU, and the report to add to."""
-
-    data: CalibrationData
-    input_name: str
-    judge: HeldOutJudge
-    options: QuantizeOptions
-    cpu: Int8Capability
-    report: QuantizeReport
-
-    def candidate(self, quantizer: StaticQuantizer, exclude: list[str]) -> Candidate:
-        path = quantizer.quantize(exclude)
-        return Candidate(quantizer, list(exclude), path, self.judge.judge(path))
-
-    def derived(self, model: onnx.ModelProto, best: Candidate, name: str, *, reduce_range: bool | None = None
-                ) -> StaticQuantizer:
-        """A quantizer for another float model, with the best one's weight bits and activation overrides."""
-        return StaticQuantizer(model, best.quantizer.folder, name, self.data, self.input_name, self.options.method,
-                               reduce_range=best.quantizer.reduce_range if reduce_range is None else reduce_range,
-                               overrides=best.quantizer.overrides)
-
-    def weigh(self, name: str, best: Candidate, candidate: Candidate, note: str = "", min_gain: float = 0.0
-              ) -> Candidate:
-        """Record the step; return the candidate when it wins by more than the judgement's noise (and ``min_gain``)."""
-        gain, sigma, significant = significant_gain(best.judgement, candidate.judgement, self.options.seed)
-        kept = significant and gain >= min_gain
-        text = f"{gain:+.2f} dB ± {sigma:.2f} (bootstrap σ)" + (f"; {note}" if note else "")
-        self.report.steps.append(Step(name, candidate.judgement.errors, kept, note=text,
-                                      model_file=str(candidate.path), noise_db=sigma))
-        return candidate if kept else best
 
 
 def seven_bit_weights(context: Context, best: Candidate) -> Candidate:
@@ -156,23 +111,12 @@ def mixed_u16(context: Context, best: Candidate) -> Candidate:
 
 def _weigh_u16(context: Context, best: Candidate, chosen: Candidate, candidate: Candidate, names: list[str],
                step: str) -> Candidate:
-    """Keep ``candidate`` over ``chosen`` when it wins significantly and its p50 is within the budget
-    (timed only when it wins: timing is the slow part)."""
-    gain, _, significant = significant_gain(chosen.judgement, candidate.judgement, context.options.seed)
-    if not significant or gain < U16_MIN_GAIN_DB:
-        return context.weigh(step, chosen, candidate, note=", ".join(names), min_gain=U16_MIN_GAIN_DB)
-    ratio = measure_latency(best.quantizer.float_path, candidate.path, context.data.held_out[:1],
-                            context.input_name, rounds=U16_LATENCY_ROUNDS).ratio
-    budget = context.options.latency_budget
-    within = ratio <= budget
-    note = f"{', '.join(names)}; p50 {ratio:.2f}× float (budget {budget:g}×){'' if within else ': over budget'}"
-    context.weigh(step, chosen, candidate, note=note, min_gain=U16_MIN_GAIN_DB)
-    if not within:
-        context.report.steps[-1].kept = False
-        return chosen
-    if chosen is not best:
+    """Keep ``candidate`` over ``chosen`` when it wins by ``U16_MIN_GAIN_DB`` within the latency budget;
+    a kept earlier try that it beats is then no longer kept."""
+    kept = context.within_budget(step, chosen, candidate, ", ".join(names), U16_MIN_GAIN_DB)
+    if kept is candidate and chosen is not best:
         _drop(context.report, chosen)
-    return candidate
+    return kept
 
 
 def _drop(report: QuantizeReport, superseded: Candidate) -> None:
@@ -187,6 +131,8 @@ STEP_FUNCTIONS: dict[str, Callable[[Context, Candidate], Candidate]] = {
     WEIGHTS_7BIT: seven_bit_weights,
     EQUALIZE: equalization,
     MSE_CLIP: mse_clipping,
+    ADAROUND: learned_rounding,
     BIAS_CORRECTION: bias_correction,
     MIXED_U16: mixed_u16,
+    FLOAT_LAYERS: float_layers,
 }

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip", type=_steps, default=[], metavar="STEPS",
                         help=f"comma-separated steps not to try, of: {', '.join(STEPS)}")
     parser.add_argument("--latency-budget", type=options.scale, default=LATENCY_BUDGET, metavar="X",
-                        help="the most a u16 step may cost, as a multiple of the float model's p50")
+                        help="the most a step that leaves the int8 kernels (u16, layers in float) may cost, "
+                             "as a multiple of the float model's p50")
     parser.add_argument("--sensitivity", action="store_true", help="always run the per-layer sensitivity analysis")
     options.add_seed(parser, "the calibration split and random inputs")
     parser.add_argument("--report", help="also write the report as JSON here")

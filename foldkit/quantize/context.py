@@ -1,0 +1,88 @@
+"""What every step of the quantize pass works with: the best candidate so far and the shared context.
+
+A step (:mod:`foldkit.quantize.steps` and the modules it registers) takes the context and the
+best candidate, makes its own candidates, and returns the one to build on; :meth:`Context.weigh`
+records each try in the report and keeps it only when it wins by more than the judgement's
+noise, and :meth:`Context.within_budget` adds the latency budget for steps that take layers off
+the int8 kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from foldkit.cpu import Int8Capability
+from foldkit.quantize.calibration import CalibrationData
+from foldkit.quantize.judge import HeldOutJudge, Judgement
+from foldkit.quantize.latency import measure_latency
+from foldkit.quantize.options import QuantizeOptions
+from foldkit.quantize.report import QuantizeReport, Step
+from foldkit.quantize.significance import significant_gain
+from foldkit.quantize.static import StaticQuantizer
+
+BUDGET_LATENCY_ROUNDS = 5  # interleaved rounds timing a candidate against the latency budget
+
+
+@dataclass
+class Candidate:
+    """A float model's quantizer, the QDQ model it made with ``exclude`` float, and its judgement."""
+
+    quantizer: StaticQuantizer
+    exclude: list[str]
+    path: Path
+    judgement: Judgement
+
+
+@dataclass
+class Context:
+    """What every step needs: the data, the judge, the options, the CPU, and the report to add to."""
+
+    data: CalibrationData
+    input_name: str
+    judge: HeldOutJudge
+    options: QuantizeOptions
+    cpu: Int8Capability
+    report: QuantizeReport
+
+    def candidate(self, quantizer: StaticQuantizer, exclude: list[str]) -> Candidate:
+        path = quantizer.quantize(exclude)
+        return Candidate(quantizer, list(exclude), path, self.judge.judge(path))
+
+    def derived(self, model: onnx.ModelProto, best: Candidate, name: str, *, reduce_range: bool | None = None
+                ) -> StaticQuantizer:
+        """A quantizer for another float model, with the best one's weight bits and activation overrides."""
+        return StaticQuantizer(model, best.quantizer.folder, name, self.data, self.input_name, self.options.method,
+                               reduce_range=best.quantizer.reduce_range if reduce_range is None else reduce_range,
+                               overrides=best.quantizer.overrides)
+
+    def weigh(self, name: str, best: Candidate, candidate: Candidate, note: str = "", min_gain: float = 0.0
+              ) -> Candidate:
+        """Record the step; return the candidate when it wins by more than the judgement's noise (and ``min_gain``)."""
+        gain, sigma, significant = significant_gain(best.judgement, candidate.judgement, self.options.seed)
+        kept = significant and gain >= min_gain
+        text = f"{gain:+.2f} dB ± {sigma:.2f} (bootstrap σ)" + (f"; {note}" if note else "")
+        self.report.steps.append(Step(name, candidate.judgement.errors, kept, note=text,
+                                      model_file=str(candidate.path), noise_db=sigma))
+        return candidate if kept else best
+
+
+    def within_budget(self, name: str, chosen: Candidate, candidate: Candidate, note: str, min_gain: float
+                      ) -> Candidate:
+        """:meth:`weigh`, and a win is kept only when its p50 is within ``latency_budget`` × the float p50
+        (timed only when it wins: timing is the slow part)."""
+        gain, _, significant = significant_gain(chosen.judgement, candidate.judgement, self.options.seed)
+        if not significant or gain < min_gain:
+            return self.weigh(name, chosen, candidate, note=note, min_gain=min_gain)
+        ratio = measure_latency(chosen.quantizer.float_path, candidate.path, self.data.held_out[:1],
+                                self.input_name, rounds=BUDGET_LATENCY_ROUNDS).ratio
+        budget = self.options.latency_budget
+        within = ratio <= budget
+        note += f"; p50 {ratio:.2f}× float (budget {budget:g}×){'' if within else ': over budget'}"
+        kept = self.weigh(name, chosen, candidate, note=note, min_gain=min_gain)
+        if not within:
+            self.report.steps[-1].kept = False
+            return chosen
+        return kept
