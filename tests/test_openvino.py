@@ -7,6 +7,7 @@ weights, unfolded and folded by foldkit), and asserts on numbers and on what Ope
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import onnx
@@ -28,6 +29,7 @@ from foldkit.runtime import (
     open_backend,
     random_inputs,
 )
+from foldkit.runtime.openvino import PrecisionWarning, signed_int8_activations
 
 SIZE, SEED = 64, 1
 
@@ -82,6 +84,33 @@ def test_default_precision_is_read_back_from_openvino(tiny):
     # on an AMX Xeon a few convolutions (e.g. the 3-channel first one) may stay f32 beside the bf16 ones
     assert record["inference_precision"] in record["convolution_precisions"]
     assert set(record["convolution_precisions"]) <= {"f32", "bf16", "f16"}
+
+
+def test_default_precision_that_cannot_compile_falls_back_to_f32_said_and_recorded(tiny, tmp_path):
+    """ORT's quantize_static quantizes activations to signed int8 by default, and OpenVINO's bf16 convolutions (its
+    default on AMX CPUs) have no kernel for them. Where an explicit bf16 fails to compile, the default is retried at
+    f32 with a PrecisionWarning naming the reason, and the record says f32; where bf16 compiles (or the CPU has no
+    bf16 and OpenVINO runs f32), the default compiles as it is, without a word."""
+    from test_bench import quantize_qdq  # ORT's static QDQ quantizer, its defaults (QInt8 activations)
+
+    int8 = quantize_qdq(tiny["folded"], tmp_path / "int8.onnx")
+    assert signed_int8_activations(int8) and not signed_int8_activations(tiny["folded"])
+    try:
+        open_backend(int8, "openvino", precision="bf16")
+        bf16_compiles = True
+    except FoldkitError as exc:
+        assert "at bf16" in str(exc) and str(int8) in str(exc)
+        bf16_compiles = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = open_backend(int8, "openvino", precision="default").record()
+    said = [str(w.message) for w in caught if issubclass(w.category, PrecisionWarning)]
+    assert {"i8", "u8"} & set(record["convolution_precisions"])  # integer convolutions either way
+    if bf16_compiles:
+        assert not said and record["precision_hint"].startswith("none")
+    else:
+        assert len(said) == 1 and "signed int8" in said[0] and said[0].startswith(str(int8))
+        assert record["precision_hint"].startswith("f32 (") and record["inference_precision"] == "f32"
 
 
 def test_check_candidate_on_openvino_against_ort(tiny):

@@ -3,7 +3,10 @@
 OpenVINO compiles the ONNX graph for a device with an *inference precision hint*: ``f32`` keeps
 float32 throughout (what parity needs); without a hint the CPU plugin picks its own, bf16 on
 CPUs with AMX or AVX-512 BF16 and f32 elsewhere. What it picked is read back from the compiled
-model's properties and recorded, never assumed. OpenVINO does not check an input's shape against
+model's properties and recorded, never assumed. Where OpenVINO cannot compile a model at its default
+precision (OpenVINO 2025 on an AMX CPU has no bf16 kernel for a convolution on signed-int8
+activations, ONNX Runtime's ``quantize_static`` default), the default is retried as f32 with a
+:class:`PrecisionWarning` naming the reason, and the record says so. OpenVINO does not check an input's shape against
 the model's fixed dimensions (it ran a 48×192 image through a 224×224 classifier without a word),
 so this backend checks every feed's dtype and fixed dims itself.
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -34,6 +38,10 @@ _TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "f64": "tensor(doubl
           "i32": "tensor(int32)", "u8": "tensor(uint8)", "boolean": "tensor(bool)"}
 _NOT_LAYERS = ("Const", "Input", "Output")  # runtime-model entries that are not computation
 INSTALL_HINT = "OpenVINO is not installed: pip install 'foldkit[openvino]'"
+
+
+class PrecisionWarning(UserWarning):
+    """OpenVINO runs a model at another precision than its default, because the default could not compile."""
 
 
 def openvino_available() -> bool:
@@ -68,16 +76,38 @@ class OpenVINOBackend:
         frontend = FrontEndManager().load_by_framework("onnx")
         source = io.BytesIO(model.SerializeToString()) if isinstance(model, onnx.ModelProto) else str(model)
         self.core = ov.Core()
+        self.fallback: str | None = None  # why the default precision was replaced by f32, where it was
         try:  # OpenVINO's errors (GeneralFailure, OpConversionFailure, RuntimeError…) share no base but Exception
             converted = frontend.convert(frontend.load(source))
-            self.compiled = self.core.compile_model(converted, DEVICE, config)
         except Exception as exc:
             raise FoldkitError(f"{self.label}: OpenVINO cannot load the model: {_last_line(exc)}") from None
+        try:
+            self.compiled = self.core.compile_model(converted, DEVICE, config)
+        except Exception as exc:
+            if PRECISIONS[precision] is not None:
+                raise FoldkitError(f"{self.label}: OpenVINO cannot load the model at {precision}: "
+                                   f"{_last_line(exc)}") from None
+            self.compiled = self._compile_f32_instead(converted, config, exc, model)
         self.request = self.compiled.create_infer_request()
         # Names from the converted graph: compiling merges tensors through Identity nodes, and a compiled
         # output can then answer to an inner tensor's name instead of the ONNX output's.
         self.output_names = [port.get_any_name() for port in converted.outputs]
         self._inputs = [_describe(port) for port in converted.inputs]
+
+    def _compile_f32_instead(self, converted: Any, config: dict[str, Any], exc: Exception,
+                             model: onnx.ModelProto | str | os.PathLike) -> Any:
+        """The default precision failed to compile: f32 instead, said and recorded (or the first error)."""
+        default = _text(self.core.get_property(DEVICE, "INFERENCE_PRECISION_HINT"))
+        why = f"OpenVINO cannot compile it at its default {default} on this CPU ({_last_line(exc)})"
+        if signed_int8_activations(model):
+            why += "; its activations are quantized to signed int8, which OpenVINO's bf16 convolutions do not take"
+        try:
+            compiled = self.core.compile_model(converted, DEVICE, config | {"INFERENCE_PRECISION_HINT": "f32"})
+        except Exception:
+            raise FoldkitError(f"{self.label}: {why}") from None
+        self.fallback = f"{why}: compiled with f32 instead"
+        warnings.warn(f"{self.label}: {self.fallback}", PrecisionWarning, stacklevel=3)
+        return compiled
 
     def get_inputs(self) -> list[TensorInfo]:
         return list(self._inputs)
@@ -95,7 +125,8 @@ class OpenVINOBackend:
         prop = self.compiled.get_property
         return {"runtime": "openvino", "version": self.version,
                 "device": f"{DEVICE} ({self.core.get_property(DEVICE, 'FULL_DEVICE_NAME')})",
-                "precision_hint": PRECISIONS[self.precision] or "none (OpenVINO's default)",
+                "precision_hint": PRECISIONS[self.precision] or ("none (OpenVINO's default)" if self.fallback is None
+                                                                  else f"f32 ({self.fallback})"),
                 "inference_precision": _text(prop("INFERENCE_PRECISION_HINT")),
                 "threads": int(prop("INFERENCE_NUM_THREADS")), "streams": int(prop("NUM_STREAMS")),
                 "performance_hint": _text(prop("PERFORMANCE_HINT")),
@@ -126,6 +157,15 @@ class OpenVINOBackend:
             if value.dtype != ORT_TYPES.get(spec.type) or not fits:
                 raise FoldkitError(f"{self.label}: input '{spec.name}' is {value.dtype} {list(value.shape)}, but "
                                    f"the model takes {spec.type} {spec.shape}")
+
+
+def signed_int8_activations(model: onnx.ModelProto | str | os.PathLike) -> bool:
+    """Whether a QDQ model quantizes an activation to int8 (a QuantizeLinear with an int8 zero point)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    int8 = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    return any(node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in int8
+               for node in model.graph.node)
 
 
 def _describe(port: Any) -> TensorInfo:
