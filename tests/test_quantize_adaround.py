@@ -146,3 +146,18 @@ def test_float_layers_step_keeps_the_sensitive_layer_float_within_the_budget(tmp
     else:
         assert not tried[0].kept and "over budget" in tried[0].note and not report.float_layers
         assert producers[conv_a.input[1]] == "DequantizeLinear"
+
+
+def test_float_layers_step_leaves_the_last_int8_layer_int8(tmp_path: Path) -> None:
+    """A one-conv model: floating its conv gains the most and, with a generous budget, fits it (it did on an AMX
+    Xeon at 1×); but the whole model in float is no int8 model, so the step stops and says why."""
+    from tests.test_quantize import _outlier_conv
+
+    model, _ = _outlier_conv(tmp_path)
+    onnx.save(model, tmp_path / "conv.onnx")
+    report = quantize_onnx(tmp_path / "conv.onnx", tmp_path / "conv.int8.onnx", QuantizeOptions(
+        calib=tmp_path / "calib.npy", steps=(FLOAT_LAYERS,), latency_rounds=0, latency_budget=100.0))
+    assert report.sensitivity[0].node == "conv" and report.sensitivity[0].gain_db > 0
+    assert not report.float_layers and "float layers: conv stays int8, the model's last int8 layer" in report.notes
+    written = onnx.load(str(tmp_path / "conv.int8.onnx"))
+    assert [n.op_type for n in written.graph.node].count("DequantizeLinear") >= 2  # input and weights
