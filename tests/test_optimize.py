@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import onnx
 import pytest
@@ -66,6 +67,33 @@ def test_the_predictor_runs_the_model_as_its_record_says(unfolded, tmp_path):
     predictor = Predictor(tmp_path / "out" / MODEL_FILE)
     assert predictor.provider == OPENVINO and predictor.record()["runtime"] == "openvino"
     assert Predictor(tmp_path / "out" / MODEL_FILE, providers="cpu").provider == "CPUExecutionProvider"
+
+
+def _cpu_has_bf16() -> bool:
+    """The kernel's word (/proc/cpuinfo), not OpenVINO's: AMX or AVX-512 BF16."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+@pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed (pip install 'foldkit[openvino]')")
+def test_the_bf16_candidate_runs_bf16_where_the_cpu_has_it_and_says_why_not_elsewhere(unfolded, tmp_path):
+    """On a CPU with AMX or AVX-512 BF16 the bf16 candidate runs, OpenVINO's own record says its convolutions ran
+    in bf16, and its SNR is bf16's, far below float32's; elsewhere it is listed as not runnable, with the reason."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = optimize_model(unfolded, tmp_path / "out", _options(candidates=["ort-fp32", "openvino-bf16"],
+                                                                     min_snr=0.0))
+    fp32, bf16 = report.result("ort-fp32"), report.result("openvino-bf16")
+    assert fp32 is not None and bf16 is not None and fp32.min_snr_db is not None
+    if _cpu_has_bf16():
+        assert bf16.skipped is None and bf16.min_snr_db is not None
+        assert bf16.record["inference_precision"] == "bf16" and "bf16" in bf16.record["convolution_precisions"]
+        assert bf16.min_snr_db < fp32.min_snr_db - 20  # bf16's 8-bit mantissa, not float32 under another name
+    else:
+        assert bf16.skipped is not None and "no bf16 instructions" in bf16.skipped and bf16.p50_ms is None
 
 
 def test_a_record_made_on_another_cpu_is_followed_with_a_warning(unfolded, tmp_path):
