@@ -161,3 +161,24 @@ def test_float_layers_step_leaves_the_last_int8_layer_int8(tmp_path: Path) -> No
     assert not report.float_layers and "float layers: conv stays int8, the model's last int8 layer" in report.notes
     written = onnx.load(str(tmp_path / "conv.int8.onnx"))
     assert [n.op_type for n in written.graph.node].count("DequantizeLinear") >= 2  # input and weights
+
+
+def test_float_layers_step_ranks_a_shortlist_of_a_large_model(tmp_path: Path) -> None:
+    """yolov3-tiny has 13 int8 convs, over the rank-every-layer limit: the first conv (reads the image), the two
+    head convs (write the outputs) and the 4 with the worst-rounded inputs are ranked, not all 13, and the
+    notes say so; the report's sensitivity table stays for a full ranking."""
+    from foldkit.darknet.export import export_darknet
+    from foldkit.quantize.step_float_layers import RANK_EVERY_LAYER_UP_TO, SHORTLIST_WORST_INPUTS
+
+    export_darknet("yolov3-tiny", tmp_path / "tiny.onnx", img_size=64, fold=True)
+    inputs = np.random.default_rng(0).random((10, 3, 64, 64), dtype=np.float32)
+    report = quantize_onnx(tmp_path / "tiny.onnx", tmp_path / "tiny.int8.onnx", QuantizeOptions(
+        calib=_npy(tmp_path, inputs), held_out=4, steps=(FLOAT_LAYERS,), latency_rounds=0, sensitivity="never"))
+    assert RANK_EVERY_LAYER_UP_TO < 13
+    ranked = [note for note in report.notes if note.startswith("float layers: ranked")]
+    assert len(ranked) == 1 and f"ranked {3 + SHORTLIST_WORST_INPUTS} of 13 int8 layers" in ranked[0]
+    model = onnx.load(str(tmp_path / "tiny.onnx"))
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    heads = [n.name for n in model.graph.node if n.op_type == "Conv" and set(n.output) & {"head0", "head1"}]
+    assert len(heads) == 2 and all(f"{name} " in ranked[0] for name in [convs[0], *heads])
+    assert not report.sensitivity

@@ -10,7 +10,7 @@ it does, then a bisection finds the smallest; each try is a real quantization an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +40,10 @@ class TargetSearch:
 
 
 def rank_layers(quantizer: StaticQuantizer, judge: HeldOutJudge, exclude: Sequence[str], baseline_db: float,
-                progress: Progress | None = None) -> list[LayerSensitivity]:
-    """Every quantizable layer not already excluded, most sensitive first."""
-    candidates = [node for node in quantizer.quantizable_nodes() if node.name not in exclude]
+                progress: Progress | None = None, only: Collection[str] | None = None) -> list[LayerSensitivity]:
+    """Every quantizable layer not already excluded (or those of them in ``only``), most sensitive first."""
+    candidates = [node for node in quantizer.quantizable_nodes()
+                  if node.name not in exclude and (only is None or node.name in only)]
     ranking = []
     for index, node in enumerate(candidates):
         path = quantizer.quantize([*exclude, *quantizer.layer_nodes(node.name)])
