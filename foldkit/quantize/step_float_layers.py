@@ -11,7 +11,8 @@ the calibration histograms); the report says how many of how many were ranked.
 
 The top :data:`FLOAT_LAYERS_TRIED` layers whose float copy helps are then tried one by one, each
 on top of those already kept; a layer stays float only when its gain beats the judgement's
-bootstrap noise and the model's p50 stays within ``latency_budget`` × the float model's. The last
+bootstrap noise and buys at least 1 dB, and the model's p50 stays within ``latency_budget`` × the
+float model's (:meth:`Context.within_budget`). The last
 int8 layer always stays int8: a model with every layer in float is the float model, not its int8
 version (on an AMX CPU a one-conv model's float copy fit a 1× budget). The report names each layer
 kept in float with what it bought and cost.
@@ -20,7 +21,7 @@ kept in float with what it bought and cost.
 from __future__ import annotations
 
 from foldkit.quantize.activations import activation_stats
-from foldkit.quantize.context import Candidate, Context
+from foldkit.quantize.context import OFF_INT8_MIN_GAIN_DB, Candidate, Context
 from foldkit.quantize.report import FloatLayer
 from foldkit.quantize.sensitivity import rank_layers
 
@@ -41,9 +42,10 @@ def float_layers(context: Context, best: Candidate) -> Candidate:
             f"float layers: ranked {len(ranking)} of {len(layers)} int8 layers (those reading the input, those "
             f"writing an output, the {SHORTLIST_WORST_INPUTS} whose input u8 rounds worst): "
             + ", ".join(f"{layer.node} {layer.gain_db:+.2f} dB" for layer in ranking))
-    helpful = [layer for layer in ranking if layer.gain_db > 0][:FLOAT_LAYERS_TRIED]
+    helpful = [layer for layer in ranking if layer.gain_db >= OFF_INT8_MIN_GAIN_DB][:FLOAT_LAYERS_TRIED]
     if not helpful:
-        context.report.notes.append("float layers: no single layer in float raises the worst output's SNR")
+        context.report.notes.append(f"float layers: no single layer in float raises the worst output's SNR by "
+                                    f"{OFF_INT8_MIN_GAIN_DB:g} dB")
     chosen, floated = best, 0
     for layer in helpful:
         if floated + 1 >= len(layers):
@@ -52,7 +54,7 @@ def float_layers(context: Context, best: Candidate) -> Candidate:
         nodes = best.quantizer.layer_nodes(layer.node)
         candidate = context.candidate(chosen.quantizer, [*chosen.exclude, *nodes])
         note = f"{', '.join(nodes)} in float (alone: {layer.gain_db:+.2f} dB)"
-        kept = context.within_budget(f"+ {layer.node} in float", chosen, candidate, note, min_gain=0.0)
+        kept = context.within_budget(f"+ {layer.node} in float", chosen, candidate, note)
         if kept is candidate:
             reason = f"float-layers step: {context.report.steps[-1].note}"
             context.report.float_layers.append(FloatLayer(layer.node, reason))

@@ -42,7 +42,6 @@ from foldkit.quantize.step_adaround import learned_rounding
 from foldkit.quantize.step_float_layers import float_layers
 
 U16_EXTRA = (0, 2)  # how many of the worst activations a u16 try adds to the graph outputs
-U16_MIN_GAIN_DB = 1.0  # u16 takes convs off the int8 kernels: below this gain it is not worth their speed
 
 
 def seven_bit_weights(context: Context, best: Candidate) -> Candidate:
@@ -111,9 +110,9 @@ def mixed_u16(context: Context, best: Candidate) -> Candidate:
 
 def _weigh_u16(context: Context, best: Candidate, chosen: Candidate, candidate: Candidate, names: list[str],
                step: str) -> Candidate:
-    """Keep ``candidate`` over ``chosen`` when it wins by ``U16_MIN_GAIN_DB`` within the latency budget;
+    """Keep ``candidate`` over ``chosen`` when it wins within the latency budget (:meth:`Context.within_budget`);
     a kept earlier try that it beats is then no longer kept."""
-    kept = context.within_budget(step, chosen, candidate, ", ".join(names), U16_MIN_GAIN_DB)
+    kept = context.within_budget(step, chosen, candidate, ", ".join(names))
     if kept is candidate and chosen is not best:
         _drop(context.report, chosen)
     return kept
