@@ -8,6 +8,7 @@ from foldkit.cli import options
 from foldkit.cli.codes import EXIT_OK, EXIT_PARITY_FAILED
 from foldkit.cli.feedback import status_lines
 from foldkit.defaults import CALIBRATION_METHODS
+from foldkit.quantize.context import OFF_INT8_MIN_GAIN_DB
 from foldkit.quantize.options import BIAS_CORRECTION, EQUALIZE, HELD_OUT_VARIANTS, LATENCY_BUDGET, STEPS
 
 NAME = "quantize"
@@ -40,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated steps not to try, of: {', '.join(STEPS)}")
     parser.add_argument("--latency-budget", type=options.scale, default=LATENCY_BUDGET, metavar="X",
                         help="the most a step that leaves the int8 kernels (u16, layers in float) may cost, "
-                             "as a multiple of the float model's p50, and it must buy 1 dB (default: %(default)s)")
+                             f"as a multiple of the float model's p50, and it must buy {OFF_INT8_MIN_GAIN_DB:g} dB "
+                             "(default: %(default)s)")
     parser.add_argument("--sensitivity", action="store_true", help="always run the per-layer sensitivity analysis")
     options.add_seed(parser, "the calibration split and random inputs")
     parser.add_argument("--report", help="also write the report as JSON here")
