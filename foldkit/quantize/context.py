@@ -18,15 +18,12 @@ from foldkit.cpu import Int8Capability
 from foldkit.quantize.calibration import CalibrationData
 from foldkit.quantize.judge import HeldOutJudge, Judgement
 from foldkit.quantize.latency import measure_latency
-from foldkit.quantize.options import QuantizeOptions
+from foldkit.quantize.options import OFF_INT8_MIN_GAIN_DB, QuantizeOptions
 from foldkit.quantize.report import QuantizeReport, Step
 from foldkit.quantize.significance import significant_gain
 from foldkit.quantize.static import StaticQuantizer
 
 BUDGET_LATENCY_ROUNDS = 5  # interleaved rounds timing a candidate against the latency budget
-# A step that takes layers off the int8 kernels (u16, layers in float) must buy at least this much; measured on the
-# trained yolov3-tiny on an AMX Xeon, one conv in float bought +0.63 dB for 0.56x -> 0.78x the float p50.
-OFF_INT8_MIN_GAIN_DB = 1.0
 
 
 @dataclass

@@ -21,7 +21,8 @@ kept in float with what it bought and cost.
 from __future__ import annotations
 
 from foldkit.quantize.activations import activation_stats
-from foldkit.quantize.context import OFF_INT8_MIN_GAIN_DB, Candidate, Context
+from foldkit.quantize.context import Candidate, Context
+from foldkit.quantize.options import OFF_INT8_MIN_GAIN_DB
 from foldkit.quantize.report import FloatLayer
 from foldkit.quantize.sensitivity import rank_layers
 

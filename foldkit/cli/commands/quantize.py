@@ -8,8 +8,14 @@ from foldkit.cli import options
 from foldkit.cli.codes import EXIT_OK, EXIT_PARITY_FAILED
 from foldkit.cli.feedback import status_lines
 from foldkit.defaults import CALIBRATION_METHODS
-from foldkit.quantize.context import OFF_INT8_MIN_GAIN_DB
-from foldkit.quantize.options import BIAS_CORRECTION, EQUALIZE, HELD_OUT_VARIANTS, LATENCY_BUDGET, STEPS
+from foldkit.quantize.options import (
+    BIAS_CORRECTION,
+    EQUALIZE,
+    HELD_OUT_VARIANTS,
+    LATENCY_BUDGET,
+    OFF_INT8_MIN_GAIN_DB,
+    STEPS,
+)
 
 NAME = "quantize"
 HELP = "quantize to int8 (QDQ) after the fold, with the accuracy cost measured"
