@@ -102,12 +102,15 @@ def test_bench_runs_a_dynamic_model_at_a_concrete_size(seeded):
         input_feeds(seeded / "fixed.onnx", 1, 0, 64)
 
 
-def test_triton_writes_dynamic_height_and_width(seeded, tmp_path):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_triton_writes_dynamic_height_and_width(seeded, tmp_path, backend):
     model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed")
     from google.protobuf import text_format
 
-    assert main(["triton", str(seeded / "dynamic.onnx"), "--repo", str(tmp_path), "--name", "tiny"]) == 0
+    assert main(["triton", str(seeded / "dynamic.onnx"), "--repo", str(tmp_path), "--name", "tiny",
+                 "--backend", backend]) == 0
     config = text_format.Parse((tmp_path / "tiny" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.backend == backend
     assert [list(i.dims) for i in config.input] == [[3, -1, -1]] and config.max_batch_size > 0
     assert [list(o.dims) for o in config.output] == [[255, -1, -1]] * 2
 
