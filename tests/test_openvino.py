@@ -24,12 +24,13 @@ from foldkit.parity import compare_onnx_models, torch_outputs
 from foldkit.runtime import (
     CPU_PROVIDER,
     OPENVINO,
+    PrecisionWarning,
     Predictor,
     backend_preference,
     open_backend,
     random_inputs,
 )
-from foldkit.runtime.openvino import PrecisionWarning, signed_int8_activations
+from foldkit.runtime.openvino import signed_int8_activations
 
 SIZE, SEED = 64, 1
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from foldkit.runtime.choice import backend_preference, open_backend
 from foldkit.runtime.interface import Backend, TensorInfo, describe, ran_on, summary
-from foldkit.runtime.openvino import OPENVINO, OpenVINOBackend, openvino_available
+from foldkit.runtime.openvino import OPENVINO, OpenVINOBackend, PrecisionWarning, openvino_available
 from foldkit.runtime.ort import (
     CONV_BN_FUSION,
     CPU_PROVIDER,
@@ -28,6 +28,6 @@ from foldkit.runtime.ort import (
 from foldkit.runtime.predictor import Predictor
 
 __all__ = ["CONV_BN_FUSION", "CPU_PROVIDER", "OPENVINO", "OPT_LEVELS", "ORT_ERRORS", "Backend", "OpenVINOBackend",
-           "OrtBackend", "Predictor", "ProviderWarning", "TensorInfo", "backend_preference", "create_session",
-           "describe", "open_backend", "open_ort", "openvino_available", "provider_preference", "ran_on",
-           "random_inputs", "resolve_providers", "run", "summary"]
+           "OrtBackend", "PrecisionWarning", "Predictor", "ProviderWarning", "TensorInfo", "backend_preference",
+           "create_session", "describe", "open_backend", "open_ort", "openvino_available", "provider_preference",
+           "ran_on", "random_inputs", "resolve_providers", "run", "summary"]
