@@ -73,9 +73,11 @@ def test_ort_writes_exactly_the_learned_integers(tmp_path: Path, reduce_range: b
     model = _two_conv_model(rng)
     data = load_calibration((1, 3, 12, 12), calib=_npy(tmp_path, rng.random((10, 3, 12, 12))), held_out=2)
     plain = StaticQuantizer(model, tmp_path, "plain", data, "x", reduce_range=reduce_range).quantize()
+    heard: list[str] = []
     rounded, report = adaround_onnx(model, onnx.load(str(plain)), data.calibration, "x",
-                                    reduce_range=reduce_range, iterations=200)
+                                    reduce_range=reduce_range, iterations=200, progress=heard.append)
     assert [layer.node for layer in report.layers] == ["conv_a", "conv_b"]
+    assert [line.split(" (")[0] for line in heard] == ["learned rounding 1/2: conv_a", "learned rounding 2/2: conv_b"]
     written = _weight_integers(StaticQuantizer(rounded, tmp_path, "rounded", data, "x",
                                                reduce_range=reduce_range).quantize())
     originals = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}

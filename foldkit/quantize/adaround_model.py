@@ -24,6 +24,7 @@ from onnx import numpy_helper
 
 from foldkit.quantize.adaround import Grid, learn_rounding
 from foldkit.quantize.bias_correction import shift_conv_bias
+from foldkit.quantize.options import Progress
 from foldkit.runtime import create_session
 
 POSITIONS = 4096  # sampled output positions per layer, over all calibration inputs
@@ -53,11 +54,12 @@ class AdaRoundReport:
 
 
 def adaround_onnx(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, inputs: np.ndarray, input_name: str,
-                  *, reduce_range: bool, seed: int = 0, iterations: int | None = None
-                  ) -> tuple[onnx.ModelProto, AdaRoundReport]:
+                  *, reduce_range: bool, seed: int = 0, iterations: int | None = None,
+                  progress: Progress | None = None) -> tuple[onnx.ModelProto, AdaRoundReport]:
     """A copy of ``float_model`` whose conv weights are learned int8 grid points (ORT's grid for them).
 
-    ``qdq_model``: ``float_model`` quantized, whose activations the layers learn on.
+    ``qdq_model``: ``float_model`` quantized, whose activations the layers learn on. ``progress``
+    hears one line per layer: on a large network this step runs for minutes.
     """
     started = time.perf_counter()
     report = AdaRoundReport()
@@ -67,10 +69,10 @@ def adaround_onnx(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, inpu
                               np.random.default_rng(seed))
     rounded = copy.deepcopy(float_model)
     initializers = {init.name: init for init in rounded.graph.initializer}
-    for node in rounded.graph.node:
-        if node.name not in patches:
-            continue
+    for node in (node for node in rounded.graph.node if node.name in patches):
         weight = numpy_helper.to_array(initializers[node.input[1]])
+        if progress:
+            progress(f"learned rounding {len(report.layers) + 1}/{len(patches)}: {node.name} ({weight.size} weights)")
         grid = Grid.of(weight, reduce_range)
         target = patches[node.name] @ weight.reshape(len(weight), -1).T.astype(np.float64)
         options = {} if iterations is None else {"iterations": iterations}

@@ -19,7 +19,7 @@ from foldkit.quantize.context import Candidate, Context
 def learned_rounding(context: Context, best: Candidate) -> Candidate:
     rounded, report = adaround_onnx(best.quantizer.model, onnx.load(str(best.path)), context.data.calibration,
                                     context.input_name, reduce_range=best.quantizer.reduce_range,
-                                    seed=context.options.seed)
+                                    seed=context.options.seed, progress=context.options.progress)
     context.report.adaround = report
     return context.weigh("+ learned rounding (AdaRound)", best, context.candidate(
         context.derived(rounded, best, "adarounded"), best.exclude), note=report.summary())
