@@ -136,7 +136,9 @@ def test_a_killed_actor_is_restarted_and_every_image_comes_back_once(ray_cluster
     local = detect_images(model, paths, table=tmp_path / "local.jsonl", conf=0.6, batch=2)
     assert len(local) == 48
     expected = {r["image"]: r for r in map(json.loads, (tmp_path / "local.jsonl").read_text().splitlines())}
-    assert {r["image"]: r for r in rows} == expected
+    assert all(r["runtime"]["threads"] == 1 for r in rows)  # one thread per actor; the local engine ORT's default
+    assert {r["image"]: {k: v for k, v in r.items() if k != "runtime"} for r in rows} == \
+        {image: {k: v for k, v in r.items() if k != "runtime"} for image, r in expected.items()}
 
 
 @pytest.mark.slow
@@ -149,7 +151,10 @@ def test_parquet_table_holds_the_same_records(ray_cluster, small, tmp_path):
     local = [json.loads(line) for line in (tmp_path / "local.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and rows[str(images / "broken.png")]["detections"] is None
     for record in local:
-        assert rows[record["image"]] == {**record, "error": None}
+        row = dict(rows[record["image"]])
+        ran = json.loads(row.pop("runtime"))  # the table keeps the runtime record as JSON text
+        assert ran["runtime"] == record["runtime"]["runtime"] == "onnxruntime" and ran["threads"] >= 1
+        assert row == {**{k: v for k, v in record.items() if k != "runtime"}, "error": None}
 
 
 def test_a_model_failure_in_an_actor_is_one_line_exit_2(ray_cluster, small, tmp_path, capsys):
