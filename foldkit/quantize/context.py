@@ -68,20 +68,18 @@ class Context:
                                       model_file=str(candidate.path), noise_db=sigma))
         return candidate if kept else best
 
-
     def within_budget(self, name: str, chosen: Candidate, candidate: Candidate, note: str) -> Candidate:
         """:meth:`weigh`, and a win is kept only when it buys :data:`OFF_INT8_MIN_GAIN_DB` and its p50 is
         within ``latency_budget`` × the float p50 (timed only when it wins: timing is the slow part)."""
-        min_gain = OFF_INT8_MIN_GAIN_DB
         gain, _, significant = significant_gain(chosen.judgement, candidate.judgement, self.options.seed)
-        if not significant or gain < min_gain:
-            return self.weigh(name, chosen, candidate, note=note, min_gain=min_gain)
+        if not significant or gain < OFF_INT8_MIN_GAIN_DB:
+            return self.weigh(name, chosen, candidate, note=note, min_gain=OFF_INT8_MIN_GAIN_DB)
         ratio = measure_latency(chosen.quantizer.float_path, candidate.path, self.data.held_out[:1],
                                 self.input_name, rounds=BUDGET_LATENCY_ROUNDS).ratio
         budget = self.options.latency_budget
         within = ratio <= budget
         note += f"; p50 {ratio:.2f}× float (budget {budget:g}×){'' if within else ': over budget'}"
-        kept = self.weigh(name, chosen, candidate, note=note, min_gain=min_gain)
+        kept = self.weigh(name, chosen, candidate, note=note, min_gain=OFF_INT8_MIN_GAIN_DB)
         if not within:
             self.report.steps[-1].kept = False
             return chosen

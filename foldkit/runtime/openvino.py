@@ -4,7 +4,7 @@ OpenVINO compiles the ONNX graph for a device with an *inference precision hint*
 float32 throughout (what parity needs); without a hint the CPU plugin picks its own, bf16 on
 CPUs with AMX or AVX-512 BF16 and f32 elsewhere. What it picked is read back from the compiled
 model's properties and recorded, never assumed. Where OpenVINO cannot compile a model at its default
-precision (OpenVINO 2025 on an AMX CPU has no bf16 kernel for a convolution on signed-int8
+precision (OpenVINO 2026.4 on an AMX CPU has no bf16 kernel for a convolution on signed-int8
 activations, ONNX Runtime's ``quantize_static`` default), the default is retried as f32 with a
 :class:`PrecisionWarning` naming the reason, and the record says so. OpenVINO does not check an input's shape against
 the model's fixed dimensions (it ran a 48×192 image through a 224×224 classifier without a word),

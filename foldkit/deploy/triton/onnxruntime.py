@@ -23,7 +23,8 @@ from foldkit.deploy.triton.entry import (
     write_entry,
 )
 from foldkit.onnxio.files import load_onnx, require_input_file
-from foldkit.runtime.deployment import DeploymentRecord, model_deployment_record
+from foldkit.onnxio.metadata import read_metadata
+from foldkit.runtime.deployment import DeploymentRecord, deployment_record
 
 # ONNX Runtime's levels as the onnxruntime backend reads ``optimization { graph { level } }``: it
 # enables all optimizations unless told otherwise (-1 basic, 1 extended, 2 none).
@@ -72,5 +73,5 @@ def write_repository(
     name = entry_name(model_path, name)
     model = load_onnx(model_path, load_external_data=False)
     config = triton_config(model, name, max_batch=max_batch, instances=instances, kind=kind, where=str(model_path),
-                           record=model_deployment_record(model_path))
+                           record=deployment_record(read_metadata(model), str(model_path)))
     return write_entry(model_path, model, Path(repo), name, config)

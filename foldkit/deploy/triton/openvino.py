@@ -29,7 +29,8 @@ from foldkit.deploy.triton.entry import (
     write_entry,
 )
 from foldkit.onnxio.files import load_onnx, require_input_file
-from foldkit.runtime.deployment import BF16_FLAGS, DeploymentRecord, RecordWarning, model_deployment_record
+from foldkit.onnxio.metadata import read_metadata
+from foldkit.runtime.deployment import BF16_FLAGS, DeploymentRecord, RecordWarning, deployment_record
 
 
 def openvino_parameters(record: DeploymentRecord | None, where: str) -> dict[str, str]:
@@ -70,5 +71,5 @@ def write_openvino_repository(
     name = entry_name(model_path, name)
     model = load_onnx(model_path, load_external_data=False)
     config = openvino_config(model, name, max_batch=max_batch, instances=instances, where=str(model_path),
-                             record=model_deployment_record(model_path))
+                             record=deployment_record(read_metadata(model), str(model_path)))
     return write_entry(model_path, model, Path(repo), name, config)
