@@ -16,9 +16,11 @@ from foldkit.quantize import QuantizeOptions, quantize_onnx
 from foldkit.quantize.activations import BINS, ActivationStats, activation_stats, negative_weights
 from foldkit.quantize.calibration import load_calibration
 from foldkit.quantize.detections import compare_detections
-from foldkit.quantize.judge import Judgement, OutputError
+from foldkit.quantize.draws import JITTER, jittered_draws
+from foldkit.quantize.judge import HeldOutJudge, Judgement, OutputError
 from foldkit.quantize.options import MIXED_U16, MSE_CLIP
-from foldkit.quantize.significance import significant_gain
+from foldkit.quantize.significance import draw_noise_db, significant_gain
+from foldkit.quantize.static import StaticQuantizer
 from tests.onnx_graphs import make_model
 
 CPUINFO = "processor\t: 0\nmodel name\t: {name}\nflags\t\t: fpu sse2 {flags}\n\nprocessor\t: 1\n"
@@ -140,6 +142,51 @@ def test_a_gain_counts_only_beyond_the_bootstrap_noise() -> None:
     assert not significant_gain(_judgement(base), _judgement(base))[2]  # no change: never kept
 
 
+def test_the_rounding_draw_widens_the_noise_a_gain_must_beat() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.5, 2.0, 20) * 1e-3
+    better = _judgement(base / 10 ** (0.3 / 10))  # +0.3 dB on every input: the bootstrap alone sees no spread
+    gain, sigma, kept = significant_gain(_judgement(base), better)
+    assert gain == pytest.approx(0.3) and sigma < 0.01 and kept
+    gain, sigma, kept = significant_gain(_judgement(base), better, draw_sigma=0.2)
+    assert sigma == pytest.approx(np.sqrt(2) * 0.2, rel=0.05) and not kept  # two draws' difference: √2·σ
+    assert significant_gain(_judgement(base), _judgement(base / 10), draw_sigma=0.2)[2]  # +10 dB still kept
+    draws = [_judgement(base * factor) for factor in (1.0, 10 ** 0.02, 10 ** -0.02)]  # ±0.2 dB
+    assert draw_noise_db(draws) == pytest.approx(0.2, rel=1e-6)
+    assert draw_noise_db(draws[:1]) == 0.0
+
+
+def test_jittered_draws_move_every_range_by_at_most_the_jitter_and_change_the_rounding(tmp_path) -> None:
+    model, inputs = _outlier_relu_model()
+    data = load_calibration((1, 3, 16, 16), calib=_save(tmp_path / "calib.npy", inputs), held_out=8)
+    quantizer = StaticQuantizer(model, tmp_path, "m", data, "x")
+    judge = HeldOutJudge(quantizer.float_path, data.held_out, "x")
+    baseline = _scales(quantizer.quantize())
+    draws = jittered_draws(quantizer, [], judge, seed=3, count=2)
+    written = sorted(tmp_path.glob("m-draw*.int8-*.onnx"))
+    assert len(draws) == len(written) == 2
+    for path in written:
+        scales = _scales(path)
+        assert scales.keys() == baseline.keys()
+        moved = [abs(scales[name][0] / baseline[name][0] - 1) for name in baseline]
+        assert max(moved) <= 2 * JITTER and max(moved) > 0  # a range of two jittered ends: its step moves ≤ 1 %
+    snrs = [draw.min_snr_db for draw in draws]
+    assert snrs[0] != snrs[1] and draw_noise_db(draws) > 0
+    # a quantizer whose overrides set a range is jittered around that range, not the calibrated one
+    low, high = quantizer.calibrate()["h"]
+    narrowed = quantizer.with_overrides({"h": {"rmin": np.float32(low), "rmax": np.float32(high / 2)}}, "narrow")
+    step = _scales(narrowed.quantize())["h"][0]
+    assert step < 0.6 * baseline["h"][0]
+    jittered_draws(narrowed, [], judge, seed=3, count=1)
+    drawn = _scales(next(tmp_path.glob("m-narrow-draw0.int8-*.onnx")))["h"][0]
+    assert abs(drawn / step - 1) <= 2 * JITTER
+
+
+def _save(path, array: np.ndarray):
+    np.save(path, array)
+    return path
+
+
 def _photos(folder, count: int = 2) -> None:
     rng = np.random.default_rng(3)
     for index in range(count):
@@ -255,6 +302,7 @@ def test_clip_and_u16_steps_write_what_they_measured(tmp_path) -> None:
     output = "y_QuantizeLinear_Input"  # ORT's name for the conv's result that feeds the graph output's Q
     assert u16[output][1] == 2 and plain[output][1] == 1  # the graph output in 16 bits
     assert all(s.noise_db is not None for s in report.steps[1:])
+    assert report.draw_noise_db is not None and "rounding draw: σ" in report.format()  # measured once, said
     # activation statistics cover the tensors ORT calibrated, and their histograms hold every value
     stats = activation_stats(model, {"h": (0.0, 50.0)}, inputs[:2], "x")
     assert [s.name for s in stats] == ["h"] and stats[0].counts.sum() == 2 * 8 * 16 * 16
@@ -271,5 +319,6 @@ def test_an_opset_11_model_is_converted_so_per_channel_int8_loads(tmp_path) -> N
     report = quantize_onnx(tmp_path / "old.onnx", tmp_path / "old.int8.onnx", QuantizeOptions(
         calib=tmp_path / "calib.npy", held_out=2, steps=(), latency_rounds=0, sensitivity="never"))
     assert "opset 11 converted to 13" in " ".join(report.notes) and report.min_snr_db > 20
+    assert report.draw_noise_db is None  # no steps to judge: no draws spent
     written = onnx.load(str(tmp_path / "old.int8.onnx"))
     assert written.opset_import[0].version >= 13 and any(n.op_type == "DequantizeLinear" for n in written.graph.node)

@@ -46,6 +46,7 @@ class Context:
     options: QuantizeOptions
     cpu: Int8Capability
     report: QuantizeReport
+    draw_sigma: float = 0.0  # σ of the SNR over equivalent models: the rounding's luck (significance)
 
     def candidate(self, quantizer: StaticQuantizer, exclude: list[str]) -> Candidate:
         path = quantizer.quantize(exclude)
@@ -61,9 +62,10 @@ class Context:
     def weigh(self, name: str, best: Candidate, candidate: Candidate, note: str = "", min_gain: float = 0.0
               ) -> Candidate:
         """Record the step; return the candidate when it wins by more than the judgement's noise (and ``min_gain``)."""
-        gain, sigma, significant = significant_gain(best.judgement, candidate.judgement, self.options.seed)
+        gain, sigma, significant = significant_gain(best.judgement, candidate.judgement, self.options.seed,
+                                                    self.draw_sigma)
         kept = significant and gain >= min_gain
-        text = f"{gain:+.2f} dB ± {sigma:.2f} (bootstrap σ)" + (f"; {note}" if note else "")
+        text = f"{gain:+.2f} dB ± {sigma:.2f} (σ)" + (f"; {note}" if note else "")
         self.report.steps.append(Step(name, candidate.judgement.errors, kept, note=text,
                                       model_file=str(candidate.path), noise_db=sigma))
         return candidate if kept else best
@@ -71,7 +73,8 @@ class Context:
     def within_budget(self, name: str, chosen: Candidate, candidate: Candidate, note: str) -> Candidate:
         """:meth:`weigh`, and a win is kept only when it buys :data:`OFF_INT8_MIN_GAIN_DB` and its p50 is
         within ``latency_budget`` × the float p50 (timed only when it wins: timing is the slow part)."""
-        gain, _, significant = significant_gain(chosen.judgement, candidate.judgement, self.options.seed)
+        gain, _, significant = significant_gain(chosen.judgement, candidate.judgement, self.options.seed,
+                                                self.draw_sigma)
         if not significant or gain < OFF_INT8_MIN_GAIN_DB:
             return self.weigh(name, chosen, candidate, note=note, min_gain=OFF_INT8_MIN_GAIN_DB)
         ratio = measure_latency(chosen.quantizer.float_path, candidate.path, self.data.held_out[:1],

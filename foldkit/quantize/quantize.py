@@ -37,11 +37,13 @@ from foldkit.quantize.admit import admit_float_model, require_finite_outputs
 from foldkit.quantize.calibration import CalibrationData, load_calibration, model_input
 from foldkit.quantize.context import Candidate, Context
 from foldkit.quantize.detections import compare_detections
+from foldkit.quantize.draws import jittered_draws
 from foldkit.quantize.judge import HeldOutJudge
 from foldkit.quantize.latency import measure_latency
 from foldkit.quantize.options import QuantizeOptions
 from foldkit.quantize.report import LOW_SNR_DB, FloatLayer, QuantizeReport, Step
 from foldkit.quantize.sensitivity import fewest_float_layers, rank_layers
+from foldkit.quantize.significance import draw_noise_db
 from foldkit.quantize.static import StaticQuantizer
 from foldkit.quantize.steps import STEP_FUNCTIONS
 
@@ -93,6 +95,9 @@ def quantize_onnx(model: str | os.PathLike | onnx.ModelProto, output: str | os.P
         report.input_noise_snr_db = judge.input_noise_snr(
             quantizer.float_path, float(data.calibration.max() - data.calibration.min()) / 255.0, options.seed)
         report.steps.append(Step("ORT quantize_static", best.judgement.errors, kept=True, model_file=str(best.path)))
+        if options.steps:
+            context.draw_sigma = report.draw_noise_db = draw_noise_db(
+                [best.judgement, *jittered_draws(quantizer, exclude, judge, options.seed)])
         for step in options.steps:
             best = STEP_FUNCTIONS[step](context, best)
         final = _sensitivity_and_target(context, best)

@@ -14,6 +14,7 @@ from foldkit import strict_json
 from foldkit.quantize.adaround_model import AdaRoundReport
 from foldkit.quantize.bias_correction import BiasCorrectionReport
 from foldkit.quantize.detections import DetectionAgreement
+from foldkit.quantize.draws import JITTER
 from foldkit.quantize.equalize import EqualizationReport
 from foldkit.quantize.judge import OutputError, mean_snr, min_snr
 from foldkit.quantize.latency import Latency
@@ -30,10 +31,10 @@ class Step:
 
     name: str
     outputs: list[OutputError]
-    kept: bool  # whether the pass kept it: only a gain above twice its bootstrap noise is
+    kept: bool  # whether the pass kept it: only a gain above twice its noise is
     note: str = ""
     model_file: str = ""  # where its int8 model was kept (quantize_onnx's step_models), if anywhere
-    noise_db: float | None = None  # bootstrap σ of its gain over the step before (significance)
+    noise_db: float | None = None  # σ of its gain over the step before: bootstrap and rounding draw (significance)
 
     @property
     def min_snr_db(self) -> float:
@@ -67,6 +68,7 @@ class QuantizeReport:
     sensitivity: list[LayerSensitivity] = field(default_factory=list)
     float_layers: list[FloatLayer] = field(default_factory=list)
     input_noise_snr_db: float | None = None  # the float model with u8 rounding noise on its input
+    draw_noise_db: float | None = None  # σ of the baseline's SNR over equivalent models (foldkit.quantize.draws)
     target_snr_db: float | None = None
     target_reached: bool | None = None
     target_tries: list[tuple[int, float]] = field(default_factory=list)
@@ -131,6 +133,9 @@ class QuantizeReport:
         if self.input_noise_snr_db is not None:
             lines.append(f"  float model with u8 rounding noise on its input: {self.input_noise_snr_db:.1f} dB min SNR "
                          "(the network's own noise amplification; int8 can hardly beat it)")
+        if self.draw_noise_db is not None:
+            lines.append(f"  rounding draw: σ {self.draw_noise_db:.2f} dB over equivalent models (every range jittered "
+                         f"±{JITTER:.1%}), added to each step's bootstrap σ")
         lines.append("  steps (held-out SNR vs float, min / mean over outputs):")
         lines += [f"    {s.name:<34} {s.min_snr_db:7.1f} dB {s.mean_snr_db:7.1f} dB  "
                   f"{'kept' if s.kept else 'dropped'}{'  ' + s.note if s.note else ''}" for s in self.steps]
