@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FLOAT, INT8 = "float", "int8"  # the two model files a candidate can run: the folded float model, foldkit's int8
+# The model files a candidate can run: the folded float model, foldkit's int8 (QDQ as ORT runs it), and that
+# int8 model with no Q/DQ pair between a conv and its activation (foldkit.quantize.fused_form: OpenVINO's form).
+FLOAT, INT8, INT8_FUSED = "float", "int8", "int8-fused"
+INT8_FILES = (INT8, INT8_FUSED)
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class Candidate:
     name: str
     description: str
     backend: str
-    model: str  # FLOAT or INT8
+    model: str  # FLOAT, INT8 or INT8_FUSED
     precision: str = "fp32"  # OpenVINO's precision hint; fp32 for ONNX Runtime
 
     @property
@@ -38,6 +41,8 @@ def all_candidates() -> tuple[Candidate, ...]:
         Candidate("openvino-fp32", "OpenVINO CPU, folded float32", OPENVINO, FLOAT),
         Candidate("openvino-bf16", "OpenVINO CPU, bf16 inference precision", OPENVINO, FLOAT, precision="bf16"),
         Candidate("openvino-int8", "OpenVINO CPU, foldkit's int8 (QDQ)", OPENVINO, INT8),
+        Candidate("openvino-int8-fused", "OpenVINO CPU, foldkit's int8, each conv fused with its activation "
+                  "(rounded once, after it)", OPENVINO, INT8_FUSED),
         Candidate("ort-cuda-fp32", "ONNX Runtime CUDA, folded float32", "CUDAExecutionProvider", FLOAT),
         Candidate("ort-tensorrt-fp32", "ONNX Runtime TensorRT, folded float32", "TensorrtExecutionProvider", FLOAT),
     )

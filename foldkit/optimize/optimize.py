@@ -22,7 +22,16 @@ import onnx
 
 from foldkit.defaults import OPTIMIZE_BUDGET_S, OPTIMIZE_MIN_SNR_DB
 from foldkit.errors import FoldkitError
-from foldkit.optimize.candidates import FLOAT, INT8, Candidate, all_candidates, candidate_names, why_not_here
+from foldkit.optimize.candidates import (
+    FLOAT,
+    INT8,
+    INT8_FILES,
+    INT8_FUSED,
+    Candidate,
+    all_candidates,
+    candidate_names,
+    why_not_here,
+)
 from foldkit.optimize.judge import Accuracy, Judge, outputs_on
 from foldkit.optimize.measure import open_timed, time_interleaved
 from foldkit.optimize.report import CandidateResult, OptimizeReport
@@ -78,10 +87,10 @@ def optimize_model(model: str | os.PathLike, out_dir: str | os.PathLike,
         raise FoldkitError(f"{out}: its parent folder does not exist")
     original = load_onnx(model)
     with tempfile.TemporaryDirectory(prefix="foldkit-optimize-") as work:
-        files, data, input_name = _build(original, str(model), Path(work), candidates, options)
+        files, absent, data, input_name = _build(original, str(model), Path(work), candidates, options)
         judge = _judge(model, original, data.held_out, input_name)
         report = OptimizeReport(str(model), _gate_text(options, len(data.held_out)), CpuSignature.here().model, [])
-        backends = _open_and_judge(candidates, files, judge, data.held_out, input_name, options, report)
+        backends = _open_and_judge(candidates, files, absent, judge, data.held_out, input_name, options, report)
         _time(backends, {input_name: data.held_out[:1]}, options, report)
         passing = [r for r in report.results if r.passed and r.p50_ms is not None]
         if passing:
@@ -94,10 +103,12 @@ def optimize_model(model: str | os.PathLike, out_dir: str | os.PathLike,
 
 def _build(original: onnx.ModelProto, where: str, work: Path, candidates: list[Candidate],
            options: OptimizeOptions):
-    """The folded float model and, where an int8 candidate can run, foldkit's int8 model; the calibration data."""
+    """The folded float model and, where an int8 candidate can run, foldkit's int8 model (and its fused form);
+    why a model file is absent; the calibration data."""
     from foldkit.fold.onnx import fold_onnx
     from foldkit.quantize import QuantizeOptions, quantize_onnx
     from foldkit.quantize.calibration import load_calibration, model_input
+    from foldkit.quantize.fused_form import fuse_conv_activations
     from foldkit.quantize.options import HELD_OUT_VARIANTS
 
     folded, _ = fold_onnx(original)
@@ -106,13 +117,20 @@ def _build(original: onnx.ModelProto, where: str, work: Path, candidates: list[C
     input_name, shape = model_input(folded, where)
     data = load_calibration(shape, calib=options.calib, random_count=options.calib_random, seed=options.seed,
                             variants=HELD_OUT_VARIANTS)
-    if any(c.model == INT8 and why_not_here(c) is None for c in candidates):
+    absent: dict[str, str] = {}
+    if any(c.model in INT8_FILES and why_not_here(c) is None for c in candidates):
         _say(options, "quantizing to int8 (foldkit quantize)")
         files[INT8] = work / "int8.onnx"
         quantize_onnx(files[FLOAT], files[INT8], QuantizeOptions(
             calib=options.calib, calib_random=options.calib_random, seed=options.seed, latency_rounds=0,
             sensitivity="never", progress=options.progress))
-    return files, data, input_name
+        fused, convs = fuse_conv_activations(onnx.load(str(files[INT8])))
+        if convs:
+            files[INT8_FUSED] = work / "int8-fused.onnx"
+            onnx.save(fused, str(files[INT8_FUSED]))
+        else:
+            absent[INT8_FUSED] = "no conv has a Q/DQ pair before a ReLU or LeakyReLU: the same model as the int8 one"
+    return files, absent, data, input_name
 
 
 def _judge(model: str | os.PathLike, original: onnx.ModelProto, held_out: np.ndarray, input_name: str) -> Judge:
@@ -128,14 +146,16 @@ def _judge(model: str | os.PathLike, original: onnx.ModelProto, held_out: np.nda
     return Judge(reference, heads, size, detector)
 
 
-def _open_and_judge(candidates: list[Candidate], files: dict[str, Path], judge: Judge, held_out: np.ndarray,
-                    input_name: str, options: OptimizeOptions, report: OptimizeReport) -> dict[str, Backend]:
+def _open_and_judge(candidates: list[Candidate], files: dict[str, Path], absent: dict[str, str], judge: Judge,
+                    held_out: np.ndarray, input_name: str, options: OptimizeOptions, report: OptimizeReport
+                    ) -> dict[str, Backend]:
     """Each candidate opened (creation timed) and judged; the ones that ran, by name."""
     if options.min_f1 is not None and not judge.detector:
         raise FoldkitError(f"{report.model}: --min-f1 needs a YOLO model with foldkit metadata; use --min-snr")
     backends: dict[str, Backend] = {}
     for candidate in candidates:
-        result = CandidateResult(candidate.name, candidate.description, skipped=why_not_here(candidate))
+        result = CandidateResult(candidate.name, candidate.description,
+                                 skipped=why_not_here(candidate) or absent.get(candidate.model))
         report.results.append(result)
         if result.skipped is not None:
             continue
