@@ -47,11 +47,23 @@ def test_unreachable_target_snr_exits_1_and_writes_nothing(float_model, tmp_path
     assert "200" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag,ranked", [(["--no-sensitivity"], False), (["--sensitivity"], True)])
+def test_sensitivity_can_be_forced_or_turned_off(float_model, tmp_path, flag, ranked):
+    report = tmp_path / "report.json"
+    skip = "7bit,equalize,clip,adaround,bias,u16,float"
+    assert main(["quantize", str(float_model), "-o", str(tmp_path / "q.onnx"), "--calib-random", "8", "--skip", skip,
+                 "--report", str(report), *flag]) == 0
+    data = json.loads(report.read_text(), parse_constant=_reject_constant)
+    assert data["min_snr_db"] < 20  # low: by default (auto) the layers would be ranked
+    assert bool(data["sensitivity"]) == ranked
+
+
 @pytest.mark.parametrize("args,words", [
     (["--calib-random", "8", "--calib", "x.npy"], "not allowed with argument"),
     ([], "one of the arguments --calib --calib-random is required"),
     (["--calib-random", "8", "--target-snr", "nan"], "signal-to-noise ratio"),
     (["--calib-random", "8", "--skip", "clip,adaquant"], "unknown step(s) adaquant; choose from 7bit, equalize"),
+    (["--calib-random", "8", "--sensitivity", "--no-sensitivity"], "not allowed with argument --sensitivity"),
 ])
 def test_bad_quantize_arguments_exit_2_on_one_line(float_model, tmp_path, capsys, args, words):
     assert main(["quantize", str(float_model), "-o", str(tmp_path / "o.onnx"), *args]) == 2

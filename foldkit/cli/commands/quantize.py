@@ -49,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the most a step that leaves the int8 kernels (u16, layers in float) may cost, "
                              f"as a multiple of the float model's p50, and it must buy {OFF_INT8_MIN_GAIN_DB:g} dB "
                              "(default: %(default)s)")
-    parser.add_argument("--sensitivity", action="store_true", help="always run the per-layer sensitivity analysis")
+    ranking = parser.add_mutually_exclusive_group()
+    ranking.add_argument("--sensitivity", action="store_const", const="always", dest="sensitivity", default="auto",
+                         help="always run the per-layer sensitivity analysis (default: when an output's SNR is low "
+                              "or a target is missed)")
+    ranking.add_argument("--no-sensitivity", action="store_const", const="never", dest="sensitivity",
+                         help="never run it (one quantization per layer: minutes on a large network)")
     options.add_seed(parser, "the calibration split and random inputs")
     parser.add_argument("--report", help="also write the report as JSON here")
 
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         calib=args.calib, calib_random=args.calib_random, held_out=args.held_out,
         held_out_variants=args.held_out_variants, seed=args.seed, method=args.method,
         steps=tuple(step for step in STEPS if step not in skipped),
-        target_snr=args.target_snr, exclude=args.exclude, sensitivity="always" if args.sensitivity else "auto",
+        target_snr=args.target_snr, exclude=args.exclude, sensitivity=args.sensitivity,
         latency_budget=args.latency_budget, progress=status_lines(),
     ), report_path=args.report)
     print(report.format())
