@@ -42,17 +42,18 @@ def quantized(tmp_path_factory):
     return folder, onnx.load(str(folder / "m.int8.onnx")), inputs[-8:]
 
 
-def _reader_of(model: onnx.ModelProto, op: str, name: str) -> onnx.NodeProto:
+def _input_producer(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    """The node whose output the node ``name`` reads as its first input."""
     producers = {out: node for node in model.graph.node for out in node.output}
-    return producers[next(n for n in model.graph.node if n.name == name).input[0]] if op else producers[name]
+    return producers[next(n for n in model.graph.node if n.name == name).input[0]]
 
 
 def test_only_the_pair_between_a_conv_and_its_own_activation_goes(quantized) -> None:
     _, qdq, _ = quantized
     fused, convs = fuse_conv_activations(qdq)
     assert convs == ["conv_a"]  # conv_b's output is also a graph output: its pair stays
-    assert _reader_of(fused, "input", "act_a").name == "conv_a"  # the activation reads the conv itself
-    assert _reader_of(fused, "input", "act_b").op_type == "DequantizeLinear"
+    assert _input_producer(fused, "act_a").name == "conv_a"  # the activation reads the conv itself
+    assert _input_producer(fused, "act_b").op_type == "DequantizeLinear"
     removed = len(qdq.graph.node) - len(fused.graph.node)
     assert removed == 2 and len(qdq.graph.initializer) - len(fused.graph.initializer) == 2  # its scale, zero point
     onnx.checker.check_model(fused, full_check=True)

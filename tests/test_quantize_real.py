@@ -10,7 +10,6 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 
@@ -23,7 +22,7 @@ from foldkit.quantize.calibration import load_calibration, model_input
 from foldkit.quantize.judge import HeldOutJudge
 from foldkit.quantize.options import BIAS_CORRECTION, MSE_CLIP, WEIGHTS_7BIT
 from foldkit.quantize.significance import significant_gain
-from foldkit.quantize.static import StaticQuantizer
+from foldkit.quantize.static import StaticQuantizer, range_overrides
 
 PHOTOS = ("dog.jpg", "person.jpg")
 
@@ -62,7 +61,7 @@ def test_trained_tiny_int8_keeps_only_winning_steps_and_reports_detections(train
 
 
 def test_ranges_weighed_for_the_leaky_relu_behind_beat_plain_mse_on_trained_weights(trained_tiny, tmp_path) -> None:
-    """The second conv's output of the trained network spans [−94, 42]; only LeakyReLU(0.1) reads it.
+    """The second conv's output of the trained network spans [−94, 42] at 416 px; only LeakyReLU(0.1) reads it.
     Weighing its negative errors by 0.01 must buy the heads more than the bootstrap could invent
     (measured here: +1.3 ± 0.25 dB at 160 px on an AMX Xeon; +2.1 dB at 416 px, docs/int8.md)."""
     model, photos = trained_tiny
@@ -75,8 +74,7 @@ def test_ranges_weighed_for_the_leaky_relu_behind_beat_plain_mse_on_trained_weig
     assert sum(s.negative_weight == pytest.approx(0.01) for s in stats) == 11  # the 11 conv+BN+leaky outputs
     judgements = {}
     for name, chosen in (("plain", [replace(s, negative_weight=1.0) for s in stats]), ("weighed", stats)):
-        ranges = {s.name: s.mse_range() for s in chosen}
-        overrides = {n: {"rmin": np.float32(lo), "rmax": np.float32(hi)} for n, (lo, hi) in ranges.items()}
+        overrides = range_overrides({s.name: s.mse_range() for s in chosen})
         judgements[name] = judge.judge(quantizer.with_overrides(overrides, name).quantize())
     gain, sigma, significant = significant_gain(judgements["plain"], judgements["weighed"])
     assert significant and gain > 0.5, (gain, sigma)

@@ -23,7 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import QuantType
@@ -40,7 +39,7 @@ from foldkit.quantize.detections import compare_detections
 from foldkit.quantize.draws import JITTER, jittered_draws
 from foldkit.quantize.judge import HeldOutJudge, Judgement
 from foldkit.quantize.options import HELD_OUT_VARIANTS
-from foldkit.quantize.static import StaticQuantizer
+from foldkit.quantize.static import StaticQuantizer, range_overrides
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quantize import default_real  # a sibling script, not a package
@@ -78,20 +77,17 @@ def measure(real: Path, folder: Path, draws: int) -> list[dict]:
     judge = HeldOutJudge(nearest.float_path, data.held_out, input_name)
     heads = heads_from_metadata(read_metadata(folded))
     stats = activation_stats(folded, nearest.calibrate(), data.calibration, input_name)
-    u8 = {s.name: {"rmin": np.float32(lo), "rmax": np.float32(hi)} for s in stats for lo, hi in [s.mse_range()]}
+    u8 = range_overrides({s.name: s.mse_range() for s in stats})
     u16 = {name: {"quant_type": QuantType.QUInt16} for name in nearest.calibrate()}
 
     def row(activations: str, weights: str, judgements: list[Judgement]) -> dict:
         agreements = [compare_detections(judge.reference, j.outputs, heads, (SIZE, SIZE)) for j in judgements]
-        values = {"snr": [j.min_snr_db for j in judgements], "f1": [a.f1 for a in agreements],
-                  "score": [a.mean_abs_score_diff for a in agreements]}
-        shown = {key: (f"{min(v):.3f}–{max(v):.3f}" if key != "snr" else f"{min(v):.1f}–{max(v):.1f}")
-                 if len(v) > 1 else (f"{v[0]:.3f}" if key != "snr" else f"{v[0]:.1f}") for key, v in values.items()}
-        missed_extra = (f"{agreements[0].misses} / {agreements[0].extras}" if len(agreements) == 1 else
-                        f"{min(a.misses for a in agreements)}–{max(a.misses for a in agreements)} / "
-                        f"{min(a.extras for a in agreements)}–{max(a.extras for a in agreements)}")
-        return {"activations": activations, "weights": weights, **shown, "missed_extra": missed_extra,
-                "values": values}
+        values: dict[str, list[float]] = {"snr": [j.min_snr_db for j in judgements], "f1": [a.f1 for a in agreements],
+                  "score": [a.mean_abs_score_diff for a in agreements],
+                  "missed": [a.misses for a in agreements], "extra": [a.extras for a in agreements]}
+        return {"activations": activations, "weights": weights, "snr": _span(values["snr"], ".1f"),
+                "f1": _span(values["f1"], ".3f"), "score": _span(values["score"], ".3f"),
+                "missed_extra": f"{_span(values['missed'], 'd')} / {_span(values['extra'], 'd')}", "values": values}
 
     clipped = nearest.with_overrides(u8, "u8")
     base = clipped.quantize()
@@ -105,6 +101,12 @@ def measure(real: Path, folder: Path, draws: int) -> list[dict]:
         row("u16 everywhere", "s8, AdaRound", [judge.judge(learned.with_overrides(u16, "u16").quantize())]),
         row("u8, the pass's MSE ranges", "s8, AdaRound", [judge.judge(learned.with_overrides(u8, "u8").quantize())]),
     ]
+
+
+def _span(values: list[float], spec: str) -> str:
+    """One value, or the lowest–highest of several, formatted with ``spec``."""
+    low, high = min(values), max(values)
+    return f"{low:{spec}}" if low == high else f"{low:{spec}}–{high:{spec}}"
 
 
 if __name__ == "__main__":

@@ -46,7 +46,11 @@ class Context:
     options: QuantizeOptions
     cpu: Int8Capability
     report: QuantizeReport
-    draw_sigma: float = 0.0  # σ of the SNR over equivalent models: the rounding's luck (significance)
+
+    @property
+    def draw_sigma(self) -> float:
+        """σ of the SNR over equivalent models, the rounding's luck (significance): 0 until it is measured."""
+        return self.report.draw_noise_db or 0.0
 
     def candidate(self, quantizer: StaticQuantizer, exclude: list[str]) -> Candidate:
         path = quantizer.quantize(exclude)

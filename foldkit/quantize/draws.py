@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from foldkit.quantize.judge import HeldOutJudge, Judgement
-from foldkit.quantize.static import StaticQuantizer
+from foldkit.quantize.static import StaticQuantizer, range_overrides
 
 DRAWS = 3  # jittered re-quantizations of the baseline (each one quantization and one judgement)
 JITTER = 0.005  # each end of each range moved by up to ±0.5 %
@@ -22,19 +22,18 @@ JITTER = 0.005  # each end of each range moved by up to ±0.5 %
 def jittered_draws(quantizer: StaticQuantizer, exclude: Sequence[str], judge: HeldOutJudge, seed: int = 0,
                    count: int = DRAWS) -> list[Judgement]:
     """``count`` judgements of ``quantizer``'s model with each range's ends jittered (seeded): its calibrated
-    range, or the range its overrides set."""
+    range, or the range its overrides set. The draws go to the tensors in name order: ORT writes its
+    calibration cache in an order that changes from process to process, and the same seed must give
+    the same draws."""
     rng = np.random.default_rng(seed)
-    calibrated = {name: (float(quantizer.overrides[name]["rmin"]), float(quantizer.overrides[name]["rmax"]))
-                  if "rmin" in quantizer.overrides.get(name, {}) else (low, high)
-                  for name, (low, high) in quantizer.calibrate().items()}  # a range override is the range
-    ranges = {name: (low, high) for name, (low, high) in calibrated.items()
+    ranges = {name: (low, high) for name, (low, high) in quantizer.ranges().items()
               if np.isfinite(low) and np.isfinite(high) and high > low}
     draws = []
     for index in range(count):
-        overrides = {name: {**quantizer.overrides.get(name, {}),
-                            "rmin": np.float32(low * (1 + rng.uniform(-JITTER, JITTER))),
-                            "rmax": np.float32(high * (1 + rng.uniform(-JITTER, JITTER)))}
-                     for name, (low, high) in ranges.items()}
+        moved = range_overrides({name: (low * (1 + rng.uniform(-JITTER, JITTER)),
+                                        high * (1 + rng.uniform(-JITTER, JITTER)))
+                                 for name, (low, high) in sorted(ranges.items())})  # not ORT's cache order
+        overrides = {name: {**quantizer.overrides.get(name, {}), **entry} for name, entry in moved.items()}
         jittered = quantizer.with_overrides(overrides, f"draw{index}")
         draws.append(judge.judge(jittered.quantize(exclude)))
     return draws

@@ -96,7 +96,7 @@ def quantize_onnx(model: str | os.PathLike | onnx.ModelProto, output: str | os.P
             quantizer.float_path, float(data.calibration.max() - data.calibration.min()) / 255.0, options.seed)
         report.steps.append(Step("ORT quantize_static", best.judgement.errors, kept=True, model_file=str(best.path)))
         if options.steps:
-            context.draw_sigma = report.draw_noise_db = draw_noise_db(
+            report.draw_noise_db = draw_noise_db(
                 [best.judgement, *jittered_draws(quantizer, exclude, judge, options.seed)])
         for step in options.steps:
             best = STEP_FUNCTIONS[step](context, best)

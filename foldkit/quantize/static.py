@@ -69,6 +69,13 @@ class StaticQuantizer:
             self.quantize().unlink()
         return cached_ranges(self.cache_path)
 
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Every calibrated tensor's (lowest, highest) as this quantizer quantizes it: an override's range where
+        one is set, else the calibrated one."""
+        return {name: (float(self.overrides[name]["rmin"]), float(self.overrides[name]["rmax"]))
+                if "rmin" in self.overrides.get(name, {}) else (low, high)
+                for name, (low, high) in self.calibrate().items()}
+
     def with_overrides(self, overrides: Mapping[str, dict], name: str) -> StaticQuantizer:
         """The same float model and calibration, with ``overrides`` added to this one's (no recalibration)."""
         other = copy.copy(self)
@@ -121,3 +128,8 @@ def _quiet_ort_logging() -> Iterator[None]:
         yield
     finally:
         logging.disable(previous)
+
+
+def range_overrides(ranges: Mapping[str, tuple[float, float]]) -> dict[str, dict]:
+    """Each tensor's (lo, hi) as the ``TensorQuantOverrides`` entry that makes ORT use that range."""
+    return {name: {"rmin": np.float32(low), "rmax": np.float32(high)} for name, (low, high) in ranges.items()}

@@ -75,11 +75,10 @@ def shortlist(context: Context, best: Candidate) -> set[str]:
     # a layer writes an output when the last op of its chain (conv, activation, pool …) does
     chosen |= {node.name for node in nodes
                if set(by_name[quantizer.layer_nodes(node.name)[-1]].output) & outputs}
-    ranges = {name: (float(o["rmin"]), float(o["rmax"])) for name, o in quantizer.overrides.items() if "rmin" in o}
+    ranges = quantizer.ranges()
     stats = {s.name: s for s in activation_stats(quantizer.model, quantizer.calibrate(), context.data.calibration,
                                                  context.input_name)}
-    noise = {node.name: stats[node.input[0]].noise_to_signal(
-                 *ranges.get(node.input[0], (stats[node.input[0]].lowest, stats[node.input[0]].highest)))
+    noise = {node.name: stats[node.input[0]].noise_to_signal(*ranges[node.input[0]])
              for node in nodes if node.input[0] in stats}
     rest = sorted((name for name in noise if name not in chosen), key=noise.__getitem__, reverse=True)
     return chosen | set(rest[:SHORTLIST_WORST_INPUTS])

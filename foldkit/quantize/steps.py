@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType
 
@@ -38,6 +37,7 @@ from foldkit.quantize.options import (
     WEIGHTS_7BIT,
 )
 from foldkit.quantize.report import QuantizeReport
+from foldkit.quantize.static import range_overrides
 from foldkit.quantize.step_adaround import learned_rounding
 from foldkit.quantize.step_float_layers import float_layers
 
@@ -67,9 +67,8 @@ def mse_clipping(context: Context, best: Candidate) -> Candidate:
     stats = activation_stats(best.quantizer.model, best.quantizer.calibrate(), context.data.calibration,
                              context.input_name)
     ranges = {s.name: s.mse_range() for s in stats}
-    overrides = {name: {"rmin": np.float32(lo), "rmax": np.float32(hi)} for name, (lo, hi) in ranges.items()}
     narrowed = sum(1 for s in stats if ranges[s.name] != (min(s.lowest, 0.0), max(s.highest, 0.0)))
-    quantizer = best.quantizer.with_overrides(overrides, "clipped")
+    quantizer = best.quantizer.with_overrides(range_overrides(ranges), "clipped")
     return context.weigh("+ MSE-optimal activation ranges", best, context.candidate(quantizer, best.exclude),
                          note=f"{narrowed} of {len(stats)} ranges narrowed")
 
@@ -89,11 +88,9 @@ def mixed_u16(context: Context, best: Candidate) -> Candidate:
     """
     stats = activation_stats(best.quantizer.model, best.quantizer.calibrate(), context.data.calibration,
                              context.input_name)
-    ranges = {name: (float(o["rmin"]), float(o["rmax"])) for name, o in best.quantizer.overrides.items()
-              if "rmin" in o}
+    ranges = best.quantizer.ranges()
     outputs = {o.name for o in best.quantizer.model.graph.output}
-    order = sorted(stats, key=lambda s: (s.name not in outputs,
-                                         -s.noise_to_signal(*ranges.get(s.name, (s.lowest, s.highest)))))
+    order = sorted(stats, key=lambda s: (s.name not in outputs, -s.noise_to_signal(*ranges[s.name])))
     first = sum(1 for s in stats if s.name in outputs)
     chosen = best
     for extra in U16_EXTRA:
