@@ -16,9 +16,10 @@ from foldkit.deploy.yolo import HeadSpec
 from foldkit.errors import FoldkitError
 from foldkit.quantize import QuantizeOptions, quantize_onnx
 from foldkit.quantize.activations import BINS, ActivationStats, activation_stats, negative_weights
+from foldkit.quantize.adaround import Grid
 from foldkit.quantize.calibration import load_calibration
 from foldkit.quantize.detections import compare_detections
-from foldkit.quantize.draws import JITTER, jittered_draws
+from foldkit.quantize.draws import JITTER, TIE_BAND, equivalent_draws, flip_tie_weights
 from foldkit.quantize.judge import HeldOutJudge, Judgement, OutputError
 from foldkit.quantize.options import MIXED_U16, MSE_CLIP
 from foldkit.quantize.significance import draw_noise_db, significant_gain
@@ -158,13 +159,13 @@ def test_the_rounding_draw_widens_the_noise_a_gain_must_beat() -> None:
     assert draw_noise_db(draws[:1]) == 0.0
 
 
-def test_jittered_draws_move_every_range_by_at_most_the_jitter_and_change_the_rounding(tmp_path) -> None:
+def test_equivalent_draws_jitter_every_range_flip_ties_and_change_the_rounding(tmp_path) -> None:
     model, inputs = _outlier_relu_model()
     data = load_calibration((1, 3, 16, 16), calib=_save(tmp_path / "calib.npy", inputs), held_out=8)
     quantizer = StaticQuantizer(model, tmp_path, "m", data, "x")
     judge = HeldOutJudge(quantizer.float_path, data.held_out, "x")
     baseline = _scales(quantizer.quantize())
-    draws = jittered_draws(quantizer, [], judge, seed=3, count=2)
+    draws = equivalent_draws(quantizer, [], judge, seed=3, count=2)
     written = sorted(tmp_path.glob("m-draw*.int8-*.onnx"))
     assert len(draws) == len(written) == 2
     for path in written:
@@ -174,20 +175,50 @@ def test_jittered_draws_move_every_range_by_at_most_the_jitter_and_change_the_ro
         assert max(moved) <= 2 * JITTER and max(moved) > 0  # a range of two jittered ends: its step moves ≤ 1 %
     snrs = [draw.min_snr_db for draw in draws]
     assert snrs[0] != snrs[1] and draw_noise_db(draws) > 0
+    for index in range(2):  # each draw quantizes its own float model: tie weights flipped, nothing else
+        redrawn = onnx.load(str(tmp_path / f"m-draw{index}.float.onnx"))
+        weights = {i.name: numpy_helper.to_array(i) for i in redrawn.graph.initializer}
+        assert not np.array_equal(weights["w1"], numpy_helper.to_array(model.graph.initializer[0]))
+        assert np.array_equal(weights["b1"], np.zeros(8, np.float32))
     # the same seed gives the same draws whatever order ORT's calibration cache lists the tensors in
     cache = json.loads(quantizer.cache_path.read_text())
     cache["data"] = dict(reversed(list(cache["data"].items())))
     quantizer.cache_path.write_text(json.dumps(cache))
-    again = jittered_draws(quantizer, [], judge, seed=3, count=2)
+    again = equivalent_draws(quantizer, [], judge, seed=3, count=2)
     assert [draw.min_snr_db for draw in again] == snrs
     # a quantizer whose overrides set a range is jittered around that range, not the calibrated one
     low, high = quantizer.calibrate()["h"]
     narrowed = quantizer.with_overrides({"h": {"rmin": np.float32(low), "rmax": np.float32(high / 2)}}, "narrow")
     step = _scales(narrowed.quantize())["h"][0]
     assert step < 0.6 * baseline["h"][0]
-    jittered_draws(narrowed, [], judge, seed=3, count=1)
+    equivalent_draws(narrowed, [], judge, seed=3, count=1)
     drawn = _scales(next(tmp_path.glob("m-narrow-draw0.int8-*.onnx")))["h"][0]
     assert abs(drawn / step - 1) <= 2 * JITTER
+
+
+def test_tie_flips_move_only_weights_near_a_tie_to_a_grid_neighbour_that_ort_keeps(tmp_path) -> None:
+    model, inputs = _outlier_relu_model()
+    before = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    flipped = flip_tie_weights(model, {"conv_b"}, False, np.random.default_rng(0))
+    after = {i.name: numpy_helper.to_array(i) for i in flipped.graph.initializer}
+    assert np.array_equal(after["w2"], before["w2"]) and np.array_equal(after["b1"], before["b1"])  # conv_b excluded
+    grid = Grid.of(before["w1"], False)
+    ratio = grid.ratio(before["w1"])
+    tie = np.abs(ratio - np.floor(ratio) - 0.5) < TIE_BAND
+    moved = (after["w1"] != before["w1"]).reshape(ratio.shape)
+    assert moved.any() and not (moved & ~tie).any()  # only weights near a tie move
+    landed = grid.ratio(after["w1"])[moved]
+    assert np.allclose(landed, np.round(landed), atol=1e-4)  # onto a grid point
+    assert np.isin(np.round(landed), [np.floor(ratio[moved]), np.ceil(ratio[moved])]).all()  # a neighbour
+    away = (np.round(landed) != grid.nearest(before["w1"])[moved]).mean()
+    assert 0.3 < away < 0.7  # about half of the ties take the other neighbour
+    assert np.array_equal(grid.nearest(after["w1"]), np.round(grid.ratio(after["w1"])).astype(np.int64))
+    assert np.array_equal(Grid.of(after["w1"], False).scale, grid.scale)  # ORT computes the same scale
+    data = load_calibration((1, 3, 16, 16), calib=_save(tmp_path / "calib.npy", inputs), held_out=8)
+    quantized = onnx.load(str(StaticQuantizer(flipped, tmp_path, "f", data, "x").quantize()))
+    stored = next(numpy_helper.to_array(i) for i in quantized.graph.initializer if i.name.startswith("w1")
+                  and numpy_helper.to_array(i).size == ratio.size)
+    assert np.array_equal(stored.reshape(ratio.shape), grid.nearest(after["w1"]))  # ORT writes the chosen integers
 
 
 def _save(path, array: np.ndarray):

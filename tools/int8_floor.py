@@ -6,8 +6,10 @@ variants of them exactly as ``foldkit quantize`` does. Rows, each one model judg
 detection agreement with the float model):
 
 * u8 activations with the pass's MSE ranges (weighed for the LeakyReLU behind them), s8 weights;
-* the same with every range's ends jittered by ±0.5 % (``--draws`` equivalent models: the spread is
-  the luck of the rounding, not a better or worse model);
+* the same redrawn ``--draws`` times (:mod:`foldkit.quantize.draws`: every range's ends jittered by
+  ±0.5 %, conv weights near a tie of the s8 grid flipped at random; the spread is the luck of the
+  rounding, not a better or worse model);
+* ORT's plain quantize_static (MinMax ranges), once and redrawn: the baseline the gain is measured from;
 * every activation at u16, s8 weights rounded to nearest: what 8-bit weights alone leave;
 * every activation at u16, s8 weights with learned rounding (AdaRound on the u8 model's inputs);
 * u8 activations with the AdaRound weights.
@@ -36,7 +38,7 @@ from foldkit.quantize.activations import activation_stats
 from foldkit.quantize.adaround_model import adaround_onnx
 from foldkit.quantize.calibration import load_calibration, model_input
 from foldkit.quantize.detections import compare_detections
-from foldkit.quantize.draws import JITTER, jittered_draws
+from foldkit.quantize.draws import JITTER, TIE_BAND, equivalent_draws
 from foldkit.quantize.judge import HeldOutJudge, Judgement
 from foldkit.quantize.options import HELD_OUT_VARIANTS
 from foldkit.quantize.static import StaticQuantizer, range_overrides
@@ -89,14 +91,18 @@ def measure(real: Path, folder: Path, draws: int) -> list[dict]:
                 "f1": _span(values["f1"], ".3f"), "score": _span(values["score"], ".3f"),
                 "missed_extra": f"{_span(values['missed'], 'd')} / {_span(values['extra'], 'd')}", "values": values}
 
+    redrawn = f"s8, ties (±{TIE_BAND:.0%}) flipped at random; ranges ±{JITTER:.1%}"
     clipped = nearest.with_overrides(u8, "u8")
     base = clipped.quantize()
     rounded, _ = adaround_onnx(folded, onnx.load(str(base)), data.calibration, input_name, reduce_range=False)
     learned = StaticQuantizer(rounded, folder, "adaround", data, input_name)
     return [
         row("u8, the pass's MSE ranges", "s8, nearest", [judge.judge(base)]),
-        row(f"u8, ranges jittered ±{JITTER:.1%} ({draws} equivalent models)", "s8, nearest",
-            jittered_draws(clipped, [], judge, seed=1, count=draws)),
+        row(f"u8, the pass's MSE ranges, redrawn ({draws} equivalent models)", redrawn,
+            equivalent_draws(clipped, [], judge, seed=1, count=draws)),
+        row("u8, ORT's MinMax ranges (plain quantize_static)", "s8, nearest", [judge.judge(nearest.quantize())]),
+        row(f"u8, ORT's MinMax ranges, redrawn ({draws} equivalent models)", redrawn,
+            equivalent_draws(nearest, [], judge, seed=1, count=draws)),
         row("u16 everywhere", "s8, nearest", [judge.judge(nearest.with_overrides(u16, "u16").quantize())]),
         row("u16 everywhere", "s8, AdaRound", [judge.judge(learned.with_overrides(u16, "u16").quantize())]),
         row("u8, the pass's MSE ranges", "s8, AdaRound", [judge.judge(learned.with_overrides(u8, "u8").quantize())]),

@@ -37,7 +37,7 @@ from foldkit.quantize.admit import admit_float_model, require_finite_outputs
 from foldkit.quantize.calibration import CalibrationData, load_calibration, model_input
 from foldkit.quantize.context import Candidate, Context
 from foldkit.quantize.detections import compare_detections
-from foldkit.quantize.draws import jittered_draws
+from foldkit.quantize.draws import equivalent_draws
 from foldkit.quantize.judge import HeldOutJudge
 from foldkit.quantize.latency import measure_latency
 from foldkit.quantize.options import QuantizeOptions
@@ -97,7 +97,7 @@ def quantize_onnx(model: str | os.PathLike | onnx.ModelProto, output: str | os.P
         report.steps.append(Step("ORT quantize_static", best.judgement.errors, kept=True, model_file=str(best.path)))
         if options.steps:
             report.draw_noise_db = draw_noise_db(
-                [best.judgement, *jittered_draws(quantizer, exclude, judge, options.seed)])
+                [best.judgement, *equivalent_draws(quantizer, exclude, judge, options.seed)])
         for step in options.steps:
             best = STEP_FUNCTIONS[step](context, best)
         final = _sensitivity_and_target(context, best)

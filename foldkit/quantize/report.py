@@ -14,7 +14,7 @@ from foldkit import strict_json
 from foldkit.quantize.adaround_model import AdaRoundReport
 from foldkit.quantize.bias_correction import BiasCorrectionReport
 from foldkit.quantize.detections import DetectionAgreement
-from foldkit.quantize.draws import JITTER
+from foldkit.quantize.draws import JITTER, TIE_BAND
 from foldkit.quantize.equalize import EqualizationReport
 from foldkit.quantize.judge import OutputError, mean_snr, min_snr
 from foldkit.quantize.latency import Latency
@@ -135,7 +135,8 @@ class QuantizeReport:
                          "(the network's own noise amplification; int8 can hardly beat it)")
         if self.draw_noise_db is not None:
             lines.append(f"  rounding draw: σ {self.draw_noise_db:.2f} dB over equivalent models (every range jittered "
-                         f"±{JITTER:.1%}), added to each step's bootstrap σ")
+                         f"±{JITTER:.1%}, conv weights within ±{TIE_BAND:.0%} of a step of a tie flipped at random), "
+                         "added to each step's bootstrap σ")
         lines.append("  steps (held-out SNR vs float, min / mean over outputs):")
         lines += [f"    {s.name:<34} {s.min_snr_db:7.1f} dB {s.mean_snr_db:7.1f} dB  "
                   f"{'kept' if s.kept else 'dropped'}{'  ' + s.note if s.note else ''}" for s in self.steps]

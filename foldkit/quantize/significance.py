@@ -7,8 +7,9 @@ and noise gives the spread the gain would show on another draw of similar inputs
 That is not all the luck. A change far below one u8 step (learned rounding, a corrected bias, a
 range moved by half a percent) moves values across the rounding boundaries of every later
 activation: the int8 model draws its rounding noise anew, and its SNR moves although nothing
-better or worse was done (on the trained yolov3-tiny, ranges jittered by ±0.5 % move the worst head
-by up to 0.8 dB while the bootstrap σ is 0.1–0.25 dB). :func:`draw_noise_db` measures that spread on
+better or worse was done (on the trained yolov3-tiny, flipping the s8 rounding of the conv weights
+that sit within 5 % of a tie moves the worst head over 24.0–27.2 dB while the bootstrap σ is
+0.1–0.25 dB). :func:`draw_noise_db` measures that spread on
 the baseline; a gain compares two draws, so its variance adds twice the draws' variance to the
 bootstrap's. A step is kept only when its gain exceeds ``KEEP_SIGMAS`` times the combined σ: with
 2σ, a step that does nothing is kept by chance about 2 times in 100.

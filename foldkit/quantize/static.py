@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,6 +82,16 @@ class StaticQuantizer:
         other = copy.copy(self)
         other.overrides = {**self.overrides, **overrides}
         other.name = f"{self.name}-{name}"
+        return other
+
+    def equivalent(self, model: onnx.ModelProto, name: str, overrides: Mapping[str, dict]) -> StaticQuantizer:
+        """A quantizer of ``model``, a float model equivalent to this one (the same graph, weights moved by
+        far less than a grid step), saved as ``name``: the same settings and this one's calibrated ranges (not
+        recalibrated), with ``overrides`` added to this one's."""
+        other = StaticQuantizer(model, self.folder, name, self._calibration, self._input_name, self._method,
+                                reduce_range=self.reduce_range, overrides={**self.overrides, **overrides})
+        self.calibrate()
+        shutil.copyfile(self.cache_path, other.cache_path)
         return other
 
     def quantizable_nodes(self) -> list[onnx.NodeProto]:
