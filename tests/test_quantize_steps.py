@@ -180,6 +180,11 @@ def test_equivalent_draws_jitter_every_range_flip_ties_and_change_the_rounding(t
         weights = {i.name: numpy_helper.to_array(i) for i in redrawn.graph.initializer}
         assert not np.array_equal(weights["w1"], numpy_helper.to_array(model.graph.initializer[0]))
         assert np.array_equal(weights["b1"], np.zeros(8, np.float32))
+    seen: list = []  # ``form`` gets each quantized file, and what it returns is judged
+    judged = equivalent_draws(quantizer, [], judge, seed=3, count=2,
+                              form=lambda path: seen.append(path) or quantizer.float_path)
+    assert len(seen) == 2 and all(path.name.startswith("m-draw") for path in seen)
+    assert all(draw.min_snr_db > 100 for draw in judged)  # the float model judged against itself
     # the same seed gives the same draws whatever order ORT's calibration cache lists the tensors in
     cache = json.loads(quantizer.cache_path.read_text())
     cache["data"] = dict(reversed(list(cache["data"].items())))

@@ -10,6 +10,8 @@ detection agreement with the float model):
   ±0.5 %, conv weights near a tie of the s8 grid flipped at random; the spread is the luck of the
   rounding, not a better or worse model);
 * ORT's plain quantize_static (MinMax ranges), once and redrawn: the baseline the gain is measured from;
+* u8 after each activation only: the conv and its LeakyReLU fused (the form OpenVINO runs,
+  :mod:`foldkit.quantize.fused_form`; judged in ORT, which runs those convs in float), once and redrawn;
 * every activation at u16, s8 weights rounded to nearest: what 8-bit weights alone leave;
 * every activation at u16, s8 weights with learned rounding (AdaRound on the u8 model's inputs);
 * u8 activations with the AdaRound weights.
@@ -39,6 +41,7 @@ from foldkit.quantize.adaround_model import adaround_onnx
 from foldkit.quantize.calibration import load_calibration, model_input
 from foldkit.quantize.detections import compare_detections
 from foldkit.quantize.draws import JITTER, TIE_BAND, equivalent_draws
+from foldkit.quantize.fused_form import fuse_conv_activations
 from foldkit.quantize.judge import HeldOutJudge, Judgement
 from foldkit.quantize.options import HELD_OUT_VARIANTS
 from foldkit.quantize.static import StaticQuantizer, range_overrides
@@ -103,10 +106,22 @@ def measure(real: Path, folder: Path, draws: int) -> list[dict]:
         row("u8, ORT's MinMax ranges (plain quantize_static)", "s8, nearest", [judge.judge(nearest.quantize())]),
         row(f"u8, ORT's MinMax ranges, redrawn ({draws} equivalent models)", redrawn,
             equivalent_draws(nearest, [], judge, seed=1, count=draws)),
+        row("u8 after each activation only (conv + LeakyReLU fused: OpenVINO's form)", "s8, nearest",
+            [judge.judge(_fused(base))]),
+        row(f"u8 after each activation only, redrawn ({draws} equivalent models)", redrawn,
+            equivalent_draws(clipped, [], judge, seed=1, count=draws, form=_fused)),
         row("u16 everywhere", "s8, nearest", [judge.judge(nearest.with_overrides(u16, "u16").quantize())]),
         row("u16 everywhere", "s8, AdaRound", [judge.judge(learned.with_overrides(u16, "u16").quantize())]),
         row("u8, the pass's MSE ranges", "s8, AdaRound", [judge.judge(learned.with_overrides(u8, "u8").quantize())]),
     ]
+
+
+def _fused(path: Path) -> Path:
+    """The fused form of the QDQ model at ``path``, written beside it."""
+    fused, _ = fuse_conv_activations(onnx.load(str(path)))
+    written = path.with_suffix(".fused.onnx")
+    onnx.save(fused, str(written))
+    return written
 
 
 def _span(values: list[float], spec: str) -> str:

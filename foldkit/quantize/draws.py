@@ -5,13 +5,13 @@ Two nudges, each far below one step of the grid it touches, make a model that ro
 * every activation range's ends moved by up to ±:data:`JITTER` (values far from the zero point move
   by a fraction of a u8 step and round anew; values near it hardly move);
 * every conv weight that lies within ±:data:`TIE_BAND` of a step of halfway between two points of
-  ORT's s8 grid moved to the other one with probability ½ (about 5 % of the weights; either point is
-  as good to 10 %: the weights' error power grows by about 3 %), which changes every conv's output
+  ORT's s8 grid moved to the other one with probability ½ (about 5 % of the weights, each 0.45–0.55
+  of a step from either point: the weights' error power grows by about 3 %), which changes every conv's output
   by a hair and so the rounding of every activation after it.
 
 The range jitter alone undersampled the draw: on the trained yolov3-tiny, 8 jittered models spanned
-27.0–27.4 dB at the worst head, while 5 models with tie weights flipped spanned 24.0–27.2 dB, about
-as far as AdaRound's learned rounding (24.9 dB) or random flips of as many weights as it changes.
+27.0–27.4 dB at the worst head, while 8 with tie weights flipped as well span 24.6–27.4 dB
+(``tools/int8_floor.py``), about as far as AdaRound's learned rounding moves it (24.9 dB).
 The spread of the held-out SNR over such models is the luck of the rounding's draw, which the
 bootstrap over held-out inputs cannot see (:mod:`foldkit.quantize.significance`).
 
@@ -22,7 +22,8 @@ Only ``Conv`` weights are flipped: ORT quantizes them per output channel (axis 0
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -38,11 +39,12 @@ TIE_BAND = 0.05  # weights within ±5 % of a grid step of a tie may take the oth
 
 
 def equivalent_draws(quantizer: StaticQuantizer, exclude: Sequence[str], judge: HeldOutJudge, seed: int = 0,
-                     count: int = DRAWS) -> list[Judgement]:
+                     count: int = DRAWS, form: Callable[[Path], Path] | None = None) -> list[Judgement]:
     """``count`` judgements of ``quantizer``'s model redrawn (seeded): tie weights of the quantized convs
     flipped and each range's ends jittered around its calibrated range, or the range its overrides set.
     The draws go to tensors and weights in name order: ORT writes its calibration cache in an order that
-    changes from process to process, and the same seed must give the same draws."""
+    changes from process to process, and the same seed must give the same draws. ``form``: turns each
+    quantized file into the file judged (the fused form OpenVINO runs, say); by default the QDQ file itself."""
     rng = np.random.default_rng(seed)
     ranges = {name: (low, high) for name, (low, high) in quantizer.ranges().items()
               if np.isfinite(low) and np.isfinite(high) and high > low}
@@ -54,7 +56,8 @@ def equivalent_draws(quantizer: StaticQuantizer, exclude: Sequence[str], judge: 
         overrides = {name: {**quantizer.overrides.get(name, {}), **entry} for name, entry in moved.items()}
         flipped = flip_tie_weights(quantizer.model, set(exclude), quantizer.reduce_range, rng)
         redrawn = quantizer.equivalent(flipped, f"{quantizer.name}-draw{index}", overrides)
-        draws.append(judge.judge(redrawn.quantize(exclude)))
+        written = redrawn.quantize(exclude)
+        draws.append(judge.judge(form(written) if form else written))
     return draws
 
 

@@ -8,7 +8,7 @@ That is not all the luck. A change far below one u8 step (learned rounding, a co
 range moved by half a percent) moves values across the rounding boundaries of every later
 activation: the int8 model draws its rounding noise anew, and its SNR moves although nothing
 better or worse was done (on the trained yolov3-tiny, flipping the s8 rounding of the conv weights
-that sit within 5 % of a tie moves the worst head over 24.0–27.2 dB while the bootstrap σ is
+that sit within 5 % of a tie moves the worst head over 24.6–27.4 dB while the bootstrap σ is
 0.1–0.25 dB). :func:`draw_noise_db` measures that spread on
 the baseline; a gain compares two draws, so its variance adds twice the draws' variance to the
 bootstrap's. A step is kept only when its gain exceeds ``KEEP_SIGMAS`` times the combined σ: with
