@@ -219,6 +219,12 @@ def test_tie_flips_move_only_weights_near_a_tie_to_a_grid_neighbour_that_ort_kee
     assert 0.3 < away < 0.7  # about half of the ties take the other neighbour
     assert np.array_equal(grid.nearest(after["w1"]), np.round(grid.ratio(after["w1"])).astype(np.int64))
     assert np.array_equal(Grid.of(after["w1"], False).scale, grid.scale)  # ORT computes the same scale
+    shared = onnx.ModelProto()
+    shared.CopyFrom(model)
+    shared.graph.node.append(helper.make_node("Identity", ["w1"], ["w1_read"], name="reader"))
+    unmoved = flip_tie_weights(shared, set(), False, np.random.default_rng(0))
+    kept = {i.name: numpy_helper.to_array(i) for i in unmoved.graph.initializer}
+    assert np.array_equal(kept["w1"], before["w1"]) and not np.array_equal(kept["w2"], before["w2"])  # w1 read twice
     data = load_calibration((1, 3, 16, 16), calib=_save(tmp_path / "calib.npy", inputs), held_out=8)
     quantized = onnx.load(str(StaticQuantizer(flipped, tmp_path, "f", data, "x").quantize()))
     stored = next(numpy_helper.to_array(i) for i in quantized.graph.initializer if i.name.startswith("w1")

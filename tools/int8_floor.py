@@ -55,7 +55,7 @@ SIZE = 416
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, default=default_real(), help="the shared folder of trained models")
-    parser.add_argument("--draws", type=int, default=8, help="jittered equivalent models")
+    parser.add_argument("--draws", type=int, default=8, help="equivalent models per redrawn row")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     args = parser.parse_args()
     if not (args.real / "yolov3-tiny.weights").is_file():

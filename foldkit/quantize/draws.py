@@ -65,11 +65,15 @@ def flip_tie_weights(model: onnx.ModelProto, exclude: set[str], reduce_range: bo
                      rng: np.random.Generator) -> onnx.ModelProto:
     """A copy of ``model`` whose quantized convs' weights within :data:`TIE_BAND` of a tie on ORT's grid sit
     exactly on one of its two neighbours, each chosen with probability ½; every other weight unchanged
-    (nothing moves to or from the grid's ends ±qmax: they set the scale ORT computes)."""
+    (nothing moves to or from the grid's ends ±qmax: they set the scale ORT computes), and so is every
+    weight that an excluded conv or any other node also reads."""
     model = copy.deepcopy(model)
     initializers = {init.name: init for init in model.graph.initializer}
-    weights = sorted({node.input[1] for node in model.graph.node
-                      if node.op_type == "Conv" and node.name not in exclude and node.input[1] in initializers})
+    quantized = {node.input[1] for node in model.graph.node
+                 if node.op_type == "Conv" and node.name not in exclude and node.input[1] in initializers}
+    elsewhere = {name for node in model.graph.node if not (node.op_type == "Conv" and node.name not in exclude)
+                 for name in node.input}  # a weight a float node also reads must not move
+    weights = sorted(quantized - elsewhere)
     for name in weights:
         weight = numpy_helper.to_array(initializers[name])
         grid = Grid.of(weight, reduce_range)
