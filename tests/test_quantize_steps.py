@@ -3,6 +3,7 @@ variants, detection agreement, and the u16/clip overrides as ORT writes them."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -159,6 +160,20 @@ def test_the_rounding_draw_widens_the_noise_a_gain_must_beat() -> None:
     assert draw_noise_db(draws[:1]) == 0.0
 
 
+def test_a_gain_compares_the_means_over_equivalent_models() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.5, 2.0, 20) * 1e-3
+    same = _judgement(base)
+    lucky = [_judgement(base / 10 ** (1.5 / 10)) for _ in range(2)]  # the candidate's draws: +1.5 dB each
+    gain, sigma, kept = significant_gain(same, same, draw_sigma=0.3, before_draws=[same] * 5, after_draws=lucky)
+    assert gain == pytest.approx(1.0) and kept  # mean of (0, 1.5, 1.5) against the baseline's six zeros
+    assert sigma == pytest.approx(0.3 * np.sqrt(1 / 6 + 1 / 3), rel=1e-6)  # each mean's share of the luck
+    unlucky = [_judgement(base * 10 ** (1.5 / 10)) for _ in range(2)]
+    better = _judgement(base / 10 ** (1.5 / 10))  # one lucky model, its draws say otherwise
+    assert significant_gain(same, better, draw_sigma=0.3)[2]  # one draw each: kept
+    assert not significant_gain(same, better, draw_sigma=0.3, before_draws=[same] * 5, after_draws=unlucky)[2]
+
+
 def test_equivalent_draws_jitter_every_range_flip_ties_and_change_the_rounding(tmp_path) -> None:
     model, inputs = _outlier_relu_model()
     data = load_calibration((1, 3, 16, 16), calib=_save(tmp_path / "calib.npy", inputs), held_out=8)
@@ -191,6 +206,14 @@ def test_equivalent_draws_jitter_every_range_flip_ties_and_change_the_rounding(t
     quantizer.cache_path.write_text(json.dumps(cache))
     again = equivalent_draws(quantizer, [], judge, seed=3, count=2)
     assert [draw.min_snr_db for draw in again] == snrs
+    # a model with every conv weight on the grid (learned rounding) has nothing to flip: no draws
+    on_grid = copy.deepcopy(model)
+    for init in on_grid.graph.initializer:
+        if init.name in ("w1", "w2"):
+            weight = numpy_helper.to_array(init)
+            grid = Grid.of(weight, False)
+            init.CopyFrom(numpy_helper.from_array(grid.weights(grid.nearest(weight), weight.shape), init.name))
+    assert equivalent_draws(StaticQuantizer(on_grid, tmp_path, "grid", data, "x"), [], judge) == []
     # a quantizer whose overrides set a range is jittered around that range, not the calibrated one
     low, high = quantizer.calibrate()["h"]
     narrowed = quantizer.with_overrides({"h": {"rmin": np.float32(low), "rmax": np.float32(high / 2)}}, "narrow")
@@ -353,6 +376,7 @@ def test_clip_and_u16_steps_write_what_they_measured(tmp_path) -> None:
     assert u16[output][1] == 2 and plain[output][1] == 1  # the graph output in 16 bits
     assert all(s.noise_db is not None for s in report.steps[1:])
     assert report.draw_noise_db is not None and "rounding draw: σ" in report.format()  # measured once, said
+    assert all("(means over 3 and" in s.note for s in report.steps[1:])  # each candidate redrawn twice
     # activation statistics cover the tensors ORT calibrated, and their histograms hold every value
     stats = activation_stats(model, {"h": (0.0, 50.0)}, inputs[:2], "x")
     assert [s.name for s in stats] == ["h"] and stats[0].counts.sum() == 2 * 8 * 16 * 16

@@ -9,13 +9,14 @@ the int8 kernels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
 from foldkit.cpu import Int8Capability
 from foldkit.quantize.calibration import CalibrationData
+from foldkit.quantize.draws import CANDIDATE_DRAWS, equivalent_draws
 from foldkit.quantize.judge import HeldOutJudge, Judgement
 from foldkit.quantize.latency import measure_latency
 from foldkit.quantize.options import OFF_INT8_MIN_GAIN_DB, QuantizeOptions
@@ -28,12 +29,13 @@ BUDGET_LATENCY_ROUNDS = 5  # interleaved rounds timing a candidate against the l
 
 @dataclass
 class Candidate:
-    """A float model's quantizer, the QDQ model it made with ``exclude`` float, and its judgement."""
+    """A float model's quantizer, the QDQ model it made with ``exclude`` float, its judgement and its draws'."""
 
     quantizer: StaticQuantizer
     exclude: list[str]
     path: Path
     judgement: Judgement
+    draws: list[Judgement] = field(default_factory=list)  # equivalent models of it (foldkit.quantize.draws)
 
 
 @dataclass
@@ -52,9 +54,11 @@ class Context:
         """σ of the SNR over equivalent models, the rounding's luck (significance): 0 until it is measured."""
         return self.report.draw_noise_db or 0.0
 
-    def candidate(self, quantizer: StaticQuantizer, exclude: list[str]) -> Candidate:
+    def candidate(self, quantizer: StaticQuantizer, exclude: list[str], draws: int = CANDIDATE_DRAWS) -> Candidate:
+        """The model ``quantizer`` makes with ``exclude`` float, judged, and ``draws`` equivalent models of it."""
         path = quantizer.quantize(exclude)
-        return Candidate(quantizer, list(exclude), path, self.judge.judge(path))
+        redrawn = equivalent_draws(quantizer, exclude, self.judge, self.options.seed, draws) if draws else []
+        return Candidate(quantizer, list(exclude), path, self.judge.judge(path), redrawn)
 
     def derived(self, model: onnx.ModelProto, best: Candidate, name: str, *, reduce_range: bool | None = None
                 ) -> StaticQuantizer:
@@ -66,19 +70,23 @@ class Context:
     def weigh(self, name: str, best: Candidate, candidate: Candidate, note: str = "", min_gain: float = 0.0
               ) -> Candidate:
         """Record the step; return the candidate when it wins by more than the judgement's noise (and ``min_gain``)."""
-        gain, sigma, significant = significant_gain(best.judgement, candidate.judgement, self.options.seed,
-                                                    self.draw_sigma)
+        gain, sigma, significant = self._gain(best, candidate)
         kept = significant and gain >= min_gain
-        text = f"{gain:+.2f} dB ± {sigma:.2f} (σ)" + (f"; {note}" if note else "")
+        means = (f" (means over {1 + len(candidate.draws)} and {1 + len(best.draws)} equivalent models)"
+                 if candidate.draws or best.draws else "")
+        text = f"{gain:+.2f} dB ± {sigma:.2f} (σ){means}" + (f"; {note}" if note else "")
         self.report.steps.append(Step(name, candidate.judgement.errors, kept, note=text,
                                       model_file=str(candidate.path), noise_db=sigma))
         return candidate if kept else best
 
+    def _gain(self, before: Candidate, after: Candidate) -> tuple[float, float, bool]:
+        return significant_gain(before.judgement, after.judgement, self.options.seed, self.draw_sigma,
+                                before.draws, after.draws)
+
     def within_budget(self, name: str, chosen: Candidate, candidate: Candidate, note: str) -> Candidate:
         """:meth:`weigh`, and a win is kept only when it buys :data:`OFF_INT8_MIN_GAIN_DB` and its p50 is
         within ``latency_budget`` × the float p50 (timed only when it wins: timing is the slow part)."""
-        gain, _, significant = significant_gain(chosen.judgement, candidate.judgement, self.options.seed,
-                                                self.draw_sigma)
+        gain, _, significant = self._gain(chosen, candidate)
         if not significant or gain < OFF_INT8_MIN_GAIN_DB:
             return self.weigh(name, chosen, candidate, note=note, min_gain=OFF_INT8_MIN_GAIN_DB)
         ratio = measure_latency(chosen.quantizer.float_path, candidate.path, self.data.held_out[:1],

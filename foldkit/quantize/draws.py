@@ -22,7 +22,7 @@ Only ``Conv`` weights are flipped: ORT quantizes them per output channel (axis 0
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from foldkit.quantize.judge import HeldOutJudge, Judgement
 from foldkit.quantize.static import StaticQuantizer, range_overrides
 
 DRAWS = 5  # equivalent re-quantizations of the baseline (each one quantization and one judgement)
+CANDIDATE_DRAWS = 2  # of each candidate a step makes: its gain is judged on the means
 JITTER = 0.005  # each end of each range moved by up to ±0.5 %
 TIE_BAND = 0.05  # weights within ±5 % of a grid step of a tie may take the other neighbour
 
@@ -42,9 +43,13 @@ def equivalent_draws(quantizer: StaticQuantizer, exclude: Sequence[str], judge: 
                      count: int = DRAWS, form: Callable[[Path], Path] | None = None) -> list[Judgement]:
     """``count`` judgements of ``quantizer``'s model redrawn (seeded): tie weights of the quantized convs
     flipped and each range's ends jittered around its calibrated range, or the range its overrides set.
-    The draws go to tensors and weights in name order: ORT writes its calibration cache in an order that
-    changes from process to process, and the same seed must give the same draws. ``form``: turns each
-    quantized file into the file judged (the fused form OpenVINO runs, say); by default the QDQ file itself."""
+    None where no quantized conv weight is near a tie (learned rounding puts every weight on the grid):
+    the range jitter alone would undersample the draw. The draws go to tensors and weights in name order:
+    ORT writes its calibration cache in an order that changes from process to process, and the same seed
+    must give the same draws. ``form``: turns each quantized file into the file judged (the fused form
+    OpenVINO runs, say); by default the QDQ file itself."""
+    if not any(tie.any() for _, _, _, tie in _tie_weights(quantizer.model, set(exclude), quantizer.reduce_range)):
+        return []
     rng = np.random.default_rng(seed)
     ranges = {name: (low, high) for name, (low, high) in quantizer.ranges().items()
               if np.isfinite(low) and np.isfinite(high) and high > low}
@@ -69,21 +74,33 @@ def flip_tie_weights(model: onnx.ModelProto, exclude: set[str], reduce_range: bo
     weight that an excluded conv or any other node also reads."""
     model = copy.deepcopy(model)
     initializers = {init.name: init for init in model.graph.initializer}
-    quantized = {node.input[1] for node in model.graph.node
-                 if node.op_type == "Conv" and node.name not in exclude and node.input[1] in initializers}
-    elsewhere = {name for node in model.graph.node if not (node.op_type == "Conv" and node.name not in exclude)
-                 for name in node.input}  # a weight a float node also reads must not move
-    weights = sorted(quantized - elsewhere)
-    for name in weights:
-        weight = numpy_helper.to_array(initializers[name])
-        grid = Grid.of(weight, reduce_range)
-        ratio = grid.ratio(weight)
+    for name, weight, grid, tie in _tie_weights(model, exclude, reduce_range):
         nearest = grid.nearest(weight)
-        other = np.where(ratio > nearest, nearest + 1, nearest - 1)
-        tie = (np.abs(ratio - np.floor(ratio) - 0.5) < TIE_BAND) & (np.maximum(np.abs(nearest), np.abs(other))
-                                                                      < grid.qmax)
-        chosen = np.where(tie & (rng.random(nearest.shape) < 0.5), other, nearest)
+        chosen = np.where(tie & (rng.random(nearest.shape) < 0.5), _other_neighbour(weight, grid), nearest)
         on_grid = grid.weights(chosen, weight.shape)
         initializers[name].CopyFrom(numpy_helper.from_array(np.where(tie.reshape(weight.shape), on_grid, weight)
                                                             .astype(weight.dtype), name))
     return model
+
+
+def _tie_weights(model: onnx.ModelProto, exclude: set[str], reduce_range: bool
+                 ) -> Iterator[tuple[str, np.ndarray, Grid, np.ndarray]]:
+    """Per weight initializer only quantized convs read (name order): the weight, ORT's grid for it, and
+    which of its elements lie within :data:`TIE_BAND` of a tie, away from the grid's ends."""
+    initializers = {init.name: init for init in model.graph.initializer}
+    quantized = {node.input[1] for node in model.graph.node
+                 if node.op_type == "Conv" and node.name not in exclude and node.input[1] in initializers}
+    elsewhere = {name for node in model.graph.node if not (node.op_type == "Conv" and node.name not in exclude)
+                 for name in node.input}  # a weight a float node also reads must not move
+    for name in sorted(quantized - elsewhere):
+        weight = numpy_helper.to_array(initializers[name])
+        grid = Grid.of(weight, reduce_range)
+        ratio = grid.ratio(weight)
+        reach = np.maximum(np.abs(grid.nearest(weight)), np.abs(_other_neighbour(weight, grid)))
+        yield name, weight, grid, (np.abs(ratio - np.floor(ratio) - 0.5) < TIE_BAND) & (reach < grid.qmax)
+
+
+def _other_neighbour(weight: np.ndarray, grid: Grid) -> np.ndarray:
+    """Per element, the grid point on the other side of the weight from its nearest one."""
+    nearest = grid.nearest(weight)
+    return np.where(grid.ratio(weight) > nearest, nearest + 1, nearest - 1)

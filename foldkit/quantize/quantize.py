@@ -37,7 +37,7 @@ from foldkit.quantize.admit import admit_float_model, require_finite_outputs
 from foldkit.quantize.calibration import CalibrationData, load_calibration, model_input
 from foldkit.quantize.context import Candidate, Context
 from foldkit.quantize.detections import compare_detections
-from foldkit.quantize.draws import equivalent_draws
+from foldkit.quantize.draws import DRAWS
 from foldkit.quantize.judge import HeldOutJudge
 from foldkit.quantize.latency import measure_latency
 from foldkit.quantize.options import QuantizeOptions
@@ -91,13 +91,12 @@ def quantize_onnx(model: str | os.PathLike | onnx.ModelProto, output: str | os.P
         judge = HeldOutJudge(quantizer.float_path, data.held_out, input_name)
         require_finite_outputs(judge.reference, where)
         context = Context(data, input_name, judge, options, cpu, report)
-        best = context.candidate(quantizer, exclude)
+        best = context.candidate(quantizer, exclude, draws=DRAWS if options.steps else 0)
         report.input_noise_snr_db = judge.input_noise_snr(
             quantizer.float_path, float(data.calibration.max() - data.calibration.min()) / 255.0, options.seed)
         report.steps.append(Step("ORT quantize_static", best.judgement.errors, kept=True, model_file=str(best.path)))
-        if options.steps:
-            report.draw_noise_db = draw_noise_db(
-                [best.judgement, *equivalent_draws(quantizer, exclude, judge, options.seed)])
+        if best.draws:
+            report.draw_noise_db = draw_noise_db([best.judgement, *best.draws])
         for step in options.steps:
             best = STEP_FUNCTIONS[step](context, best)
         final = _sensitivity_and_target(context, best)
