@@ -32,13 +32,14 @@ NEGLIGIBLE_DRAW_DB = 0.1
 
 @dataclass
 class Candidate:
-    """A float model's quantizer, the QDQ model it made with ``exclude`` float, its judgement and its draws'."""
+    """A float model's quantizer, the QDQ model it made with ``exclude`` float, its judgement, and the
+    judgements of equivalent models of it (:mod:`foldkit.quantize.draws`; none where not redrawn)."""
 
     quantizer: StaticQuantizer
     exclude: list[str]
     path: Path
     judgement: Judgement
-    draws: list[Judgement] = field(default_factory=list)  # equivalent models of it (foldkit.quantize.draws)
+    draws: list[Judgement] = field(default_factory=list)
 
 
 @dataclass

@@ -136,7 +136,7 @@ class QuantizeReport:
         if self.draw_noise_db is not None:
             lines.append(f"  rounding draw: σ {self.draw_noise_db:.2f} dB over equivalent models (every range jittered "
                          f"±{JITTER:.1%}, conv weights within ±{TIE_BAND:.0%} of a step of a tie flipped at random), "
-                         "added to each step's bootstrap σ")
+                         "part of each step's σ; gains compare means over equivalent models")
         lines.append("  steps (held-out SNR vs float, min / mean over outputs):")
         lines += [f"    {s.name:<34} {s.min_snr_db:7.1f} dB {s.mean_snr_db:7.1f} dB  "
                   f"{'kept' if s.kept else 'dropped'}{'  ' + s.note if s.note else ''}" for s in self.steps]
