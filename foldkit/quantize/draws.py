@@ -22,7 +22,8 @@ Only ``Conv`` weights are flipped: ORT quantizes them per output channel (axis 0
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ def equivalent_draws(quantizer: StaticQuantizer, exclude: Sequence[str], judge: 
     ORT writes its calibration cache in an order that changes from process to process, and the same seed
     must give the same draws. ``form``: turns each quantized file into the file judged (the fused form
     OpenVINO runs, say); by default the QDQ file itself."""
-    if not any(tie.any() for _, _, _, tie in _tie_weights(quantizer.model, set(exclude), quantizer.reduce_range)):
+    ties = _tie_weights(quantizer.model, set(exclude), quantizer.reduce_range)  # found once, flipped per draw
+    if not any(weight.tie.any() for weight in ties):
         return []
     rng = np.random.default_rng(seed)
     ranges = {name: (low, high) for name, (low, high) in quantizer.ranges().items()
@@ -59,7 +61,7 @@ def equivalent_draws(quantizer: StaticQuantizer, exclude: Sequence[str], judge: 
                                         high * (1 + rng.uniform(-JITTER, JITTER)))
                                  for name, (low, high) in sorted(ranges.items())})  # not ORT's cache order
         overrides = {name: {**quantizer.overrides.get(name, {}), **entry} for name, entry in moved.items()}
-        flipped = flip_tie_weights(quantizer.model, set(exclude), quantizer.reduce_range, rng)
+        flipped = _flipped(quantizer.model, ties, rng)
         redrawn = quantizer.equivalent(flipped, f"{quantizer.name}-draw{index}", overrides)
         written = redrawn.quantize(exclude)
         draws.append(judge.judge(form(written) if form else written))
@@ -72,35 +74,50 @@ def flip_tie_weights(model: onnx.ModelProto, exclude: set[str], reduce_range: bo
     exactly on one of its two neighbours, each chosen with probability ½; every other weight unchanged
     (nothing moves to or from the grid's ends ±qmax: they set the scale ORT computes), and so is every
     weight that an excluded conv or any other node also reads."""
-    model = copy.deepcopy(model)
-    initializers = {init.name: init for init in model.graph.initializer}
-    for name, weight, grid, tie in _tie_weights(model, exclude, reduce_range):
-        nearest = grid.nearest(weight)
-        chosen = np.where(tie & (rng.random(nearest.shape) < 0.5), _other_neighbour(weight, grid), nearest)
-        on_grid = grid.weights(chosen, weight.shape)
-        initializers[name].CopyFrom(numpy_helper.from_array(np.where(tie.reshape(weight.shape), on_grid, weight)
-                                                            .astype(weight.dtype), name))
-    return model
+    return _flipped(model, _tie_weights(model, exclude, reduce_range), rng)
 
 
-def _tie_weights(model: onnx.ModelProto, exclude: set[str], reduce_range: bool
-                 ) -> Iterator[tuple[str, np.ndarray, Grid, np.ndarray]]:
-    """Per weight initializer only quantized convs read (name order): the weight, ORT's grid for it, and
-    which of its elements lie within :data:`TIE_BAND` of a tie, away from the grid's ends."""
+@dataclass(frozen=True)
+class _TieWeight:
+    """One weight initializer only quantized convs read, on ORT's grid: its two candidate integers per
+    element and which elements lie within :data:`TIE_BAND` of a tie, away from the grid's ends."""
+
+    name: str
+    weight: np.ndarray
+    grid: Grid
+    nearest: np.ndarray
+    other: np.ndarray  # the grid point on the other side of the weight from its nearest one
+    tie: np.ndarray
+
+
+def _tie_weights(model: onnx.ModelProto, exclude: set[str], reduce_range: bool) -> list[_TieWeight]:
+    """The weights of :class:`_TieWeight`, in name order."""
     initializers = {init.name: init for init in model.graph.initializer}
     quantized = {node.input[1] for node in model.graph.node
                  if node.op_type == "Conv" and node.name not in exclude and node.input[1] in initializers}
     elsewhere = {name for node in model.graph.node if not (node.op_type == "Conv" and node.name not in exclude)
                  for name in node.input}  # a weight a float node also reads must not move
+    found = []
     for name in sorted(quantized - elsewhere):
         weight = numpy_helper.to_array(initializers[name])
         grid = Grid.of(weight, reduce_range)
         ratio = grid.ratio(weight)
-        reach = np.maximum(np.abs(grid.nearest(weight)), np.abs(_other_neighbour(weight, grid)))
-        yield name, weight, grid, (np.abs(ratio - np.floor(ratio) - 0.5) < TIE_BAND) & (reach < grid.qmax)
+        nearest = grid.nearest(weight)
+        other = np.where(ratio > nearest, nearest + 1, nearest - 1)
+        reach = np.maximum(np.abs(nearest), np.abs(other))
+        tie = (np.abs(ratio - np.floor(ratio) - 0.5) < TIE_BAND) & (reach < grid.qmax)
+        found.append(_TieWeight(name, weight, grid, nearest, other, tie))
+    return found
 
 
-def _other_neighbour(weight: np.ndarray, grid: Grid) -> np.ndarray:
-    """Per element, the grid point on the other side of the weight from its nearest one."""
-    nearest = grid.nearest(weight)
-    return np.where(grid.ratio(weight) > nearest, nearest + 1, nearest - 1)
+def _flipped(model: onnx.ModelProto, ties: list[_TieWeight], rng: np.random.Generator) -> onnx.ModelProto:
+    """A copy of ``model`` with each tie weight on its nearest or its other grid point, ½ each."""
+    model = copy.deepcopy(model)
+    initializers = {init.name: init for init in model.graph.initializer}
+    for entry in ties:
+        chosen = np.where(entry.tie & (rng.random(entry.nearest.shape) < 0.5), entry.other, entry.nearest)
+        on_grid = entry.grid.weights(chosen, entry.weight.shape)
+        initializers[entry.name].CopyFrom(numpy_helper.from_array(
+            np.where(entry.tie.reshape(entry.weight.shape), on_grid, entry.weight).astype(entry.weight.dtype),
+            entry.name))
+    return model
